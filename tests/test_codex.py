@@ -1,0 +1,126 @@
+"""Codex CLI, the real one from npm, completes turns through the bridge.
+
+Codex is the most demanding Responses client we know: it streams always, sends `store: false` with
+the whole history each time, asks for `reasoning.encrypted_content`, sends namespace tools, builds
+its transcript only from `response.output_item.done`, and a turn without an item ends silently
+empty with exit code 0. So each test asserts on what Codex *printed as its final answer*, and on
+what the bridge sent to the chat backend, never just on the exit code.
+
+The fixture chat backend is scripted by directive lines in the user's prompt (`@call`, `@reason`,
+`@text`; see docs/architecture.md). Prerequisite: `npm ci --prefix tests/node`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.clients_backend import chat_requests_with, message_text
+from tests.clients_codex import CodexRun, run_codex
+
+SHELL_TOOL = "exec_command"  # Codex 0.169.0's shell: a function tool taking {"cmd": "..."}
+
+
+def assert_clean_turn(run: CodexRun) -> None:
+    """Codex exited 0 and reported neither a stream error nor a failed turn."""
+    assert run.returncode == 0, run.describe()
+    assert not run.failures(), run.describe()
+    assert any(event.get("type") == "turn.completed" for event in run.events), run.describe()
+
+
+def test_plain_text_turn(
+    bridge_url: str, tmp_path: Path, backend_requests: Callable[[], list[dict[str, Any]]]
+) -> None:
+    token = secrets.token_hex(6)
+    answer = f"Plain answer {token} from the fixture backend."
+    run = run_codex(bridge_url, f"Say the line.\n@text {answer}", tmp_path)
+
+    assert_clean_turn(run)
+    # Exactly the scripted text: an `Echo: …` answer would mean the directive never reached the backend.
+    assert run.last_message.strip() == answer, run.describe()
+    assert [item["text"] for item in run.items("agent_message")] == [answer], run.describe()
+
+    requests = chat_requests_with(backend_requests(), token)
+    assert len(requests) == 1, requests
+    chat = requests[0]
+    assert chat["stream"] is True
+    # Codex's tools arrive as chat function tools, its shell among them.
+    names = {tool["function"]["name"] for tool in chat.get("tools", []) if tool.get("type") == "function"}
+    assert SHELL_TOOL in names, chat.get("tools")
+    # Codex's system prompt comes as developer messages; the user's prompt is the last message.
+    assert chat["messages"][-1]["role"] == "user"
+    assert token in message_text(chat["messages"][-1])
+
+
+def test_shell_tool_turn(
+    bridge_url: str, tmp_path: Path, backend_requests: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """The model calls Codex's shell, Codex runs it, sends the output back, and the answer arrives."""
+    token = secrets.token_hex(6)
+    # The printed marker never appears literally in the prompt, so finding it proves the command ran.
+    marker = f"codex-marker-{token}"
+    command = f"printf 'codex-%s-%s\\n' marker {token} | tee proof.txt"
+    prompt = f"Run the marker command.\n@call {SHELL_TOOL} {json.dumps({'cmd': command})}"
+    assert marker not in prompt
+
+    run = run_codex(bridge_url, prompt, tmp_path)
+
+    assert_clean_turn(run)
+    commands = run.items("command_execution")
+    assert len(commands) == 1, run.describe()
+    assert commands[0]["exit_code"] == 0, run.describe()
+    assert marker in commands[0]["aggregated_output"], run.describe()
+    assert (run.workdir / "proof.txt").read_text().strip() == marker
+    # The fixture backend answers "Tool results: <tool output>" once it sees the tool message.
+    assert "Tool results:" in run.last_message, run.describe()
+    assert marker in run.last_message, run.describe()
+
+    # Two round trips through the bridge: the tool call, then the answer to its output.
+    requests = chat_requests_with(backend_requests(), token)
+    assert len(requests) == 2, [r["messages"][-2:] for r in requests]
+    first, second = requests
+    assert first["messages"][-1]["role"] == "user"
+    # store is false: Codex resends the whole history, which the bridge turns back into chat messages.
+    assistant = [m for m in second["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
+    assert len(assistant) == 1, second["messages"]
+    call = assistant[0]["tool_calls"][0]
+    assert call["function"]["name"] == SHELL_TOOL
+    assert json.loads(call["function"]["arguments"])["cmd"] == command
+    tool_messages = [m for m in second["messages"] if m["role"] == "tool"]
+    assert len(tool_messages) == 1, second["messages"]
+    assert tool_messages[0]["tool_call_id"] == call["id"]
+    assert marker in message_text(tool_messages[0])
+
+
+def test_reasoning_round_trip(
+    bridge_url: str, tmp_path: Path, backend_requests: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A reasoning model's thoughts survive Codex's stateless loop.
+
+    Codex asks for `reasoning.encrypted_content` and sends reasoning items back verbatim on the next
+    request; the bridge must unpack what it packed there and hand it back to the backend (DeepSeek
+    and vLLM require the reasoning of a tool-calling turn on the following request).
+    """
+    token = secrets.token_hex(6)
+    thought = f"I should run the command first {token}."
+    marker = f"reasoned-{token}"
+    command = f"printf 'reasoned-%s\\n' {token}"
+    prompt = f"Think, then run it.\n@reason {thought}\n@call {SHELL_TOOL} {json.dumps({'cmd': command})}"
+
+    run = run_codex(bridge_url, prompt, tmp_path)
+
+    assert_clean_turn(run)
+    assert marker in run.last_message, run.describe()
+    reasoning_items = run.items("reasoning")
+    assert reasoning_items, run.describe()
+    assert any(token in item.get("text", "") for item in reasoning_items), run.describe()
+
+    requests = chat_requests_with(backend_requests(), token)
+    assert len(requests) == 2, [r["messages"][-2:] for r in requests]
+    assistant = [m for m in requests[1]["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
+    assert len(assistant) == 1, requests[1]["messages"]
+    # The default profile replays reasoning as DeepSeek's `reasoning_content`.
+    assert assistant[0].get("reasoning_content") == thought, assistant[0]
