@@ -1,0 +1,339 @@
+"""The bridge's configuration: plain frozen dataclasses, loaded from TOML (stdlib tomllib) or flags.
+
+Everything the server does differently per deployment lives here, explicitly, so a config file can be
+read top to bottom and a test can build a `BridgeConfig(...)` by hand. Translator option names and
+defaults are owned by `translator/options.py`; a profile (`server/profiles/<name>.toml`) is just a
+named set of those options for one kind of backend, and an upstream may override any of them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_STORE",
+    "PASSTHROUGH",
+    "PROFILES_DIR",
+    "BridgeConfig",
+    "ConfigError",
+    "Profile",
+    "Route",
+    "Timeouts",
+    "Upstream",
+    "list_profiles",
+    "load_config",
+    "load_profile",
+    "parse_config",
+]
+
+PASSTHROUGH = "passthrough"
+"""Upstream `api_key` value meaning: forward the caller's own bearer token to the backend."""
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Room for a few base64 images in `input_image` parts."""
+
+DEFAULT_STORE = "sqlite:///./responses-bridge.db"
+PROFILES_DIR = Path(__file__).with_name("profiles")
+FIXTURES_UPSTREAM = "fixtures"
+"""`--upstream fixtures`: serve the project's fixture chat backend in-process (no backend needed)."""
+
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    """A config file or flag that cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `first_byte` bounds the wait for the backend's response headers (a non-streaming
+    answer is generated before them, so it is long); `idle` bounds the silence between two reads of
+    a streamed body (a reasoning model may think for minutes before its first token)."""
+
+    connect: float = 10.0
+    first_byte: float = 600.0
+    idle: float = 300.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of translator options for one kind of backend (see server/profiles/*.toml)."""
+
+    name: str
+    description: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One chat-completions backend.
+
+    `base_url` ends in `/v1` (the bridge POSTs to `{base_url}/chat/completions`), or is `fixtures`.
+    `api_key` is sent as `Authorization: Bearer`, or `passthrough` to forward the caller's token.
+    Routing: a model named in `aliases` (alias → backend model), a model starting with `prefix` (the
+    prefix is stripped), or a model in `models`. An upstream without `models` accepts any model not
+    claimed by another upstream. `options` are the translator options after applying `profile`.
+    """
+
+    name: str
+    base_url: str
+    api_key: str | None = None
+    models: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    prefix: str | None = None
+    profile: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def passthrough(self) -> bool:
+        return self.api_key == PASSTHROUGH
+
+    @property
+    def accepts_any_model(self) -> bool:
+        return not self.models and not self.aliases and not self.prefix
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request's model goes: the upstream and the model name the backend knows."""
+
+    upstream: Upstream
+    model: str
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """Everything `create_app` needs. Build it by hand, from TOML (`load_config`) or from flags."""
+
+    upstreams: tuple[Upstream, ...]
+    api_keys: tuple[str, ...] = ()
+    store: str = DEFAULT_STORE
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    keepalive_interval: float = 15.0
+    shutdown_grace: float = 10.0
+    log_format: str = "text"
+    encryption_key: str | None = None
+    max_connections: int = 1000
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.upstreams:
+            raise ConfigError("at least one upstream is required (--upstream URL or [[upstreams]])")
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"upstream names must be unique, got {names}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
+        if self.max_body_bytes <= 0 or self.keepalive_interval <= 0:
+            raise ConfigError("max_body_bytes and keepalive_interval must be positive")
+
+    def route(self, model: str) -> Route | None:
+        """The upstream serving `model`, or None (→ 404 model_not_found).
+
+        Order: alias, then the longest matching prefix, then an explicit model list, then the first
+        upstream that accepts any model."""
+        for upstream in self.upstreams:
+            target = upstream.aliases.get(model)
+            if target is not None:
+                return Route(upstream, target)
+        best: Upstream | None = None
+        for upstream in self.upstreams:
+            if (
+                upstream.prefix
+                and model.startswith(upstream.prefix)
+                and len(model) > len(upstream.prefix)
+                and (best is None or len(upstream.prefix) > len(best.prefix or ""))
+            ):
+                best = upstream
+        if best is not None:
+            return Route(best, model[len(best.prefix or "") :])
+        for upstream in self.upstreams:
+            if model in upstream.models:
+                return Route(upstream, model)
+        for upstream in self.upstreams:
+            if upstream.accepts_any_model:
+                return Route(upstream, model)
+        return None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret, so logs and error messages can be scrubbed of them."""
+        values = [*self.api_keys, self.encryption_key or ""]
+        values += [u.api_key or "" for u in self.upstreams if not u.passthrough]
+        return tuple(v for v in values if len(v) >= 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# profiles
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def load_profile(name: str) -> Profile:
+    path = PROFILES_DIR / f"{name}.toml"
+    if not name.replace("-", "").replace("_", "").isalnum() or not path.is_file():
+        raise ConfigError(f"unknown profile {name!r}; available: {', '.join(list_profiles())}")
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"profile {name}: [options] must be a table")
+    return Profile(name=name, description=str(data.get("description", "")), options=options)
+
+
+def resolve_options(profile: str | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Profile options, then the upstream's own overrides on top."""
+    options: dict[str, Any] = dict(load_profile(profile).options) if profile else {}
+    options.update(overrides or {})
+    return options
+
+
+# --------------------------------------------------------------------------------------------------
+# TOML
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key} has the wrong type: {type(value).__name__}")
+    return value
+
+
+def _str_tuple(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    _expect(value, list, key)
+    return tuple(str(_expect(v, str, key)) for v in value)
+
+
+def _secret(table: Mapping[str, Any], key: str, where: str, env: Mapping[str, str]) -> str | None:
+    """A secret given inline (`key`) or, better, named by environment variable (`key_env`)."""
+    if f"{key}_env" in table:
+        var = _expect(table[f"{key}_env"], str, f"{where}.{key}_env")
+        if var not in env:
+            raise ConfigError(f"{where}.{key}_env names {var}, which is not set")
+        return env[var]
+    value = table.get(key)
+    return None if value is None else _expect(value, str, f"{where}.{key}")
+
+
+_UPSTREAM_KEYS = {
+    "name", "base_url", "api_key", "api_key_env", "models", "aliases", "prefix", "profile", "options",
+    "headers",
+}  # fmt: skip
+
+
+def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str]) -> Upstream:
+    where = f"upstreams[{index}]"
+    unknown = set(table) - _UPSTREAM_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    if "base_url" not in table:
+        raise ConfigError(f"{where}.base_url is required")
+    base_url = str(_expect(table["base_url"], str, f"{where}.base_url")).rstrip("/")
+    profile = table.get("profile")
+    if profile is not None:
+        _expect(profile, str, f"{where}.profile")
+    options = _expect(table.get("options", {}), dict, f"{where}.options")
+    aliases = _expect(table.get("aliases", {}), dict, f"{where}.aliases")
+    headers = _expect(table.get("headers", {}), dict, f"{where}.headers")
+    prefix = table.get("prefix")
+    return Upstream(
+        name=str(_expect(table.get("name", f"upstream{index}"), str, f"{where}.name")),
+        base_url=base_url,
+        api_key=_secret(table, "api_key", where, env),
+        models=_str_tuple(table.get("models", []), f"{where}.models"),
+        aliases={str(k): str(_expect(v, str, f"{where}.aliases.{k}")) for k, v in aliases.items()},
+        prefix=None if prefix is None else str(_expect(prefix, str, f"{where}.prefix")),
+        profile=profile,
+        options=resolve_options(profile, options),
+        headers={str(k): str(v) for k, v in headers.items()},
+    )
+
+
+_TOP_KEYS = {
+    "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
+    "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
+    "port", "workers",
+}  # fmt: skip
+
+
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Build a `BridgeConfig` from a parsed TOML document (unknown keys are errors: typos matter)."""
+    env = os.environ if env is None else env
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"unknown top-level keys {sorted(unknown)}")
+    upstream_tables = _expect(data.get("upstreams", []), list, "upstreams")
+    upstreams = tuple(
+        parse_upstream(_expect(t, dict, f"upstreams[{i}]"), i, env) for i, t in enumerate(upstream_tables)
+    )
+    kwargs: dict[str, Any] = {"upstreams": upstreams}
+    if "api_keys_env" in data:
+        var = _expect(data["api_keys_env"], str, "api_keys_env")
+        kwargs["api_keys"] = _str_tuple(env.get(var, ""), "api_keys_env")
+    elif "api_keys" in data:
+        kwargs["api_keys"] = _str_tuple(data["api_keys"], "api_keys")
+    timeouts = _expect(data.get("timeouts", {}), dict, "timeouts")
+    bad = set(timeouts) - {"connect", "first_byte", "idle"}
+    if bad:
+        raise ConfigError(f"timeouts: unknown keys {sorted(bad)}")
+    kwargs["timeouts"] = Timeouts(
+        **{k: float(_expect(v, (int, float), f"timeouts.{k}")) for k, v in timeouts.items()}
+    )
+    for key in ("store", "log_format", "host"):
+        if key in data:
+            kwargs[key] = _expect(data[key], str, key)
+    for key in ("max_body_bytes", "max_connections", "port", "workers"):
+        if key in data:
+            kwargs[key] = int(_expect(data[key], int, key))
+    for key in ("keepalive_interval", "shutdown_grace"):
+        if key in data:
+            kwargs[key] = float(_expect(data[key], (int, float), key))
+    kwargs["encryption_key"] = _secret(data, "encryption_key", "config", env)
+    return BridgeConfig(**kwargs)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> BridgeConfig:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_config(data, env)
+
+
+def single_upstream(
+    base_url: str,
+    api_key: str | None = None,
+    profile: str | None = None,
+    name: str = "default",
+) -> Upstream:
+    """The upstream described by `--upstream URL [--upstream-key KEY] [--profile NAME]`."""
+    return Upstream(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key or None,
+        profile=profile,
+        options=resolve_options(profile, None),
+    )
+
+
+def split_keys(values: Iterable[str]) -> tuple[str, ...]:
+    """API keys from repeated flags and/or comma-separated env values."""
+    return tuple(k.strip() for v in values for k in v.split(",") if k.strip())
