@@ -1,0 +1,313 @@
+"""Talking to a chat backend: one shared httpx.AsyncClient per upstream, errors mapped to HTTP.
+
+Every failure before a stream starts becomes an `ApiError` carrying the status the client should
+see (REFERENCE §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
+the backend's 4xx keeps its status and message, 429 keeps its Retry-After, refused/reset/5xx become
+502, timeouts 504. Messages are scrubbed of configured secrets before they leave the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
+
+__all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub"]
+
+log = logging.getLogger("responses_bridge")
+
+_PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                 "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                 "x-ratelimit-reset-tokens")  # fmt: skip
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class ApiError(Exception):
+    """An error the client receives as `{"error": {message, type, param, code}}` with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _type_for(status)
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _type_for(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 404:
+        return "not_found_error"
+    if status == 429:
+        return "rate_limit_error"
+    if 400 <= status < 500:
+        return "invalid_request_error"
+    return "server_error"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every configured secret in `text` (backends echo keys in auth errors)."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class UpstreamClient:
+    """The shared HTTP/1.1 keep-alive pool to one backend, sized for many concurrent streams."""
+
+    def __init__(self, upstream: Upstream, config: BridgeConfig, base_url: str | None = None) -> None:
+        self.upstream = upstream
+        self.name = upstream.name
+        self.base_url = (base_url or upstream.base_url).rstrip("/")
+        self.chat_url = self.base_url + "/chat/completions"
+        self.models_url = self.base_url + "/models"
+        self.secrets = config.secrets
+        timeouts = config.timeouts
+        self.idle_timeout = timeouts.idle
+        self.timeout = httpx.Timeout(
+            connect=timeouts.connect, read=timeouts.first_byte, write=timeouts.connect, pool=timeouts.connect
+        )
+        headers = {"accept-encoding": "identity", "user-agent": "responses-bridge"}
+        headers.update({k.lower(): v for k, v in upstream.headers.items()})
+        if upstream.api_key and not upstream.passthrough:
+            headers["authorization"] = f"Bearer {upstream.api_key}"
+        self.client = httpx.AsyncClient(
+            headers=headers,
+            timeout=self.timeout,
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=min(config.max_connections, 256),
+                keepalive_expiry=30.0,
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def _auth(self, caller_token: str | None) -> dict[str, str] | None:
+        if self.upstream.passthrough:
+            if not caller_token:
+                raise ApiError(
+                    401,
+                    "This upstream forwards the caller's API key, but the request carried none.",
+                    code="missing_api_key",
+                )
+            return {"authorization": f"Bearer {caller_token}"}
+        return None
+
+    # ---------------------------------------------------------------------------------- requests
+
+    async def open_stream(self, chat_request: dict[str, Any], caller_token: str | None) -> httpx.Response:
+        """POST a streaming chat request and return the response once its status is known and good.
+
+        The caller owns the returned response and must `aclose()` it. After the headers, the read
+        timeout is switched from first-byte to idle (httpcore reads it per body read)."""
+        request = self.client.build_request(
+            "POST",
+            self.chat_url,
+            content=orjson.dumps(chat_request),
+            headers=_json_headers(self._auth(caller_token)),
+        )
+        response = await self._send(request, stream=True)
+        if response.status_code >= 400:
+            try:
+                await self._raise_for_status(response)
+            finally:
+                await response.aclose()
+        timeout = response.request.extensions.get("timeout")
+        if isinstance(timeout, dict):
+            timeout["read"] = self.idle_timeout
+        return response
+
+    async def complete(self, chat_request: dict[str, Any], caller_token: str | None) -> dict[str, Any]:
+        """POST a non-streaming chat request and return the parsed chat completion."""
+        request = self.client.build_request(
+            "POST",
+            self.chat_url,
+            content=orjson.dumps(chat_request),
+            headers=_json_headers(self._auth(caller_token)),
+        )
+        response = await self._send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                await self._raise_for_status(response)
+            try:
+                body = await response.aread()
+            except httpx.TimeoutException:
+                raise ApiError(504, f"Upstream {self.name} timed out sending its answer.", code="upstream_timeout") from None
+            except httpx.HTTPError as exc:
+                raise ApiError(502, f"Upstream {self.name} failed mid-answer: {type(exc).__name__}.", code="upstream_error") from None
+        finally:
+            await response.aclose()
+        try:
+            completion = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ApiError(502, f"Upstream {self.name} returned a body that is not JSON.", code="upstream_error") from None
+        if not isinstance(completion, dict):
+            raise ApiError(502, f"Upstream {self.name} returned JSON that is not an object.", code="upstream_error")
+        if completion.get("error") and not completion.get("choices"):
+            # OpenRouter-style: HTTP 200 whose body is an error object.
+            raise self._error_from_body(502, completion, {})
+        return completion
+
+    async def list_models(self, caller_token: str | None, ttl: float = 60.0) -> list[dict[str, Any]]:
+        """The backend's `GET /models` list (cached briefly; an unreachable backend lists nothing)."""
+        now = time.monotonic()
+        if self._models_cache and now - self._models_cache[0] < ttl and not self.upstream.passthrough:
+            return self._models_cache[1]
+        try:
+            response = await self.client.get(self.models_url, headers=self._auth(caller_token), timeout=10.0)
+            data = response.json().get("data", []) if response.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            data = []
+        models = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        if not self.upstream.passthrough:
+            self._models_cache = (now, models)
+        return models
+
+    async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        try:
+            return await self.client.send(request, stream=stream)
+        except httpx.ConnectTimeout:
+            raise ApiError(504, f"Timed out connecting to upstream {self.name}.", code="upstream_timeout") from None
+        except httpx.PoolTimeout:
+            raise ApiError(503, f"Too many concurrent requests to upstream {self.name}.", code="upstream_busy") from None
+        except httpx.TimeoutException:
+            raise ApiError(504, f"Upstream {self.name} did not answer in time.", code="upstream_timeout") from None
+        except httpx.ConnectError:
+            raise ApiError(502, f"Could not connect to upstream {self.name}.", code="upstream_unavailable") from None
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                502, f"Upstream {self.name} closed the connection ({type(exc).__name__}).", code="upstream_error"
+            ) from None
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        body = b""
+        try:
+            async for part in response.aiter_bytes():
+                body += part
+                if len(body) > _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        try:
+            parsed: Any = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        raise self._error_from_body(response.status_code, parsed, response.headers, raw=body)
+
+    def _error_from_body(
+        self, status: int, parsed: Any, headers: Mapping[str, str], raw: bytes = b""
+    ) -> ApiError:
+        err = parsed.get("error") if isinstance(parsed, dict) else None
+        message = type_ = param = code = None
+        if isinstance(err, dict):
+            message, type_, param, code = (err.get(k) for k in ("message", "type", "param", "code"))
+        elif isinstance(err, str):
+            message = err
+        elif isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
+            message = parsed["detail"]  # FastAPI-style backends
+        if not isinstance(message, str) or not message:
+            snippet = raw[:200].decode("utf-8", "replace").strip() if raw and parsed is None else ""
+            message = f"Upstream {self.name} returned HTTP {status}" + (f": {snippet}" if snippet and not snippet.startswith("<") else ".")
+        message = scrub(message, self.secrets)
+        passed = {k: headers[k] for k in _PASS_HEADERS if k in headers}
+        if 400 <= status < 500 and status != 408:
+            return ApiError(
+                status,
+                message,
+                type=type_ if isinstance(type_, str) and type_ else None,
+                param=param if isinstance(param, str) else None,
+                code=code if isinstance(code, str) else None,
+                headers=passed,
+            )
+        if status in (408, 504):
+            return ApiError(504, f"Upstream {self.name} timed out: {message}", code="upstream_timeout")
+        return ApiError(502, f"Upstream {self.name} failed with HTTP {status}: {message}", code="upstream_error")
+
+
+def _json_headers(extra: dict[str, str] | None) -> dict[str, str]:
+    headers = {"content-type": "application/json", "accept": "text/event-stream, application/json"}
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+# ---------------------------------------------------------------------------------- fixture backend
+
+
+class FixtureBackend:
+    """The project's fixture chat backend on a free loopback port, in its own thread and loop.
+
+    A second real server rather than httpx.ASGITransport: ASGITransport buffers the whole response
+    body, so streams would not arrive incrementally (keep-alives, cuts and stalls would be lost)."""
+
+    def __init__(self) -> None:
+        import uvicorn
+
+        from fixtures.backend import create_app
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        config = uvicorn.Config(
+            create_app(), host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+            lifespan="off", timeout_graceful_shutdown=2,
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="fixture-backend", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._sock])
+        except Exception:  # the thread must not die silently
+            log.exception("fixture backend crashed")
+
+    async def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fixture backend did not start")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        await asyncio.to_thread(self._thread.join, 5.0)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+def is_fixtures(upstream: Upstream) -> bool:
+    return upstream.base_url == FIXTURES_UPSTREAM
