@@ -1,0 +1,357 @@
+"""One command for the side-by-side benchmark: ``python bench/run.py`` (``--quick`` for a short run).
+
+What it does, in order, all in one run so every ratio compares figures taken minutes apart on the same
+machine:
+
+1. installs what is missing (wrk from Debian's packages; matplotlib + py-spy, codex-relay and LiteLLM
+   each into its own venv under bench/.venvs/), recording any install that fails and going on;
+2. starts the fast scripted backend (bench/backend.py);
+3. for each target (the backend itself, this bridge with --workers 1 and 2, codex-relay, LiteLLM):
+   starts it fresh, checks one answer of each kind is whole, measures the memory it needs to hold
+   1,000 idle streams (first, while the process is fresh), time to first event at concurrency 1, then
+   the wrk throughput phases (64- and 512-chunk streams at 16 and 256 concurrent, non-streaming at 16
+   and at 1), sampling the target's and the backend's CPU and peak RSS from /proc during each; stops it;
+4. profiles this bridge (--workers 1) with py-spy under the 64-chunk, 16-concurrent load;
+5. runs bench/translator_bench.py when it exists;
+6. writes bench/results/<date>-<machine>.json, a PNG chart and bench/results/latest.md, prints the table.
+
+Every phase is bounded in time and every process started is stopped, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import install
+import procs
+import profiling
+import report
+from targets import BENCH, REPO, WORK, Target, all_targets, backend_argv, project_python
+from wrkload import run_wrk
+
+# (name, model, stream, connections, pieces expected)
+PHASES = [
+    ("s64_c16", "bench-64", True, 16),
+    ("s64_c256", "bench-64", True, 256),
+    ("s512_c16", "bench-512", True, 16),
+    ("s512_c256", "bench-512", True, 256),
+    ("ns_c16", "bench-64", False, 16),
+    ("ns_c1", "bench-64", False, 1),
+]
+LOGS = WORK / "logs"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    py = subprocess.run([project_python(), "-c", "import sys; print(sys.version.split()[0])"],
+                        capture_output=True, text=True).stdout.strip()
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 1048576, 1),
+            "python": py, "kernel": platform.release(), "machine": platform.machine()}
+
+
+def machine_slug(info: dict) -> str:
+    cpu = re.sub(r"\(r\)|\(tm\)|processor|cpu|@.*", "", info["cpu"].lower())
+    cpu = re.sub(r"[^a-z0-9]+", "-", cpu).strip("-")
+    return f"{info['nproc']}cpu-{cpu}"[:60]
+
+
+def loadgen(args: list[str], timeout: float) -> dict:
+    cmd = [project_python(), str(BENCH / "loadgen.py"), *args]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"ok": False, "error": f"no output (exit {done.returncode}): {done.stderr[-300:]}"}
+    return json.loads(lines[-1])
+
+
+def client_args(target: Target, port: int, model: str, stream: bool) -> list[str]:
+    return ["--port", str(port), "--path", target.path, "--kind", target.kind,
+            "--body", target.body(model, stream), "--api-key", "bench"]
+
+
+def measure_idle(target: Target, port: int, root_pid: int, streams: int, hold: float) -> dict:
+    """Open `streams` stalled streams through the target, hold them, sample the target's RSS."""
+    baseline = procs.rss_bytes(procs.tree(root_pid))
+    cmd = [project_python(), str(BENCH / "loadgen.py"), "idle", "--streams", str(streams),
+           "--hold", str(hold + 60), "--timeout", "60", *client_args(target, port, "bench-stall", True)]
+    with procs.Sampler(root_pid, interval=0.05) as sampler:
+        child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 text=True, start_new_session=True)
+        opened: dict = {}
+        try:
+            deadline = time.monotonic() + 120
+            line = ""
+            while time.monotonic() < deadline:
+                line = child.stdout.readline() if child.stdout else ""
+                if not line or line.startswith("{"):
+                    break
+            opened = json.loads(line) if line.startswith("{") else {"held": 0, "errors": {"no output": 1}}
+            time.sleep(hold)  # all streams are open and idle now: the sampler records the peak
+            rss_held = procs.rss_bytes(procs.tree(root_pid))
+            rest = child.communicate(timeout=30)[0]  # closes its stdin: the signal to let go
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+    done = next((json.loads(ln) for ln in rest.splitlines() if ln.startswith("{")), {})
+    mb = 1024 * 1024
+    return {
+        "streams": streams, "held": opened.get("held", 0), "errors": opened.get("errors", {}),
+        "open_seconds": opened.get("open_seconds"),
+        "closed_by_server_during_hold": done.get("closed_by_server_during_hold"),
+        "rss_baseline_mb": round(baseline / mb, 1), "rss_held_mb": round(rss_held / mb, 1),
+        "rss_peak_mb": round(sampler.peak / mb, 1),
+    }
+
+
+def start_target(target: Target, upstream: str, backend: procs.Proc) -> tuple[procs.Proc, int]:
+    if target.key == "direct":
+        return backend, int(upstream.rsplit(":", 1)[1].split("/")[0])
+    port = procs.free_port()
+    proc = procs.start(target.key, target.argv(port, upstream), LOGS, env=target.env, cwd=WORK)
+    if not procs.wait_port(port, target.ready_timeout, proc):
+        tail = proc.tail()
+        proc.stop()
+        raise RuntimeError(f"{target.label} did not listen on port {port}: {tail}")
+    return proc, port
+
+
+def wait_first_answer(target: Target, port: int, timeout: float) -> dict:
+    """Poll until a whole 64-chunk stream comes back (servers may listen before they can answer)."""
+    deadline = time.monotonic() + timeout
+    result: dict = {}
+    while time.monotonic() < deadline:
+        result = loadgen(["check", "--stream", "--pieces", "64", *client_args(target, port, "bench-64", True)], 60)
+        if result.get("ok"):
+            return result
+        time.sleep(0.5)
+    return result
+
+
+def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: argparse.Namespace,
+                   wrk: str, py_spy: str | None, results_dir: Path) -> dict:
+    out: dict = {"key": target.key, "label": target.label, "note": target.note}
+    proc, port = start_target(target, upstream, backend)
+    try:
+        checks = {"stream_64": wait_first_answer(target, port, target.ready_timeout)}
+        checks["stream_512"] = loadgen(["check", "--stream", "--pieces", "512",
+                                        *client_args(target, port, "bench-512", True)], 60)
+        checks["nonstream_64"] = loadgen(["check", "--pieces", "64", *client_args(target, port, "bench-64", False)], 60)
+        out["checks"] = checks
+        out["status"] = "measured" if all(c.get("ok") for c in checks.values()) else "answers incomplete"
+        summary = ", ".join(f"{k}={v.get('ok')}" for k, v in checks.items())
+        print(f"  checks: {summary}", flush=True)
+
+        out["idle"] = measure_idle(target, port, proc.pid, opts.idle_streams, opts.idle_hold)
+        print(f"  idle: {out['idle']}", flush=True)
+        time.sleep(1.0)
+
+        out["ttfe"] = loadgen(["ttfe", "--duration", str(opts.ttfe_seconds),
+                               *client_args(target, port, "bench-64", True)], opts.ttfe_seconds + 60)
+        print(f"  ttfe: {out['ttfe']}", flush=True)
+
+        url = f"http://127.0.0.1:{port}{target.path}"
+        out["phases"] = {}
+        for name, model, stream, conns in PHASES:
+            with procs.Sampler(proc.pid) as own, procs.Sampler(backend.pid) as back:
+                res = run_wrk(wrk, url, target.body(model, stream), conns, opts.seconds, WORK / "lua",
+                              f"{target.key}-{name}", timeout_s=max(10.0, opts.seconds))
+            phase = res.to_json()
+            phase["cpu_cores"] = round(own.cores, 2)
+            phase["backend_cpu_cores"] = round(back.cores, 2) if target.key != "direct" else None
+            phase["rss_peak_mb"] = round(own.peak / 1048576, 1)
+            out["phases"][name] = phase
+            print(f"  {name}: {phase['rate']:.1f}/s p50 {phase['p50_ms']:.2f} ms p99 {phase['p99_ms']:.2f} ms"
+                  f" errors {phase['errors']} cpu {phase['cpu_cores']}", flush=True)
+            time.sleep(0.5)
+
+        if opts.profile and target.key == "bridge-w1" and py_spy:
+            out["profile"] = profile_bridge(target, port, proc.pid, wrk, py_spy, opts, results_dir)
+    finally:
+        if proc is not backend:
+            proc.stop()
+    return out
+
+
+def profile_bridge(target: Target, port: int, pid: int, wrk: str, py_spy: str, opts: argparse.Namespace,
+                   results_dir: Path) -> dict:
+    """py-spy under the 64-chunk/16-concurrent stream load and the non-streaming load."""
+    url = f"http://127.0.0.1:{port}{target.path}"
+    seconds = max(3.0, opts.seconds)
+    found: dict = {}
+    for label, model, stream, fmt, out in (
+        ("stream_64_c16", "bench-64", True, "flamegraph", results_dir / "profile.svg"),
+        ("stream_64_c16", "bench-64", True, "raw", WORK / "profile-stream.txt"),
+        ("nonstream_c16", "bench-64", False, "raw", WORK / "profile-nonstream.txt"),
+    ):
+        spy = profiling.record(py_spy, pid, seconds, out, fmt)
+        time.sleep(0.5)
+        run_wrk(wrk, url, target.body(model, stream), 16, seconds + 1, WORK / "lua", f"profile-{label}")
+        try:
+            log = spy.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            log = spy.communicate()[0]
+        if fmt == "raw":
+            if out.exists():
+                found[label] = profiling.analyse(out)
+            else:
+                found[label] = {"samples": 0, "error": log[-500:]}
+    found["flamegraph"] = str((results_dir / "profile.svg").relative_to(REPO)) if (results_dir / "profile.svg").exists() else None
+    return found
+
+
+def run_translator_bench(quick: bool) -> dict:
+    script = BENCH / "translator_bench.py"
+    if not script.exists():
+        return {"status": "absent", "lines": []}
+    cmd = [project_python(), str(script), *(["--quick"] if quick else [])]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    except subprocess.TimeoutExpired:
+        return {"status": "timed out after 300 s", "lines": []}
+    if done.returncode != 0 and quick:  # it may not know --quick: try again without
+        done = subprocess.run(cmd[:2], capture_output=True, text=True, timeout=300, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
+    parsed = []
+    for ln in lines:
+        if ln.lstrip().startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                parsed.append(json.loads(ln))
+    return {"status": "ran" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-400:]}",
+            "lines": lines[-40:], "json": parsed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="side-by-side benchmark of Responses→chat bridges")
+    parser.add_argument("--quick", action="store_true", help="3 s phases, 1 s holds (a smoke run)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each wrk phase (default 10, quick 3)")
+    parser.add_argument("--only", default="", help="comma-separated target keys (direct,bridge-w1,bridge-w2,codex-relay,litellm)")
+    parser.add_argument("--workers", default="1,2", help="bridge --workers values to measure")
+    parser.add_argument("--backend-procs", type=int, default=1, help="processes of the bench backend")
+    parser.add_argument("--idle-streams", type=int, default=1000)
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--no-install", dest="install", action="store_false", help="skip installs, use what is there")
+    parser.add_argument("--results-dir", default=str(BENCH / "results"))
+    opts = parser.parse_args(argv)
+    opts.seconds = opts.seconds or (3.0 if opts.quick else 10.0)
+    opts.ttfe_seconds = 2.0 if opts.quick else 5.0
+    opts.idle_hold = 1.0 if opts.quick else 3.0
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))  # inherited by children
+    atexit.register(procs.stop_all)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results_dir = Path(opts.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+
+    started = dt.datetime.now(dt.UTC)
+    info = machine()
+    run: dict = {"started": started.isoformat(timespec="seconds"), "quick": opts.quick,
+                 "phase_seconds": opts.seconds, "machine": info, "installs": {}, "versions": {}, "targets": []}
+
+    wrk = install.ensure_wrk()
+    run["versions"]["wrk"] = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+    py_spy = None
+    try:
+        if opts.install:
+            install.ensure_venv(install.TOOLS)
+        if install.TOOLS.path("bin/py-spy").exists():
+            py_spy = str(install.TOOLS.path("bin/py-spy"))
+        run["installs"]["tools"] = "ok"
+    except install.InstallError as exc:
+        run["installs"]["tools"] = str(exc)
+
+    only = {k for k in opts.only.split(",") if k}
+    workers = [int(w) for w in opts.workers.split(",") if w]
+    targets = [t for t in all_targets(workers) if not only or t.key in only]
+
+    for t in targets:
+        if t.venv is None:
+            continue
+        try:
+            if opts.install:
+                install.ensure_venv(t.venv)
+            run["installs"][t.key] = "ok" if t.venv.path(t.venv.probe).exists() else "not installed (--no-install)"
+        except install.InstallError as exc:
+            run["installs"][t.key] = str(exc)
+        dist = {"codex-relay": "codex-relay", "litellm": "litellm"}.get(t.key)
+        if dist:
+            run["versions"][t.key] = install.version_of(t.venv, dist)
+
+    backend_port = procs.free_port()
+    backend = procs.start("backend", backend_argv(backend_port, opts.backend_procs), LOGS)
+    if not procs.wait_port(backend_port, 20, backend):
+        print(f"the bench backend did not start:\n{backend.tail()}", file=sys.stderr)
+        return 1
+    upstream = f"http://127.0.0.1:{backend_port}/v1"
+    run["backend"] = {"url": upstream, "procs": opts.backend_procs}
+
+    for t in targets:
+        print(f"== {t.label}", flush=True)
+        if t.venv is not None and run["installs"].get(t.key) != "ok":
+            run["targets"].append({"key": t.key, "label": t.label, "note": t.note, "status": "not installed",
+                                   "detail": run["installs"].get(t.key)})
+            print(f"  not installed: {run['installs'].get(t.key)}", flush=True)
+            continue
+        try:
+            run["targets"].append(measure_target(t, upstream, backend, opts, wrk, py_spy, results_dir))
+        except Exception as exc:  # one target failing must not lose the others' figures
+            traceback.print_exc()
+            print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
+            run["targets"].append({"key": t.key, "label": t.label, "note": t.note, "status": "failed",
+                                   "detail": f"{type(exc).__name__}: {exc}"})
+    backend.stop()
+
+    print("== translator benchmark", flush=True)
+    run["translator"] = run_translator_bench(opts.quick)
+    run["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+    stem = f"{started:%Y-%m-%d}-{machine_slug(info)}" + ("-quick" if opts.quick else "")
+    json_path = results_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(run, indent=2) + "\n")
+    png_path = results_dir / f"{stem}.png"
+    chart_status = report.chart(json_path, png_path, install.TOOLS.path("bin/python"))
+    md = report.markdown(run, json_path.name, png_path.name if png_path.exists() else None, chart_status)
+    md_name = "latest-quick.md" if opts.quick else "latest.md"
+    (results_dir / md_name).write_text(md)
+    print()
+    print(md)
+    print(f"wrote {json_path}, {png_path if png_path.exists() else '(no chart)'}, {results_dir / md_name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
