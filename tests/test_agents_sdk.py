@@ -13,14 +13,14 @@ import asyncio
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
+# Tracing off before the SDK is imported, so no exporter is ever configured.
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 
-# Tracing off before the SDK is imported, so no exporter is ever configured.
 from agents import (
     Agent,
     OpenAIResponsesModel,
@@ -36,6 +36,7 @@ from tests.clients_backend import chat_requests_with, message_text
 set_tracing_disabled(True)
 
 MODEL = "fixture-agent-model"
+T = TypeVar("T")
 
 
 class LedgerTool:
@@ -63,12 +64,17 @@ def ledger() -> LedgerTool:
     return LedgerTool()
 
 
-@pytest.fixture
-def client(bridge_url: str) -> Iterator[AsyncOpenAI]:
-    # max_retries=0: a bridge failure must fail the test, not be retried away.
-    openai_client = AsyncOpenAI(base_url=bridge_url, api_key="sk-agents-test", max_retries=0, timeout=60)
-    yield openai_client
-    asyncio.run(openai_client.close())
+def drive(bridge_url: str, scenario: Callable[[AsyncOpenAI], Awaitable[T]], timeout: float = 90) -> T:
+    """Run `scenario` with a client bound to its own event loop, closed before the loop ends."""
+
+    async def main() -> T:
+        # max_retries=0: a bridge failure must fail the test, not be retried away.
+        async with AsyncOpenAI(
+            base_url=bridge_url, api_key="sk-agents-test", max_retries=0, timeout=60
+        ) as client:
+            return await asyncio.wait_for(scenario(client), timeout)
+
+    return asyncio.run(main())
 
 
 def make_agent(client: AsyncOpenAI, ledger: LedgerTool) -> Agent[Any]:
@@ -89,12 +95,14 @@ def call_prompt(key: str) -> str:
 
 
 def test_agent_runs_tool_to_final_output(
-    client: AsyncOpenAI, ledger: LedgerTool, backend_requests: Callable[[], list[dict[str, Any]]]
+    bridge_url: str, ledger: LedgerTool, backend_requests: Callable[[], list[dict[str, Any]]]
 ) -> None:
     key = secrets.token_hex(6)
-    agent = make_agent(client, ledger)
 
-    result = asyncio.run(asyncio.wait_for(Runner.run(agent, call_prompt(key), run_config=run_config()), 90))
+    async def scenario(client: AsyncOpenAI) -> Any:
+        return await Runner.run(make_agent(client, ledger), call_prompt(key), run_config=run_config())
+
+    result = drive(bridge_url, scenario)
 
     assert ledger.calls == [key]
     assert isinstance(result.final_output, str)
@@ -111,12 +119,11 @@ def test_agent_runs_tool_to_final_output(
     assert "ledger tool" in message_text(requests[0]["messages"][0])
 
 
-def test_agent_streamed_run(client: AsyncOpenAI, ledger: LedgerTool) -> None:
+def test_agent_streamed_run(bridge_url: str, ledger: LedgerTool) -> None:
     key = secrets.token_hex(6)
-    agent = make_agent(client, ledger)
 
-    async def run() -> tuple[Any, list[str], list[str], str]:
-        streamed = Runner.run_streamed(agent, call_prompt(key), run_config=run_config())
+    async def scenario(client: AsyncOpenAI) -> tuple[Any, list[str], list[str], str]:
+        streamed = Runner.run_streamed(make_agent(client, ledger), call_prompt(key), run_config=run_config())
         raw_types: list[str] = []
         item_names: list[str] = []
         deltas: list[str] = []
@@ -129,7 +136,7 @@ def test_agent_streamed_run(client: AsyncOpenAI, ledger: LedgerTool) -> None:
                 item_names.append(event.name)
         return streamed, raw_types, item_names, "".join(deltas)
 
-    streamed, raw_types, item_names, streamed_text = asyncio.run(asyncio.wait_for(run(), 90))
+    streamed, raw_types, item_names, streamed_text = drive(bridge_url, scenario)
 
     assert ledger.calls == [key]
     assert ledger.result_for(key) in streamed.final_output
@@ -145,32 +152,28 @@ def test_agent_streamed_run(client: AsyncOpenAI, ledger: LedgerTool) -> None:
 
 
 def test_agent_chained_with_previous_response_id(
-    client: AsyncOpenAI, ledger: LedgerTool, backend_requests: Callable[[], list[dict[str, Any]]]
+    bridge_url: str, ledger: LedgerTool, backend_requests: Callable[[], list[dict[str, Any]]]
 ) -> None:
     """With response chaining the SDK sends only new items; the bridge rebuilds the rest from its store."""
     key = secrets.token_hex(6)
-    agent = make_agent(client, ledger)
+    follow_up = f"Repeat it.\n@text Still {key}."
 
-    first = asyncio.run(
-        asyncio.wait_for(
-            Runner.run(agent, call_prompt(key), run_config=run_config(), auto_previous_response_id=True), 90
+    async def scenario(client: AsyncOpenAI) -> tuple[Any, Any]:
+        agent = make_agent(client, ledger)
+        first = await Runner.run(
+            agent, call_prompt(key), run_config=run_config(), auto_previous_response_id=True
         )
-    )
-    assert ledger.calls == [key]
+        second = await Runner.run(
+            agent, follow_up, run_config=run_config(), previous_response_id=first.last_response_id
+        )
+        return first, second
+
+    first, second = drive(bridge_url, scenario)
+
     assert ledger.result_for(key) in first.final_output
     assert first.last_response_id
-
-    follow_up = f"Repeat it.\n@text Still {key}."
-    second = asyncio.run(
-        asyncio.wait_for(
-            Runner.run(
-                agent, follow_up, run_config=run_config(), previous_response_id=first.last_response_id
-            ),
-            90,
-        )
-    )
     assert second.final_output == f"Still {key}."
-    assert ledger.calls == [key]  # no second tool call
+    assert ledger.calls == [key]  # one tool call in all
 
     requests = chat_requests_with(backend_requests(), key)
     assert len(requests) == 3
