@@ -1,0 +1,40 @@
+"""responses-bridge translation core: Chat Completions ⇄ Responses as pure functions.
+
+Sans-IO in the manner of h11: plain dicts in, plain dicts out, no sockets, no asyncio, no global
+state; only orjson is required. The server and library users go through these names only.
+"""
+
+from .errors import InvalidRequest, TranslatorError, UpstreamError
+from .options import TranslatorOptions
+from .reasoning import pack_reasoning, unpack_reasoning
+from .requests import (
+    chat_to_responses_request,
+    items_to_messages,
+    messages_to_items,
+    responses_to_chat_request,
+)
+from .responses import chat_completion_to_response, map_usage, response_to_chat_completion
+from .sse import DONE_FRAME, KEEPALIVE_FRAME, SSEDecoder, encode_sse
+from .stream import ChatStreamTranslator, ResponsesStreamTranslator
+
+__all__ = [
+    "DONE_FRAME",
+    "KEEPALIVE_FRAME",
+    "ChatStreamTranslator",
+    "InvalidRequest",
+    "ResponsesStreamTranslator",
+    "SSEDecoder",
+    "TranslatorError",
+    "TranslatorOptions",
+    "UpstreamError",
+    "chat_completion_to_response",
+    "chat_to_responses_request",
+    "encode_sse",
+    "items_to_messages",
+    "map_usage",
+    "messages_to_items",
+    "pack_reasoning",
+    "response_to_chat_completion",
+    "responses_to_chat_request",
+    "unpack_reasoning",
+]

@@ -1,0 +1,96 @@
+"""Every quirk switch of the translator, with its default, in one place.
+
+Backends disagree on small things (which role they accept, where reasoning goes, which token
+limit field they read); each disagreement is one field here, so a backend profile is just a set of
+keyword arguments. The table in docs/architecture.md documents the same names and defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TranslatorOptions"]
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "developer_role": ("system", "developer"),
+    "max_tokens_field": ("max_tokens", "max_completion_tokens"),
+    "reasoning_replay": ("reasoning_content", "reasoning", "reasoning_details", "none"),
+    "reasoning_effort": ("reasoning_effort", "openrouter", "deepseek", "none"),
+    "reasoning_events": ("summary", "reasoning_text", "openresponses"),
+    "custom_tools": ("function", "native", "reject"),
+    "unsupported_tools": ("drop", "reject"),
+    "error_event": ("none", "openai", "openresponses", "both"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TranslatorOptions:
+    """Options accepted as keyword arguments by every translator entry point.
+
+    ``completed_at`` is an addition to the documented table: it fixes the terminal timestamp so a
+    test can compare a streamed response with a whole one byte for byte (otherwise it is "now").
+    """
+
+    developer_role: str = "system"
+    max_tokens_field: str = "max_tokens"
+    stream_usage: bool = True
+    reasoning_replay: str = "reasoning_content"
+    reasoning_effort: str = "reasoning_effort"
+    think_tags: bool = True
+    reasoning_events: str = "summary"
+    custom_tools: str = "function"
+    unsupported_tools: str = "drop"
+    openai_fields: bool = True
+    error_event: str = "both"
+    encryption_key: str | None = None
+    response_id: str | None = None
+    created_at: int | None = None
+    completed_at: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"option {name}={value!r}: expected one of {', '.join(allowed)}")
+        for name in ("response_id", "encryption_key"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"option {name} must be a string or None")
+        for name in ("created_at", "completed_at"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"option {name} must be an integer (seconds) or None")
+
+    @classmethod
+    def from_kwargs(cls, **options: Any) -> TranslatorOptions:
+        """Build from keyword arguments; ``options=TranslatorOptions(...)`` may be passed as a base.
+
+        Unknown names raise TypeError: a misspelt quirk switch silently doing nothing is worse.
+        """
+        base = options.pop("options", None)
+        if base is not None:
+            if not isinstance(base, TranslatorOptions):
+                raise TypeError("options= must be a TranslatorOptions")
+            return dataclasses.replace(base, **options) if options else base
+        if not options:
+            return _DEFAULT
+        unknown = set(options) - _FIELDS
+        if unknown:
+            raise TypeError(f"unknown translator option(s): {', '.join(sorted(unknown))}")
+        return cls(**options)
+
+    def new_response_id(self) -> str:
+        return self.response_id or "resp_" + uuid.uuid4().hex
+
+    def now(self) -> int:
+        return self.created_at if self.created_at is not None else int(time.time())
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TranslatorOptions)}
+_DEFAULT = TranslatorOptions()
+
+
