@@ -1,0 +1,227 @@
+"""Streaming behaviour over real sockets: SSE framing, failures after the stream started, keep-alives,
+client disconnects and graceful shutdown (REFERENCE §1.1, §1.5e, §1.8)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import BridgeHandle, bridge_config, start_bridge
+from tests.servers import RunningServer, poll, run_app
+
+TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
+
+
+def parse_frames(raw: bytes) -> list[tuple[str, Any]]:
+    """Split an SSE body into ("comment"|"done"|event-name, payload) and check each frame's shape."""
+    assert b"\r" not in raw, "frames use LF only"
+    assert raw.endswith(b"\n\n"), "the body ends with a whole frame"
+    frames: list[tuple[str, Any]] = []
+    for block in raw[:-2].split(b"\n\n"):
+        lines = block.split(b"\n")
+        if all(line.startswith(b":") for line in lines):
+            frames.append(("comment", block))
+            continue
+        if lines == [b"data: [DONE]"]:
+            frames.append(("done", None))
+            continue
+        assert len(lines) == 2, f"one event line and ONE data line per frame: {block[:200]!r}"
+        assert lines[0].startswith(b"event: ") and lines[1].startswith(b"data: "), block[:200]
+        name = lines[0][len(b"event: ") :].decode()
+        data = orjson.loads(lines[1][len(b"data: ") :])
+        assert data["type"] == name, "event: line equals the data's type"
+        frames.append((name, data))
+    return frames
+
+
+def events_of(frames: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    return [data for name, data in frames if name not in ("comment", "done")]
+
+
+def assert_well_ended(frames: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One terminal event, then [DONE] last; sequence numbers 0..n without gaps. Returns the terminal."""
+    assert frames[-1] == ("done", None), "data: [DONE] comes last"
+    events = events_of(frames)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    terminals = [e for e in events if e["type"] in TERMINAL]
+    assert len(terminals) == 1, [e["type"] for e in events]
+    assert events[-1] is terminals[0], "nothing after the terminal event but [DONE]"
+    return terminals[0]
+
+
+def stream_raw(url: str, body: dict[str, Any], timeout: float = 30) -> httpx.Response:
+    response = httpx.post(url + "/responses", json={**body, "stream": True}, timeout=timeout)
+    return response
+
+
+def test_stream_framing_and_headers(bridge_url: str) -> None:
+    response = stream_raw(bridge_url, {"model": "fixture-scripted", "input": "@text Hello there, framing."})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    frames = parse_frames(response.content)
+    terminal = assert_well_ended(frames)
+    assert terminal["type"] == "response.completed"
+    text = "".join(e["delta"] for e in events_of(frames) if e["type"] == "response.output_text.delta")
+    assert text == "Hello there, framing."
+    assert events_of(frames)[0]["type"] == "response.created"
+
+
+def test_frames_never_split_across_reads(bridge_url: str) -> None:
+    """Every network read the client sees ends on a frame boundary (REFERENCE §1.1)."""
+    with httpx.stream(
+        "POST", bridge_url + "/responses",
+        json={"model": "fixture-scripted", "input": "@text " + "word " * 200, "stream": True}, timeout=30,
+    ) as response:  # fmt: skip
+        reads = list(response.iter_raw())
+    assert len(reads) >= 1
+    for part in reads:
+        assert part.endswith(b"\n\n"), part[-80:]
+    parse_frames(b"".join(reads))
+
+
+@pytest.mark.parametrize(
+    ("fault", "hint"),
+    [("cut", "connection failed"), ("malformed", "malformed"), ("midstream-error", "crashed mid-stream")],
+)
+def test_failure_after_start_ends_with_failed_then_done(bridge_url: str, fault: str, hint: str) -> None:
+    response = stream_raw(bridge_url, {"model": f"chaos:{fault}", "input": "hi"})
+    assert response.status_code == 200
+    frames = parse_frames(response.content)
+    terminal = assert_well_ended(frames)
+    assert terminal["type"] == "response.failed"
+    error = terminal["response"]["error"]
+    # codes are limited to the SDK's ResponseError enum (server_error here); the message says what failed
+    assert error["code"] == "server_error"
+    assert hint in error["message"], error
+
+
+def test_no_done_from_backend_still_ends_cleanly(bridge_url: str) -> None:
+    frames = parse_frames(stream_raw(bridge_url, {"model": "chaos:no-done", "input": "hi"}).content)
+    assert_well_ended(frames)
+
+
+def test_idle_timeout_mid_stream_fails(make_bridge: Callable[..., BridgeHandle]) -> None:
+    from server.config import Timeouts
+
+    handle = make_bridge(timeouts=Timeouts(connect=5, first_byte=10, idle=0.5))
+    frames = parse_frames(stream_raw(handle.url, {"model": "chaos:stall", "input": "hi"}).content)
+    terminal = assert_well_ended(frames)
+    assert terminal["type"] == "response.failed"
+    assert "sent nothing for too long" in terminal["response"]["error"]["message"]
+
+
+def test_keepalive_comments_during_silence(make_bridge: Callable[..., BridgeHandle]) -> None:
+    from server.config import Timeouts
+
+    handle = make_bridge(keepalive_interval=0.2, timeouts=Timeouts(connect=5, first_byte=10, idle=1.5))
+    frames = parse_frames(stream_raw(handle.url, {"model": "chaos:stall", "input": "hi"}).content)
+    comments = [payload for name, payload in frames if name == "comment"]
+    assert len(comments) >= 3, frames
+    assert all(c == b": keep-alive" for c in comments)
+    assert_well_ended(frames)
+
+
+# ------------------------------------------------------------------------------ disconnects
+
+
+class CountingApp:
+    """Wraps the fixture backend and counts requests whose handler is still running."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.active = 0
+        self.finished = 0
+        self.lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            return await self.app(scope, receive, send)
+        with self.lock:
+            self.active += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.finished += 1
+
+
+@pytest.fixture
+def counted_backend() -> Iterator[tuple[CountingApp, RunningServer]]:
+    from fixtures.backend import create_app
+
+    app = CountingApp(create_app())
+    with run_app(app) as running:
+        yield app, running
+
+
+def test_client_disconnect_cancels_upstream(counted_backend: tuple[CountingApp, RunningServer]) -> None:
+    counter, backend = counted_backend
+    handle = start_bridge(bridge_config(backend.url + "/v1"))
+    try:
+        with httpx.stream(
+            "POST", handle.url + "/responses",
+            json={"model": "chaos:stall", "input": "hi", "stream": True}, timeout=30,
+        ) as response:  # fmt: skip
+            assert response.status_code == 200
+            first = next(response.iter_raw())
+            assert b"response.created" in first
+            assert poll(lambda: counter.active == 1, timeout=5), "the backend is streaming"
+        # the client hung up: the bridge must drop its backend request at once
+        assert poll(lambda: counter.active == 0, timeout=5), "upstream request still open after disconnect"
+        assert counter.finished == 1
+        assert poll(lambda: not handle.app.state.bridge.streams, timeout=5)
+    finally:
+        handle.stop()
+
+
+def test_sdk_client_closing_stream_cancels_upstream(counted_backend: tuple[CountingApp, RunningServer]) -> None:
+    import openai
+
+    counter, backend = counted_backend
+    handle = start_bridge(bridge_config(backend.url + "/v1"))
+    try:
+        client = openai.OpenAI(base_url=handle.url, api_key="x", max_retries=0, timeout=30)
+        stream = client.responses.create(model="chaos:stall", input="hi", stream=True)
+        first = next(iter(stream))
+        assert first.type == "response.created"
+        assert poll(lambda: counter.active == 1, timeout=5)
+        stream.close()
+        assert poll(lambda: counter.active == 0, timeout=5)
+    finally:
+        handle.stop()
+
+
+def test_shutdown_fails_inflight_stream_cleanly(backend_url: str) -> None:
+    handle = start_bridge(bridge_config(backend_url, shutdown_grace=0.3, keepalive_interval=60))
+    body = b""
+    stopper: threading.Thread | None = None
+    try:
+        with httpx.stream(
+            "POST", handle.url + "/responses",
+            json={"model": "chaos:stall", "input": "hi", "stream": True}, timeout=30,
+        ) as response:  # fmt: skip
+            reads = response.iter_raw()
+            body += next(reads)
+            stopper = threading.Thread(target=handle.stop)
+            started = time.monotonic()
+            stopper.start()
+            for part in reads:
+                body += part
+        assert time.monotonic() - started < 15
+    finally:
+        if stopper is not None:
+            stopper.join(20)
+        else:
+            handle.stop()
+    frames = parse_frames(body)
+    terminal = assert_well_ended(frames)
+    assert terminal["type"] == "response.failed"
+    assert terminal["response"]["error"] == {"code": "server_error", "message": "The server is shutting down."}
