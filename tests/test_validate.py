@@ -367,7 +367,7 @@ def test_assert_valid_lists_every_violation() -> None:
 def test_violation_str_and_dict() -> None:
     v = Violation(3, "item-id", "bad id")
     assert str(v) == "[event 3] item-id: bad id"
-    assert str(Violation(None, "terminal", "none")) == "[stream] terminal: none"
+    assert str(Violation(None, "terminal", "none")) == "terminal: none"
     assert v.to_dict() == {"index": 3, "rule": "item-id", "message": "bad id"}
 
 
@@ -647,6 +647,18 @@ BROKEN: dict[str, tuple[str, Mutation, str, int | str | None]] = {
         2,
     ),
     "delta after item done": ("text", _delta_after_item_done, "after-done", 10),
+    "no in_progress": ("text", delete("response.in_progress"), "in-progress", 1),
+    "in_progress after output": (
+        "text",
+        chain(
+            delete("response.in_progress"),
+            insert_before(
+                "response.content_part.added", {"type": "response.in_progress", "response": response()}
+            ),
+        ),
+        "in-progress",
+        2,
+    ),
     "no terminal event": ("text", delete("response.completed"), "terminal", None),
     "event after terminal": ("text", _event_after_terminal, "terminal", "terminal"),
     "two terminal events": ("text", _second_terminal, "terminal", "terminal"),
@@ -763,6 +775,20 @@ def test_every_reported_rule_is_documented() -> None:
         mutate(events)
         seen |= {v.rule for v in validate_events(events)}
     assert seen <= set(RULES)
+
+
+def test_event_with_missing_fields_does_not_blame_the_text() -> None:
+    """Deltas without content_index (a common router bug) are reported as such, not as a text mismatch."""
+    events = build("text")
+    for event in events:
+        if event["type"] == "response.output_text.delta":
+            del event["content_index"]
+    violations = validate_events(events)
+    assert {(v.rule, v.index) for v in violations} == {
+        ("event-fields", 4),
+        ("event-fields", 5),
+        ("event-fields", 6),
+    }
 
 
 def test_request_echo_mismatch() -> None:

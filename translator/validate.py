@@ -56,6 +56,7 @@ RULES: dict[str, str] = {
     "event-type": "every event is an object with a known `type` (§1.1, §1.2)",
     "event-fields": "every event has its required fields with the right types (§1.2)",
     "first-event": "the first event is response.created, and only the first (§1.5, §1.7)",
+    "in-progress": "response.in_progress follows response.created, once, before any output (§1.5 canonical prefix)",
     "lifecycle-status": "created/in_progress carry status in_progress (or queued) and output [] at creation (§1.3, §1.5)",
     "sequence-number": "sequence_number is an integer starting at 0 and going up by 1 on every event (§1.6)",
     "response-id": "the response id is the same on every lifecycle event (§1.6, SDK raises)",
@@ -99,8 +100,8 @@ class Violation:
     message: str
 
     def __str__(self) -> str:
-        where = "stream" if self.index is None else f"event {self.index}"
-        return f"[{where}] {self.rule}: {self.message}"
+        where = "" if self.index is None else f"[event {self.index}] "
+        return f"{where}{self.rule}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "rule": self.rule, "message": self.message}
@@ -666,6 +667,7 @@ class _Item:
     call: _Part | None = None
     done: dict | None = None
     done_at: int | None = None
+    tainted: bool = False  # an event for it had missing/mistyped fields: its text can't be followed
 
     @property
     def type(self) -> Any:
@@ -697,6 +699,7 @@ class _StreamChecker:
         self.terminals: list[int] = []
         self.error_events: list[int] = []
         self.incomplete_done_at: int | None = None
+        self.in_progress_seen = False
 
     def bad(self, index: int | None, rule: str, message: str) -> None:
         self.out.append(Violation(index, rule, message))
@@ -745,7 +748,7 @@ class _StreamChecker:
         if kind == "error":
             self._error_event(i, event)
         elif not fields_ok:
-            return
+            self._taint(i, event)
         elif kind in _LIFECYCLE or kind in _TERMINAL:
             self._lifecycle(i, event)
         elif kind == "response.output_item.added":
@@ -764,6 +767,31 @@ class _StreamChecker:
                     "content-index",
                     f"annotation for content_index {event['content_index']} with no such part",
                 )
+
+    def _taint(self, i: int, event: dict) -> None:
+        """An item event with missing or mistyped fields: check what can be checked, then stop comparing
+        that item's text (a delta-sum report would blame the wrong thing)."""
+        oi = event.get("output_index")
+        if not _is_int(oi) or event["type"] in _LIFECYCLE or event["type"] in _TERMINAL:
+            return
+        item = self.items.get(oi)
+        if item is None:
+            if event["type"] != "response.output_item.added":
+                self.bad(
+                    i, "item-not-added", f"{event['type']} for output_index {oi} before its output_item.added"
+                )
+            return
+        item.tainted = True
+        if _is_str(event.get("item_id")) and event["item_id"] != item.id:
+            self.bad(
+                i, "item-id", f"item_id {_short(event['item_id'])} is not the item's id {_short(item.id)}"
+            )
+
+    def _in_progress(self, i: int) -> None:
+        """The canonical prefix is created then in_progress (§1.5); strict clients wait for the latter."""
+        if not self.in_progress_seen:
+            self.in_progress_seen = True
+            self.bad(i, "in-progress", "no response.in_progress between response.created and the output")
 
     def _fields(self, i: int, event: dict, spec: dict[str, str]) -> bool:
         ok = True
@@ -805,9 +833,12 @@ class _StreamChecker:
                 )
             if kind == "response.created" and response.get("output") not in ([], None):
                 self.bad(i, "lifecycle-status", "response.created must carry output []")
-            if kind == "response.in_progress" and self.order:
-                self.bad(i, "lifecycle-status", "response.in_progress after output items were added")
+            if kind == "response.in_progress":
+                if self.in_progress_seen:
+                    self.bad(i, "in-progress", "response.in_progress after output items, or twice")
+                self.in_progress_seen = True
         else:
+            self._in_progress(i)
             self.terminals.append(i)
             if status != _TERMINAL[kind]:
                 self.bad(
@@ -855,6 +886,7 @@ class _StreamChecker:
 
     def _item_added(self, i: int, event: dict) -> None:
         oi, item = event["output_index"], event["item"]
+        self._in_progress(i)
         if oi in self.items:
             self.bad(
                 i,
@@ -965,7 +997,7 @@ class _StreamChecker:
         if kind != state.kind:
             self.bad(i, "item-type", f"part done with type {_short(kind)}, added as {state.kind}")
         got = part.get(_PART_TEXT_KEY.get(state.kind or "", "text"))
-        if got != state.text:
+        if got != state.text and not item.tainted:
             self.bad(
                 i, "delta-sum", f"done part text {_short(got)} != concatenated deltas {_short(state.text)}"
             )
@@ -1006,7 +1038,7 @@ class _StreamChecker:
             state.streamed = True
         else:
             value = event[value_key]
-            if value != state.text:
+            if value != state.text and not item.tainted:
                 self.bad(
                     i,
                     "delta-sum",
@@ -1031,6 +1063,9 @@ class _StreamChecker:
             )
         if done.get("status") == "incomplete":
             self.incomplete_done_at = i
+        if item.tainted:
+            item.done, item.done_at = done, i
+            return
         kind = item.type
         if kind in _CALL_TEXT_KEY and item.call is not None:
             key = _CALL_TEXT_KEY[kind]
