@@ -120,11 +120,12 @@ def test_sdk_parse_with_pydantic_model(client: openai.OpenAI) -> None:
 
 def test_failed_stream_surfaces_in_sdk(client: openai.OpenAI) -> None:
     """A backend dying mid-stream reaches the SDK as an error, never a silently empty answer."""
-    with pytest.raises((openai.APIError, RuntimeError)):
-        with client.responses.stream(model="chaos:cut", input="hi") as stream:
-            for _ in stream:
-                pass
-            stream.get_final_response()
+    with pytest.raises((openai.APIError, RuntimeError)), client.responses.stream(
+        model="chaos:cut", input="hi"
+    ) as stream:
+        for _ in stream:
+            pass
+        stream.get_final_response()
 
 
 def test_previous_response_id_with_memory_store(make_bridge: Callable[..., BridgeHandle]) -> None:
