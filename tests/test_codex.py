@@ -124,3 +124,31 @@ def test_reasoning_round_trip(
     assert len(assistant) == 1, requests[1]["messages"]
     # The default profile replays reasoning as DeepSeek's `reasoning_content`.
     assert assistant[0].get("reasoning_content") == thought, assistant[0]
+
+
+def test_namespace_tool_call(
+    bridge_url: str, tmp_path: Path, backend_requests: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A call to a tool inside one of Codex's namespace tools reaches Codex's handler.
+
+    Chat has no namespaces, so the bridge flattens `multi_agent_v1` + `close_agent` into one chat
+    function name; the call must come back as `{"name": "close_agent", "namespace": "multi_agent_v1"}`
+    or Codex answers `unsupported call: …` without running anything. `close_agent` on an id that is
+    not a UUID fails fast inside Codex's handler, which is harmless and proves the dispatch worked.
+    """
+    token = secrets.token_hex(6)
+    chat_name = "multi_agent_v1__close_agent"
+    prompt = f"Close agent {token}.\n@call {chat_name} {json.dumps({'target': f'no-such-agent-{token}'})}"
+
+    run = run_codex(bridge_url, prompt, tmp_path)
+
+    assert_clean_turn(run)
+    assert "unsupported call" not in run.last_message, run.describe()
+    assert f"invalid agent id no-such-agent-{token}" in run.last_message, run.describe()
+
+    requests = chat_requests_with(backend_requests(), token)
+    assert len(requests) == 2
+    offered = {tool["function"]["name"] for tool in requests[0]["tools"] if tool.get("type") == "function"}
+    assert chat_name in offered, sorted(offered)
+    echoed = [m for m in requests[1]["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
+    assert [call["function"]["name"] for call in echoed[0]["tool_calls"]] == [chat_name]
