@@ -988,7 +988,7 @@ class _StreamChecker:
                 self.bad(i, "item-field", "an output_text part needs an annotations list")
             parts.append(_Part(added_at=i, kind=kind))
             return
-        state = self._part_at(i, event, parts, index, index_key)
+        state = self._part_at(i, event, item, parts, index, index_key)
         if state is None:
             return
         if state.part_done is not None:
@@ -1005,9 +1005,12 @@ class _StreamChecker:
             self.bad(i, "unclosed-part", f"{event['type']} before the text's own .done event")
         state.part_done = part
 
-    def _part_at(self, i: int, event: dict, parts: list[_Part], index: Any, index_key: str) -> _Part | None:
+    def _part_at(
+        self, i: int, event: dict, item: _Item, parts: list[_Part], index: Any, index_key: str
+    ) -> _Part | None:
         if not _is_int(index) or not 0 <= index < len(parts):
             self.bad(i, "content-index", f"{event['type']} for {index_key} {index} before its part was added")
+            item.tainted = True  # its text went nowhere: comparing the done item would only repeat this
             return None
         return parts[index]
 
@@ -1022,7 +1025,7 @@ class _StreamChecker:
             assert state is not None  # created with every call item
         else:
             index_key = "summary_index" if container == "summary" else "content_index"
-            state = self._part_at(i, event, getattr(item, container), event[index_key], index_key)
+            state = self._part_at(i, event, item, getattr(item, container), event[index_key], index_key)
             if state is None:
                 return
             if state.kind != part_type:
