@@ -152,3 +152,35 @@ def test_namespace_tool_call(
     assert chat_name in offered, sorted(offered)
     echoed = [m for m in requests[1]["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
     assert [call["function"]["name"] for call in echoed[0]["tool_calls"]] == [chat_name]
+
+
+def test_bridge_api_key(
+    make_bridge: Callable[..., Any], tmp_path: Path, backend_requests: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """Codex's `env_key` is the bridge's `--api-key`; a wrong one is a clear 401, never a backend call."""
+    key = "sk-bridge-" + secrets.token_hex(8)
+    bridge = make_bridge(api_keys=(key,))
+    token = secrets.token_hex(6)
+    answer = f"Authorised {token}."
+
+    refused = run_codex(bridge.url, f"@text {answer}", tmp_path / "wrong", api_key="sk-wrong-key-0000")
+    assert refused.returncode != 0, refused.describe()
+    failure = " ".join(str(event) for event in refused.failures())
+    assert "401" in failure, refused.describe()
+    assert key not in refused.stdout + refused.stderr  # the secret never echoes back
+    assert chat_requests_with(backend_requests(), token) == []
+
+    accepted = run_codex(bridge.url, f"@text {answer}", tmp_path / "right", api_key=key)
+    assert_clean_turn(accepted)
+    assert accepted.last_message.strip() == answer, accepted.describe()
+
+
+def test_backend_error_mid_stream(bridge_url: str, tmp_path: Path) -> None:
+    """A backend that fails after the stream started: Codex gets `response.failed` with the backend's
+    message and fails the turn (non-zero exit), instead of hanging or reporting success."""
+    run = run_codex(bridge_url, "Say something long.", tmp_path, model="chaos:midstream-error", timeout=60)
+
+    assert run.returncode != 0, run.describe()
+    failed = [event for event in run.events if event.get("type") == "turn.failed"]
+    assert len(failed) == 1, run.describe()
+    assert "the model crashed mid-stream" in failed[0]["error"]["message"], run.describe()
