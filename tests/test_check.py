@@ -1,0 +1,277 @@
+"""`responses-bridge check` against the real bridge (must pass) and against deliberately broken endpoints.
+
+The broken endpoints are a small Starlette proxy in front of the real bridge that breaks exactly one
+thing (drops response.in_progress and content_part events, renames usage to chat's prompt_tokens, cuts
+the terminal event, or answers errors in FastAPI's shape). Everything else stays correct, so the test can
+assert the exact set of rules check reports, not just "something failed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server import check
+from tests.servers import free_port, run_app
+from translator.validate import parse_sse
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "check-model"
+
+
+def run_check(*argv: str) -> tuple[int, str, str]:
+    """`check` in-process: (exit code, stdout, stderr)."""
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    out, err = io.StringIO(), io.StringIO()
+    code = check.run(parser.parse_args(list(argv)), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_json(base_url: str, *extra: str) -> tuple[int, dict]:
+    code, out, _ = run_check("--base-url", base_url, "--model", MODEL, "--json", "--timeout", "30", *extra)
+    return code, json.loads(out)
+
+
+def rules_by_scenario(report: dict) -> dict[str, set[str]]:
+    return {s["name"]: {v["rule"] for v in s["violations"]} for s in report["scenarios"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# the real bridge passes
+
+
+def test_check_passes_against_the_bridge(bridge_url: str) -> None:
+    code, out, err = run_check("--base-url", bridge_url, "--model", MODEL, "--timeout", "30")
+    assert code == 0, out
+    names = [s.name for s in check.SCENARIOS]
+    for name in names:
+        assert any(line.split()[:2] in ([name, "PASS"], [name, "SKIP"]) for line in out.splitlines()), out
+    # one progress line per scenario on stderr, table on stdout
+    assert [line.split("]")[0] + "]" for line in err.splitlines()] == [
+        f"[{n}/{len(names)}]" for n in range(1, len(names) + 1)
+    ]
+    assert "0 failed, 0 errors" in out
+
+
+def test_check_json_report_against_the_bridge(bridge_url: str) -> None:
+    code, report = run_json(bridge_url)
+    assert code == 0
+    assert report["passed"] is True
+    assert report["summary"]["violations"] == 0
+    assert report["summary"]["scenarios"] == len(check.SCENARIOS)
+    by_name = {s["name"]: s for s in report["scenarios"]}
+    assert by_name["text-stream"]["events"] >= 8  # created … completed for a text answer
+    assert by_name["bad-request"]["status_code"] == 400
+    # the default bridge routes any model name to its one upstream: nothing to check there
+    assert by_name["unknown-model"]["result"] == "skip"
+    assert all(s["result"] == "pass" for n, s in by_name.items() if n != "unknown-model")
+
+
+def test_unknown_model_is_checked_when_the_bridge_has_a_model_list(make_bridge: Callable[..., Any]) -> None:
+    bridge = make_bridge(upstream={"models": (MODEL,)})
+    code, report = run_json(bridge.url, "--scenario", "unknown-model", "--scenario", "text")
+    assert code == 0, report
+    [unknown] = [s for s in report["scenarios"] if s["name"] == "unknown-model"]
+    assert unknown["result"] == "pass"
+    assert 400 <= unknown["status_code"] < 500
+
+
+def test_check_as_a_subprocess(bridge_url: str) -> None:
+    """`python -m server.check` and `python -m server check` (the responses-bridge entry point)."""
+    for module in (["server.check"], ["server", "check"]):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                *module,
+                "--base-url",
+                bridge_url,
+                "--model",
+                MODEL,
+                "--json",
+                "--scenario",
+                "text-stream",
+                "--scenario",
+                "tool-call-stream",
+                "--timeout",
+                "30",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OPENAI_API_KEY": ""},
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        report = json.loads(proc.stdout)
+        assert [s["name"] for s in report["scenarios"]] == ["text-stream", "tool-call-stream"]
+        assert report["passed"] is True
+
+
+# ----------------------------------------------------------------------------------------------
+# usage errors and transport failures
+
+
+def test_list_and_usage_errors() -> None:
+    code, out, _ = run_check("--list")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == [s.name for s in check.SCENARIOS]
+    code, _, err = run_check("--base-url", "http://127.0.0.1:1/v1", "--model", "m", "--scenario", "nope")
+    assert code == 2
+    assert "nope" in err
+    code, _, err = run_check("--model", "m")
+    assert code == 2
+    assert "--base-url" in err
+
+
+def test_unreachable_endpoint_is_an_error() -> None:
+    port = free_port()
+    code, report = run_json(f"http://127.0.0.1:{port}/v1", "--scenario", "text", "--timeout", "5")
+    assert code == 1
+    [result] = report["scenarios"]
+    assert result["result"] == "error"
+    assert [v["rule"] for v in result["violations"]] == ["transport"]
+
+
+# ----------------------------------------------------------------------------------------------
+# broken endpoints: a proxy in front of the bridge that breaks one thing
+
+
+def _renumber(events: list[dict]) -> list[dict]:
+    for position, event in enumerate(events):
+        event["sequence_number"] = position
+    return events
+
+
+def _drop_lifecycle_and_parts(events: list[dict]) -> list[dict]:
+    dropped = ("response.in_progress", "response.content_part.added", "response.content_part.done")
+    return _renumber([e for e in events if e["type"] not in dropped])
+
+
+def _chat_usage(body: dict) -> dict:
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        body["usage"] = {
+            "prompt_tokens": usage["input_tokens"],
+            "completion_tokens": usage["output_tokens"],
+            "total_tokens": usage["total_tokens"],
+        }
+    return body
+
+
+def _chat_usage_events(events: list[dict]) -> list[dict]:
+    for event in events:
+        if event["type"] in ("response.completed", "response.incomplete", "response.failed"):
+            _chat_usage(event["response"])
+    return events
+
+
+def _no_terminal(events: list[dict]) -> list[dict]:
+    return [
+        e for e in events if e["type"] not in ("response.completed", "response.incomplete", "response.failed")
+    ]
+
+
+# mode → (event mutation, body mutation, whether [DONE] is sent, FastAPI-style errors)
+MODES: dict[str, tuple[Callable[[list[dict]], list[dict]], Callable[[dict], dict], bool, bool]] = {
+    "no-in-progress-no-parts": (_drop_lifecycle_and_parts, lambda b: b, True, False),
+    "chat-usage": (_chat_usage_events, _chat_usage, True, False),
+    "no-terminal": (_no_terminal, lambda b: b, False, False),
+    "fastapi-errors": (lambda e: e, lambda b: b, True, True),
+}
+
+
+def _encode(events: list[dict], done: bool) -> bytes:
+    frames = [b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events]
+    return b"".join(frames) + (b"data: [DONE]\n\n" if done else b"")
+
+
+@pytest.fixture(scope="module")
+def broken_url(bridge_url: str) -> Iterator[Callable[[str], str]]:
+    """`broken_url(mode)` is the base URL of a Responses endpoint that breaks one thing (see MODES)."""
+
+    async def responses(request: Request) -> Response:
+        mutate_events, mutate_body, send_done, fastapi_errors = MODES[request.path_params["mode"]]
+        body = await request.body()
+        async with httpx.AsyncClient(timeout=30) as client:
+            upstream = await client.post(
+                bridge_url + "/responses", content=body, headers={"content-type": "application/json"}
+            )
+        if upstream.status_code >= 400:
+            if fastapi_errors:
+                return JSONResponse({"detail": upstream.json()["error"]["message"]}, status_code=422)
+            return Response(upstream.content, upstream.status_code, media_type="application/json")
+        if upstream.headers["content-type"].startswith("text/event-stream"):
+            events, _ = parse_sse(upstream.content)
+            return Response(_encode(mutate_events(events), send_done), media_type="text/event-stream")
+        return JSONResponse(mutate_body(upstream.json()))
+
+    app = Starlette(routes=[Route("/{mode}/v1/responses", responses, methods=["POST"])])
+    with run_app(app) as running:
+        yield lambda mode: f"{running.url}/{mode}/v1"
+
+
+STREAMS = {s.name for s in check.SCENARIOS if s.stream}
+TEXT_STREAMS = {n for n in STREAMS if not n.startswith("tool-call")}  # streams whose answer is a message
+BODIES = {s.name for s in check.SCENARIOS if not s.stream and s.expect_status == "ok"}
+
+
+def test_missing_in_progress_and_content_parts_are_reported(broken_url: Callable[[str], str]) -> None:
+    code, report = run_json(broken_url("no-in-progress-no-parts"))
+    assert code == 1
+    rules = rules_by_scenario(report)
+    for name in TEXT_STREAMS:
+        assert rules[name] == {"in-progress", "content-index"}, (name, rules[name])
+    for name in STREAMS - TEXT_STREAMS:  # tool calls have no content parts
+        assert rules[name] == {"in-progress"}, (name, rules[name])
+    assert all(not rules[name] for name in BODIES)
+
+
+def test_chat_style_usage_is_reported(broken_url: Callable[[str], str]) -> None:
+    code, report = run_json(broken_url("chat-usage"))
+    assert code == 1
+    rules = rules_by_scenario(report)
+    for name in STREAMS | BODIES:
+        assert rules[name] == {"usage"}, (name, rules[name])
+    [text] = [s for s in report["scenarios"] if s["name"] == "text"]
+    assert any("prompt_tokens" in v["message"] for v in text["violations"])
+
+
+def test_missing_terminal_event_is_reported(broken_url: Callable[[str], str]) -> None:
+    code, report = run_json(broken_url("no-terminal"))
+    assert code == 1
+    rules = rules_by_scenario(report)
+    for name in STREAMS:
+        assert rules[name] == {"terminal", "sse-done"}, (name, rules[name])
+    assert all(not rules[name] for name in BODIES)
+
+
+def test_non_openai_error_shape_is_reported(broken_url: Callable[[str], str]) -> None:
+    code, report = run_json(broken_url("fastapi-errors"), "--scenario", "bad-request", "--scenario", "text")
+    assert code == 1
+    assert rules_by_scenario(report) == {"bad-request": {"error-shape"}, "text": set()}
+
+
+def test_table_names_the_violations(broken_url: Callable[[str], str]) -> None:
+    code, out, _ = run_check("--base-url", broken_url("chat-usage"), "--model", MODEL, "--scenario", "text")
+    assert code == 1
+    row = next(line for line in out.splitlines() if line.startswith("text "))
+    assert row.split()[1] == "FAIL"
+    assert int(row.split()[2]) >= 1
+    assert "usage: chat-style usage key(s) prompt_tokens" in row
