@@ -9,12 +9,13 @@ lines, CRLF pairs and UTF-8 sequences anywhere.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from fixtures import corpus
+from fixtures.corpus import check_against_expected, compare_output
 from fixtures.replay import SCENARIOS_DIR, assemble, scenario_names
 from translator import ChatStreamTranslator, SSEDecoder, chat_completion_to_response
 from translator.validate import validate_events
@@ -24,10 +25,8 @@ SPLIT_SEEDS = (0, 1, 2, 3)
 
 
 def load(name: str) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
-    folder = SCENARIOS_DIR / name
-    request = orjson.loads((folder / "request.json").read_bytes())
-    expected = orjson.loads((folder / "expected.json").read_bytes())
-    return request, (folder / "chat_stream.sse").read_bytes(), expected
+    scenario = corpus.load(name)
+    return scenario.request, scenario.stream, scenario.expected
 
 
 def random_splits(raw: bytes, seed: int) -> list[bytes]:
@@ -65,112 +64,6 @@ def translate(
     return events, translator
 
 
-def collapse(types: list[str]) -> list[str]:
-    """Runs of the same delta event type as one: used where the spec leaves the number of deltas free."""
-    out: list[str] = []
-    for kind in types:
-        if kind.endswith(".delta") and out and out[-1] == kind:
-            continue
-        out.append(kind)
-    return out
-
-
-def simplify(item: dict[str, Any]) -> dict[str, Any]:
-    """The parts of an output item that expected.json states (see fixtures/README.md)."""
-    kind = item.get("type")
-    if kind == "message":
-        texts = [p.get("text", "") for p in item.get("content", []) if p.get("type") == "output_text"]
-        simple: dict[str, Any] = {"type": "message", "text": "".join(texts)}
-    elif kind == "reasoning":
-        summary = "".join(p.get("text", "") for p in item.get("summary") or [])
-        content = "".join(p.get("text", "") for p in item.get("content") or [])
-        simple = {"type": "reasoning", "text": summary or content}
-    elif kind == "function_call":
-        simple = {k: item.get(k) for k in ("type", "name", "arguments", "call_id")}
-    elif kind == "custom_tool_call":
-        simple = {k: item.get(k) for k in ("type", "name", "input", "call_id")}
-    else:
-        simple = {"type": kind}
-    simple["status"] = item.get("status")
-    return simple
-
-
-def same_arguments(got: Any, want: Any) -> bool:
-    """Arguments compared as JSON values: spacing chosen by a serialiser is not part of the spec."""
-    try:
-        return orjson.loads(got) == orjson.loads(want)
-    except (orjson.JSONDecodeError, TypeError):
-        return got == want
-
-
-def compare_output(got_items: list[dict[str, Any]], expected: dict[str, Any]) -> list[str]:
-    """Differences between the final output and the expected summary, as readable lines."""
-    strip = expected.get("compare", {}).get("strip_text", False)
-    want_items = expected["output"]
-    problems: list[str] = []
-    got = [simplify(item) for item in got_items]
-    if [g["type"] for g in got] != [w["type"] for w in want_items]:
-        return [f"output types {[g['type'] for g in got]} != expected {[w['type'] for w in want_items]}"]
-    for index, (g, w) in enumerate(zip(got, want_items, strict=True)):
-        for key, want in w.items():
-            have = g.get(key)
-            if key == "arguments":
-                ok = same_arguments(have, want)
-            elif key == "text" and strip:
-                ok = isinstance(have, str) and have.strip() == want.strip()
-            else:
-                ok = have == want
-            if not ok:
-                problems.append(f"output[{index}].{key}: got {have!r}, expected {want!r}")
-    return problems
-
-
-def compare_usage(got: Any, want: Any) -> list[str]:
-    """Usage must contain the expected figures (extra keys such as cache_write_tokens are allowed)."""
-    if want is None:
-        return [] if got is None else [f"usage: got {got!r}, expected null"]
-    if not isinstance(got, dict):
-        return [f"usage: got {got!r}, expected {want!r}"]
-    problems: list[str] = []
-    for key, value in want.items():
-        if isinstance(value, dict):
-            sub = got.get(key) if isinstance(got.get(key), dict) else {}
-            problems += [
-                f"usage.{key}.{k}: got {sub.get(k)!r}, expected {v!r}"
-                for k, v in value.items()
-                if sub.get(k) != v
-            ]
-        elif got.get(key) != value:
-            problems.append(f"usage.{key}: got {got.get(key)!r}, expected {value!r}")
-    return problems
-
-
-def check_against_expected(
-    events: list[dict[str, Any]], final: dict[str, Any], expected: dict[str, Any]
-) -> list[str]:
-    problems: list[str] = []
-    types = [e.get("type") for e in events]
-    want_types = expected["event_types"]
-    if expected.get("compare", {}).get("collapse_deltas"):
-        types, want_types = collapse(types), collapse(want_types)
-    if types != want_types:
-        problems.append(f"event types:\n  got      {types}\n  expected {want_types}")
-    if final.get("status") != expected["status"]:
-        problems.append(f"status: got {final.get('status')!r}, expected {expected['status']!r}")
-    if final.get("incomplete_details") != expected["incomplete_details"]:
-        problems.append(
-            f"incomplete_details: got {final.get('incomplete_details')!r}, expected {expected['incomplete_details']!r}"
-        )
-    problems += compare_output(final.get("output") or [], expected)
-    problems += compare_usage(final.get("usage"), expected["usage"])
-    needle = expected.get("error_message_contains")
-    if needle is not None:
-        message = (final.get("error") or {}).get("message") or ""
-        if needle not in message:
-            problems.append(f"error.message {message!r} does not contain {needle!r}")
-    return problems
-
-
 def test_corpus_is_complete() -> None:
     """Every scenario folder has its three files, a matching model name and a README naming the evidence."""
     assert len(SCENARIOS) >= 30
@@ -190,7 +83,7 @@ def test_golden_stream(name: str) -> None:
         events, translator = translate(request, random_splits(raw, seed))
         assert events, name
         final = events[-1].get("response") or {}
-        problems = check_against_expected(events, final, expected)
+        problems = check_against_expected(events, expected)
         assert not problems, f"{name} (split seed {seed}):\n" + "\n".join(problems)
         assert translator.response == final, f"{name}: .response differs from the terminal event's response"
         violations = validate_events(events, request=request)
@@ -232,7 +125,7 @@ def test_whole_answer_agrees_with_stream(name: str) -> None:
     assert not problems, f"{name} (non-streamed):\n" + "\n".join(problems)
 
 
-def test_translate_catches_a_wrong_expectation(tmp_path: Path) -> None:
+def test_translate_catches_a_wrong_expectation() -> None:
     """The comparison itself can fail: a deliberately wrong expectation is reported."""
     request, raw, expected = load("text_openai")
     events, _ = translate(request, [raw])
@@ -241,6 +134,6 @@ def test_translate_catches_a_wrong_expectation(tmp_path: Path) -> None:
         "output": [{"type": "message", "text": "Goodbye"}],
         "event_types": expected["event_types"][:-1],
     }
-    problems = check_against_expected(events, events[-1]["response"], wrong)
+    problems = check_against_expected(events, wrong)
     assert any("output[0].text" in p for p in problems)
     assert any("event types" in p for p in problems)
