@@ -1,0 +1,228 @@
+"""Config loading, model routing and the shipped profiles."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.cli import build_config
+from server.config import (
+    PASSTHROUGH,
+    BridgeConfig,
+    ConfigError,
+    Timeouts,
+    Upstream,
+    list_profiles,
+    load_config,
+    load_profile,
+)
+from tests.conftest import BridgeHandle
+from translator import TranslatorOptions
+
+FULL_EXAMPLE = """
+host = "0.0.0.0"
+port = 9000
+api_keys = ["sk-a", "sk-b"]
+store = "memory"
+log_format = "json"
+max_body_bytes = 1048576
+keepalive_interval = 5
+shutdown_grace = 3
+encryption_key_env = "TEST_BRIDGE_SECRET"
+
+[timeouts]
+connect = 2
+first_byte = 30
+idle = 20
+
+[[upstreams]]
+name = "local"
+base_url = "http://127.0.0.1:11434/v1/"
+profile = "ollama"
+models = ["qwen3:8b", "llama3.2"]
+[upstreams.aliases]
+"gpt-4o-mini" = "qwen3:8b"
+[upstreams.options]
+think_tags = false
+
+[[upstreams]]
+name = "groq"
+base_url = "https://api.groq.com/openai/v1"
+api_key_env = "TEST_GROQ_KEY"
+profile = "groq"
+prefix = "groq/"
+
+[[upstreams]]
+name = "mine"
+base_url = "http://10.0.0.5:8000/v1"
+api_key = "passthrough"
+"""
+
+
+def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> BridgeConfig:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return load_config(path, env or {})
+
+
+def test_full_example_parses(tmp_path: Path) -> None:
+    config = _load(tmp_path, FULL_EXAMPLE, {"TEST_BRIDGE_SECRET": "s3cret", "TEST_GROQ_KEY": "gsk_123"})
+    assert (config.host, config.port, config.store, config.log_format) == ("0.0.0.0", 9000, "memory", "json")
+    assert config.api_keys == ("sk-a", "sk-b")
+    assert config.timeouts == Timeouts(connect=2, first_byte=30, idle=20)
+    assert (config.max_body_bytes, config.keepalive_interval, config.shutdown_grace) == (1048576, 5, 3)
+    assert config.encryption_key == "s3cret"
+    local, groq, mine = config.upstreams
+    assert local.base_url == "http://127.0.0.1:11434/v1"
+    assert local.options["think_tags"] is False, "an upstream override beats its profile"
+    assert local.options["reasoning_replay"] == load_profile("ollama").options["reasoning_replay"]
+    assert groq.api_key == "gsk_123"
+    assert mine.api_key == PASSTHROUGH and mine.passthrough
+    assert "gsk_123" in config.secrets and "s3cret" in config.secrets
+
+
+def test_routing_order(tmp_path: Path) -> None:
+    config = _load(tmp_path, FULL_EXAMPLE, {"TEST_BRIDGE_SECRET": "x" * 8, "TEST_GROQ_KEY": "y" * 8})
+    route = config.route("gpt-4o-mini")
+    assert route is not None and (route.upstream.name, route.model) == ("local", "qwen3:8b")
+    route = config.route("groq/llama-3.3-70b")
+    assert route is not None and (route.upstream.name, route.model) == ("groq", "llama-3.3-70b")
+    route = config.route("llama3.2")
+    assert route is not None and route.upstream.name == "local"
+    route = config.route("anything-else")
+    assert route is not None and (route.upstream.name, route.model) == ("mine", "anything-else")
+
+
+def test_no_catch_all_means_unknown_models_do_not_route() -> None:
+    config = BridgeConfig(upstreams=(Upstream(name="a", base_url="http://x/v1", models=("m1",)),))
+    assert config.route("m1") is not None
+    assert config.route("m2") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour = 1\n[[upstreams]]\nbase_url='http://x/v1'", "unknown top-level keys ['colour']"),
+        ("[[upstreams]]\nname='a'", "upstreams[0].base_url is required"),
+        ("[[upstreams]]\nbase_url='http://x/v1'\nprofile='nope'", "unknown profile 'nope'"),
+        ("[[upstreams]]\nbase_url='http://x/v1'\nmodels='a'\nmodles=['b']", "unknown keys ['modles']"),
+        ("[[upstreams]]\nbase_url='http://x/v1'\napi_key_env='NOT_SET_ANYWHERE'", "NOT_SET_ANYWHERE"),
+        ("log_format = 'xml'\n[[upstreams]]\nbase_url='http://x/v1'", "log_format"),
+        ("[timeouts]\nconect = 1\n[[upstreams]]\nbase_url='http://x/v1'", "timeouts: unknown keys"),
+        ("port = 'eighty'\n[[upstreams]]\nbase_url='http://x/v1'", "port has the wrong type"),
+        ("this is = not toml =", "not valid TOML"),
+        ("", "at least one upstream"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text)
+    assert message in str(info.value)
+
+
+def test_every_shipped_profile_is_valid_translator_options() -> None:
+    names = list_profiles()
+    assert {"vllm", "ollama", "llamacpp", "deepseek", "openrouter", "groq", "mistral", "gemini",
+            "openai-compatible", "openai"} <= set(names)  # fmt: skip
+    for name in names:
+        profile = load_profile(name)
+        assert profile.description, name
+        assert profile.options, name
+        TranslatorOptions.from_kwargs(**dict(profile.options))  # raises on a bad name or value
+
+
+def test_profiles_comment_every_setting() -> None:
+    from server.config import PROFILES_DIR
+
+    for path in PROFILES_DIR.glob("*.toml"):
+        lines = path.read_text().splitlines()
+        in_options = False
+        commented = False
+        for line in lines:
+            if line.strip() == "[options]":
+                in_options = True
+                continue
+            if in_options and line.startswith("#"):
+                commented = True
+        assert in_options and commented, f"{path.name} explains its settings"
+
+
+def _args(**values: Any) -> argparse.Namespace:
+    base = dict.fromkeys(("upstream", "upstream_key", "host", "port", "api_key", "store", "config",
+                          "workers", "profile", "log_format", "keepalive_interval", "max_body_bytes",
+                          "encryption_key"))  # fmt: skip
+    base.update(values)
+    return argparse.Namespace(**base)
+
+
+def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("port = 1111\nstore = 'memory'\n[[upstreams]]\nname='f'\nbase_url='http://file/v1'\n")
+    env = {"RESPONSES_BRIDGE_CONFIG": str(path), "RESPONSES_BRIDGE_PORT": "2222"}
+    config = build_config(_args(), env)
+    assert (config.port, config.store, config.upstreams[0].name) == (2222, "memory", "f")
+    config = build_config(_args(port=3333, upstream="http://flag/v1", profile="vllm"), env)
+    assert config.port == 3333
+    assert [(u.name, u.base_url, u.profile) for u in config.upstreams] == [("default", "http://flag/v1", "vllm")]
+    config = build_config(_args(upstream="fixtures"), {"RESPONSES_BRIDGE_API_KEY": "k1, k2"})
+    assert config.api_keys == ("k1", "k2")
+    with pytest.raises(ConfigError):
+        build_config(_args(upstream="fixtures"), {"RESPONSES_BRIDGE_PORT": "eighty"})
+
+
+# ------------------------------------------------------------------------------ config in effect
+
+
+def test_profile_options_reach_the_backend(
+    make_bridge: Callable[..., BridgeHandle],
+    backend_requests: Callable[[], list[dict[str, Any]]],
+    clear_backend_requests: Callable[[], None],
+) -> None:
+    handle = make_bridge(upstream={"options": dict(load_profile("mistral").options), "profile": "mistral"})
+    clear_backend_requests()
+    response = httpx.post(
+        handle.url + "/responses",
+        json={"model": "fixture-scripted", "input": "@text ok", "instructions": "Be brief.",
+              "max_output_tokens": 50, "stream": True, "metadata": {"a": "b"}},
+        timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 200
+    (sent,) = backend_requests()
+    assert "stream_options" not in sent, "mistral profile: stream_usage = false"
+    assert sent["max_tokens"] == 50
+    assert "metadata" not in sent, "mistral profile: openai_fields = false"
+    assert sent["messages"][0]["role"] == "system"
+
+
+def test_passthrough_forwards_callers_key(make_bridge: Callable[..., BridgeHandle], backend_server: Any) -> None:
+    from fixtures.backend import create_app
+    from tests.servers import run_app
+
+    with run_app(create_app(api_key="sk-callers-own")) as keyed:
+        handle = make_bridge(upstream={"base_url": keyed.url + "/v1", "api_key": PASSTHROUGH})
+        body = {"model": "fixture-scripted", "input": "@text passed"}
+        ok = httpx.post(handle.url + "/responses", json=body, headers={"authorization": "Bearer sk-callers-own"},
+                        timeout=30)  # fmt: skip
+        assert ok.status_code == 200, ok.text
+        bad = httpx.post(handle.url + "/responses", json=body, headers={"authorization": "Bearer sk-other"},
+                         timeout=30)  # fmt: skip
+        assert bad.status_code == 401
+        assert "sk-other" not in bad.text
+
+
+def test_access_log_line_per_request(bridge_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="responses_bridge.access")
+    httpx.post(bridge_url + "/responses", json={"model": "fixture-scripted", "input": "@text logged", "stream": True},
+               timeout=30)  # fmt: skip
+    httpx.post(bridge_url + "/responses", json={"model": "chaos:status-429", "input": "x"}, timeout=30)
+    lines = [r.getMessage() for r in caplog.records if r.name == "responses_bridge.access"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("POST /v1/responses 200 model=fixture-scripted upstream=fixture stream=true")
+    assert "ttft_ms=-" not in lines[0] and "tokens_in=-" not in lines[0]
+    assert lines[1].startswith("POST /v1/responses 429 model=chaos:status-429")
