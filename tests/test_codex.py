@@ -18,8 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from tests.clients_backend import chat_requests_with, message_text
 from tests.clients_codex import CodexRun, run_codex
+from translator.validate import assert_valid, format_violations, parse_sse
 
 SHELL_TOOL = "exec_command"  # Codex 0.169.0's shell: a function tool taking {"cmd": "..."}
 
@@ -184,3 +188,51 @@ def test_backend_error_mid_stream(bridge_url: str, tmp_path: Path) -> None:
     failed = [event for event in run.events if event.get("type") == "turn.failed"]
     assert len(failed) == 1, run.describe()
     assert "the model crashed mid-stream" in failed[0]["error"]["message"], run.describe()
+
+
+def recorded_codex_request() -> tuple[dict[str, Any], dict[str, str]]:
+    """The request Codex 0.169.0 really sent (tests/data/codex_request.json): body and headers."""
+    recorded = json.loads((Path(__file__).parent / "data" / "codex_request.json").read_text(encoding="utf-8"))
+    headers = {k: v for k, v in recorded.pop("_headers").items() if k != "authorization"}
+    recorded.pop("_comment", None)
+    return recorded, headers
+
+
+def first_turn_variant(body: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """The recorded request cut back to its first turn, with another user prompt."""
+    items = [item for item in body["input"] if item.get("type") == "message"]
+    items[-1] = {**items[-1], "content": [{"type": "input_text", "text": prompt}]}
+    return {**body, "input": items}
+
+
+@pytest.mark.parametrize("variant", ["tool_follow_up", "reasoning_and_call"])
+def test_bridge_stream_for_codex_request(bridge_url: str, variant: str) -> None:
+    """What the bridge streams for Codex's real request obeys the event grammar, and every output item
+    is delivered whole in `response.output_item.done` (the only place Codex reads items from)."""
+    body, headers = recorded_codex_request()
+    if variant == "reasoning_and_call":
+        call = json.dumps({"cmd": "echo hi"})
+        body = first_turn_variant(body, f"Think.\n@reason Consider it.\n@call {SHELL_TOOL} {call}")
+    with httpx.Client(timeout=30) as client:
+        response = client.post(f"{bridge_url}/responses", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    raw = response.content
+    events, framing = parse_sse(raw)
+    assert not framing, format_violations(framing)
+    assert_valid(events, body, raw=raw)
+
+    completed = [event for event in events if event["type"] == "response.completed"]
+    assert len(completed) == 1
+    output = completed[0]["response"]["output"]
+    done_items = [event["item"] for event in events if event["type"] == "response.output_item.done"]
+    assert done_items == output
+    kinds = [item["type"] for item in output]
+    if variant == "tool_follow_up":
+        assert kinds == ["message"]
+        assert output[0]["content"][0]["text"].startswith("Tool results:")
+    else:
+        assert kinds == ["reasoning", "function_call"]
+        # Codex asked for reasoning.encrypted_content: without it the reasoning cannot come back.
+        assert output[0]["encrypted_content"]
+        assert output[1]["name"] == SHELL_TOOL and json.loads(output[1]["arguments"]) == {"cmd": "echo hi"}
