@@ -462,8 +462,7 @@ def test_replay_can_end_with_a_cut(client: httpx.Client) -> None:
     expected = (SCENARIOS_DIR / "cut_no_finish" / "chat_stream.sse").read_bytes()
     body = {"model": "fixture:cut_no_finish", "stream": True, "messages": user("x")}
     received = b""
-    with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        with pytest.raises(httpx.RemoteProtocolError):
-            for piece in r.iter_raw():
-                received += piece
+    with client.stream("POST", "/v1/chat/completions", json=body) as r, pytest.raises(httpx.RemoteProtocolError):
+        for piece in r.iter_raw():
+            received += piece
     assert received == expected
