@@ -30,6 +30,7 @@ from agents import (
     set_tracing_disabled,
 )
 from openai import AsyncOpenAI
+from pydantic import BaseModel
 
 from tests.clients_backend import chat_requests_with, message_text
 
@@ -188,3 +189,38 @@ def test_agent_chained_with_previous_response_id(
     assert [message_text(m) for m in last if m["role"] == "tool"] == [ledger.result_for(key)]
     assert any(m["role"] == "assistant" and ledger.result_for(key) in message_text(m) for m in last), last
     assert last[-1]["role"] == "user" and follow_up in message_text(last[-1])
+
+
+class LedgerSummary(BaseModel):
+    """The structured answer an agent with `output_type` must produce."""
+
+    account: str
+    balance: int
+    settled: bool
+
+
+def test_agent_structured_output(
+    bridge_url: str, backend_requests: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """`output_type` becomes `text.format` json_schema; the bridge maps it to chat `response_format`
+    and the SDK parses the answer into the model (the fixture backend answers a schema instance)."""
+    token = secrets.token_hex(6)
+
+    async def scenario(client: AsyncOpenAI) -> Any:
+        agent = Agent(
+            name="summariser",
+            instructions="Summarise the ledger.",
+            model=OpenAIResponsesModel(model=MODEL, openai_client=client),
+            output_type=LedgerSummary,
+        )
+        return await Runner.run(agent, f"Summarise account {token}.", run_config=run_config())
+
+    result = drive(bridge_url, scenario)
+
+    assert isinstance(result.final_output, LedgerSummary)
+    requests = chat_requests_with(backend_requests(), token)
+    assert len(requests) == 1
+    response_format = requests[0].get("response_format")
+    assert response_format and response_format["type"] == "json_schema", requests[0]
+    schema = response_format["json_schema"]["schema"]
+    assert set(schema["properties"]) == {"account", "balance", "settled"}
