@@ -342,7 +342,8 @@ def _json_body(response: httpx.Response) -> tuple[Any, list[Violation]]:
     try:
         return orjson.loads(response.content), []
     except orjson.JSONDecodeError:
-        return None, [Violation(None, "json-body", f"body is not JSON: {_excerpt(response.text)}")]
+        message = f"HTTP {response.status_code} body is not JSON: {_excerpt(response.text)}"
+        return None, [Violation(None, "json-body", message)]
 
 
 def run_scenario(
@@ -373,13 +374,11 @@ def run_scenario(
 
     if scenario.expect_status == "client-error":
         if response.status_code == 200 and scenario.skip_if_accepted:
-            body, problems = _json_body(response)
-            violations += problems or validate_response(body, profile=profile)
-            if not violations:
-                result.result = "skip"
-                result.error = "the endpoint answered 200 (it routes any model name); nothing to check"
-                return result
-        elif not 400 <= response.status_code < 500:
+            # the body is whatever the model said; its shape is covered by the other scenarios
+            result.result = "skip"
+            result.error = "the endpoint answered 200 (it routes any model name); nothing to check"
+            return result
+        if not 400 <= response.status_code < 500:
             violations.append(
                 Violation(
                     None,

@@ -726,7 +726,8 @@ class _StreamChecker:
     def _sequence(self, i: int, event: dict, previous: int | None) -> int | None:
         seq = event.get("sequence_number")
         if not _is_int(seq):
-            self.bad(i, "sequence-number", f"sequence_number must be an integer, got {_short(seq)}")
+            got = _short(seq) if "sequence_number" in event else "nothing (the field is missing)"
+            self.bad(i, "sequence-number", f"sequence_number must be an integer, got {got}")
             return previous
         expected = 0 if previous is None else previous + 1
         if seq != expected:
