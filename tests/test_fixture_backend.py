@@ -20,9 +20,12 @@ import httpx
 import orjson
 import pytest
 import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fixtures import SCENARIOS_DIR, closed_port_url, create_app
 from fixtures.chaos import BIG_CHUNK_BYTES
+from fixtures.scripted import completion, plan_answer, stream_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 CALL_ID = re.compile(r"^call_[A-Za-z0-9]{24}$")
@@ -274,6 +277,8 @@ def test_bad_requests_get_openai_errors(client: httpx.Client) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
     r = client.post("/v1/chat/completions", json={"messages": user("x")})
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    r = chat(client, messages=user("x"), max_tokens=0)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     assert client.get("/nowhere").json()["error"]["code"] == "not_found"
 
 
@@ -462,7 +467,43 @@ def test_replay_can_end_with_a_cut(client: httpx.Client) -> None:
     expected = (SCENARIOS_DIR / "cut_no_finish" / "chat_stream.sse").read_bytes()
     body = {"model": "fixture:cut_no_finish", "stream": True, "messages": user("x")}
     received = b""
-    with client.stream("POST", "/v1/chat/completions", json=body) as r, pytest.raises(httpx.RemoteProtocolError):
+    with (
+        client.stream("POST", "/v1/chat/completions", json=body) as r,
+        pytest.raises(httpx.RemoteProtocolError),
+    ):
         for piece in r.iter_raw():
             received += piece
     assert received == expected
+
+
+# ---- robustness -----------------------------------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 50) | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "tool", "system"])},
+    optional={"content": _json | st.text(alphabet='@calreasontx {}"\n abc', max_size=60)},
+)
+_body = st.fixed_dictionaries(
+    {"model": st.text(min_size=1, max_size=10), "messages": st.lists(_message, min_size=1, max_size=4)},
+    optional={
+        "tools": _json,
+        "response_format": _json
+        | st.just({"type": "json_schema", "json_schema": {"schema": {"type": "array"}}}),
+        "stream_options": _json,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_body)
+def test_scripted_mode_never_crashes(body: dict[str, Any]) -> None:
+    """Whatever a (possibly buggy) bridge sends, the scripted model answers instead of raising."""
+    answer = plan_answer(body)
+    chunks = list(stream_chunks(answer, body["model"], include_usage=True))
+    assert chunks[-2]["choices"][0]["finish_reason"] in {"stop", "tool_calls", "length"}
+    assert completion(answer, body["model"])["usage"]["total_tokens"] >= 1
+    orjson.dumps(chunks)
