@@ -386,6 +386,23 @@ async def _create_response(request: Request, state: BridgeState, record: AccessR
 
 
 async def list_models(request: Request) -> Response:
+    return JSONBytes({"object": "list", "data": await _models(request)})
+
+
+async def retrieve_model(request: Request) -> Response:
+    model_id = request.path_params["model"]
+    for entry in await _models(request):
+        if entry["id"] == model_id:
+            return JSONBytes(entry)
+    if request.app.state.bridge.config.route(model_id) is None:
+        return error_response(ApiError(404, f"The model '{model_id}' does not exist.", param="model",
+                                       code="model_not_found"))  # fmt: skip
+    return JSONBytes({"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "upstream",
+                      "supported_endpoints": [RESPONSES_ENDPOINT]})  # fmt: skip
+
+
+async def _models(request: Request) -> list[dict[str, Any]]:
+    """The upstreams' model lists merged, aliases included, first upstream wins on a duplicate id."""
     state: BridgeState = request.app.state.bridge
     token = request.scope.get(TOKEN_KEY)
     seen: set[str] = set()
@@ -424,7 +441,7 @@ async def list_models(request: Request) -> Response:
         if upstream.prefix or upstream.accepts_any_model:
             for model in remote:
                 add((upstream.prefix or "") + model["id"], str(model.get("owned_by") or upstream.name), model.get("created"))
-    return JSONBytes({"object": "list", "data": data})
+    return data
 
 
 async def _const(value: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -501,6 +518,7 @@ def create_app(config: BridgeConfig) -> Starlette:
     routes: list[BaseRoute] = [
         Route(RESPONSES_ENDPOINT, create_response, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         *_stored_routes(),
     ]

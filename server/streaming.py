@@ -89,6 +89,8 @@ class EventStream:
         if self.abort_reason is not None or self.finished:
             return
         self.abort_reason = reason
+        if reason == "disconnect":
+            self.record.error_code = "client_disconnected"
         pump = self._pump
         if pump is not None and not pump.done() and (self._reading or reason == "disconnect"):
             pump.cancel()

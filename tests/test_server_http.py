@@ -219,3 +219,28 @@ def test_upstream_key_never_leaks(
         assert secret not in response.text
     ok = _post(handle.url, {"model": "fixture-scripted", "input": "@text hi"})
     assert ok.status_code == 200 and secret not in ok.text
+
+
+def test_retrieve_model(bridge_url: str, make_bridge: Callable[..., BridgeHandle]) -> None:
+    client = openai.OpenAI(base_url=bridge_url, api_key="x", max_retries=0)
+    model = client.models.retrieve("fixture-scripted")
+    assert model.id == "fixture-scripted"
+    handle = make_bridge(upstream={"models": ("fixture-scripted",)})
+    with pytest.raises(openai.NotFoundError):
+        openai.OpenAI(base_url=handle.url, api_key="x", max_retries=0).models.retrieve("not-served")
+
+
+def test_internal_error_is_generic_500(make_bridge: Callable[..., BridgeHandle]) -> None:
+    """A bug inside the bridge gives an OpenAI-shaped 500 with a generic message, never a traceback."""
+    handle = make_bridge()
+    client = handle.app.state.bridge.clients["fixture"]
+
+    async def explode(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom with internal detail")
+
+    client.complete = explode
+    response = _post(handle.url, {"model": "fixture-scripted", "input": "hi"})
+    assert response.status_code == 500
+    error = _error(response)
+    assert error["type"] == "server_error"
+    assert "boom" not in response.text and "Traceback" not in response.text
