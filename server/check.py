@@ -396,7 +396,8 @@ def run_scenario(
     elif scenario.stream:
         if not content_type.startswith("text/event-stream"):
             violations.append(Violation(None, "sse-content-type", f"Content-Type is {content_type!r}"))
-        events, framing = parse_sse(raw)
+        # OpenAI's API ends streams without [DONE]; Open Responses requires it (REFERENCE §1.1)
+        events, framing = parse_sse(raw, require_done=profile == "openresponses")
         result.events = len(events)
         violations += framing
         violations += validate_events(events, request, profile=profile)

@@ -258,8 +258,14 @@ def test_missing_terminal_event_is_reported(broken_url: Callable[[str], str]) ->
     assert code == 1
     rules = rules_by_scenario(report)
     for name in STREAMS:
-        assert rules[name] == {"terminal", "sse-done"}, (name, rules[name])
+        assert rules[name] == {"terminal"}, (name, rules[name])
     assert all(not rules[name] for name in BODIES)
+    # Open Responses also requires the closing data: [DONE] (OpenAI's API does not send it)
+    code, report = run_json(
+        broken_url("no-terminal"), "--profile", "openresponses", "--scenario", "text-stream"
+    )
+    assert code == 1
+    assert rules_by_scenario(report) == {"text-stream": {"terminal", "sse-done"}}
 
 
 def test_non_openai_error_shape_is_reported(broken_url: Callable[[str], str]) -> None:

@@ -957,6 +957,15 @@ def test_sse_framing_violation(rewrite: Callable[[bytes], bytes], rule: str, ind
     assert any(v.rule == rule and v.index == index for v in violations), violations
 
 
+def test_done_can_be_optional() -> None:
+    """OpenAI's API does not send [DONE]; a frame after it is wrong either way."""
+    raw = encode(text_stream(), done=False)
+    assert [v.rule for v in validate_sse(raw)] == ["sse-done"]
+    assert validate_sse(raw, require_done=False) == []
+    after = encode(text_stream()) + b'event: response.completed\ndata: {"type":"response.completed"}\n\n'
+    assert [v.rule for v in validate_sse(after, require_done=False)] == ["sse-done"]
+
+
 def test_crlf_stream_is_still_decoded() -> None:
     """Framing violations do not stop the grammar check: the events are decoded like the SDK would."""
     events, violations = parse_sse(encode(text_stream()).replace(b"\n", b"\r\n"))

@@ -1222,11 +1222,13 @@ def validate_events(
 # SSE framing (§1.1)
 
 
-def parse_sse(raw: bytes) -> tuple[list[dict], list[Violation]]:
+def parse_sse(raw: bytes, *, require_done: bool = True) -> tuple[list[dict], list[Violation]]:
     """Decode SSE bytes leniently (CRLF, multi-line data, like the SDK) while reporting framing violations.
 
     Returns the decoded event objects (without the ``[DONE]`` sentinel) and the violations. A violation's
     index is the position of the event in the returned list, or None for stream-level problems.
+    ``require_done=False`` accepts a stream that just ends: Open Responses requires ``data: [DONE]`` but
+    OpenAI's own API does not send it (§1.1); a frame after ``[DONE]`` is reported either way.
     """
     out: list[Violation] = []
     events: list[dict] = []
@@ -1293,11 +1295,11 @@ def parse_sse(raw: bytes) -> tuple[list[dict], list[Violation]]:
                 Violation(position, "sse-event-name", f"event: {name!r} but data type is {event_type!r}")
             )
         events.append(event)
-    if not done_seen:
+    if require_done and not done_seen:
         out.append(Violation(None, "sse-done", "the stream does not end with data: [DONE]"))
     return events, out
 
 
-def validate_sse(raw: bytes) -> list[Violation]:
+def validate_sse(raw: bytes, *, require_done: bool = True) -> list[Violation]:
     """The framing violations of a raw SSE body (§1.1); see :func:`parse_sse` for the events too."""
-    return parse_sse(raw)[1]
+    return parse_sse(raw, require_done=require_done)[1]
