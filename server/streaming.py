@@ -103,6 +103,11 @@ class EventStream:
         tail: list[bytes] = []
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            start = getattr(self.translator, "start", None)
+            opening = start() if start is not None else []
+            if opening:  # response.created at once: the client knows the stream is alive
+                body = b"".join([encode_sse(event) for event in opening])
+                await send({"type": "http.response.body", "body": body, "more_body": True})
             self._last_write = loop.time()
             self._pump = loop.create_task(self._run_pump(send, tail))
             listener = loop.create_task(self._listen(receive))
@@ -185,6 +190,10 @@ class EventStream:
         record = self.record
         saw_done = False
         try:
+            if self.upstream.headers.get("content-type", "").startswith("application/json"):
+                # Some backends ignore `stream: true` (tools on older Ollama): one JSON body instead.
+                await self._pump_whole(tail)
+                return
             while True:
                 self._reading = True
                 try:
@@ -242,13 +251,60 @@ class EventStream:
                             if isinstance(chunk, dict):
                                 tail.extend(await self._frames(translator.feed(chunk)))
                 if not self.finished_terminal:
-                    tail.extend(await self._frames(translator.finish()))
+                    tail.extend(await self._frames(_finish(translator, saw_done)))
         except httpx.TimeoutException:
             tail.extend(await self._fail_frames(
                 f"Upstream {self.upstream_name} sent nothing for too long.", "upstream_timeout"))  # fmt: skip
         except httpx.HTTPError as exc:
             tail.extend(await self._fail_frames(
                 f"Upstream {self.upstream_name} connection failed mid-stream ({type(exc).__name__}).", "upstream_error"))  # fmt: skip
+
+
+    async def _pump_whole(self, tail: list[bytes]) -> None:
+        body = await self.upstream.aread()
+        try:
+            completion = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            completion = None
+        if not isinstance(completion, dict):
+            tail.extend(await self._fail_frames(
+                f"Upstream {self.upstream_name} sent a body that is not JSON.", "upstream_malformed_chunk"))  # fmt: skip
+            return
+        events = self.translator.feed(completion_as_chunk(completion))
+        if events and _has_output(events):
+            self.record.mark_first_token()
+        tail.extend(await self._frames(events))
+        if not self.finished_terminal:
+            tail.extend(await self._frames(self.translator.finish()))
+
+
+def _finish(translator: Any, done_seen: bool) -> list[dict[str, Any]]:
+    """End of the upstream body; without `[DONE]` and without a finish reason the answer was cut."""
+    try:
+        return translator.finish(done_seen=done_seen)
+    except TypeError:  # a translator without the flag
+        return translator.finish()
+
+
+def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
+    """A whole chat completion as one stream chunk (message → delta, tool calls given their index)."""
+    if completion.get("error") and not completion.get("choices"):
+        return {"error": completion["error"]}
+    choices = []
+    for choice in completion.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        delta = dict(choice.get("message") or {})
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta["tool_calls"] = [
+                {**call, "index": call.get("index", i)} for i, call in enumerate(calls) if isinstance(call, dict)
+            ]
+        choices.append({"index": choice.get("index", 0), "delta": delta, "finish_reason": choice.get("finish_reason")})
+    chunk = {k: v for k, v in completion.items() if k not in ("choices", "object")}
+    chunk["object"] = "chat.completion.chunk"
+    chunk["choices"] = choices
+    return chunk
 
 
 _ABORT_ERRORS = {

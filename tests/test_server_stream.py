@@ -225,3 +225,72 @@ def test_shutdown_fails_inflight_stream_cleanly(backend_url: str) -> None:
     terminal = assert_well_ended(frames)
     assert terminal["type"] == "response.failed"
     assert terminal["response"]["error"] == {"code": "server_error", "message": "The server is shutting down."}
+
+
+@pytest.mark.parametrize("fault", ["nonutf8", "big", "html"])
+def test_odd_backend_bodies_still_end_well(bridge_url: str, fault: str) -> None:
+    response = stream_raw(bridge_url, {"model": f"chaos:{fault}", "input": "hi"}, timeout=60)
+    if fault == "html":  # a 200 HTML page where a stream was expected: no chunk, no finish reason
+        frames = parse_frames(response.content)
+        assert assert_well_ended(frames)["type"] in ("response.failed", "response.incomplete")
+        return
+    frames = parse_frames(response.content)
+    terminal = assert_well_ended(frames)
+    assert terminal["type"] == "response.completed"
+    if fault == "big":
+        text = "".join(e["delta"] for e in events_of(frames) if e["type"] == "response.output_text.delta")
+        assert text.endswith("a" * 1000) and len(text) >= 5 * 1024 * 1024
+
+
+def test_backend_answering_json_to_a_stream_request() -> None:
+    """Some backends ignore `stream: true`; the bridge streams their whole answer anyway."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def chat(request: Any) -> JSONResponse:
+        return JSONResponse({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                                "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        })  # fmt: skip
+
+    backend = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    with run_app(backend) as running:
+        handle = start_bridge(bridge_config(running.url + "/v1"))
+        try:
+            frames = parse_frames(stream_raw(handle.url, {"model": "m", "input": "weather?"}).content)
+        finally:
+            handle.stop()
+    terminal = assert_well_ended(frames)
+    assert terminal["type"] == "response.completed"
+    (call,) = terminal["response"]["output"]
+    assert (call["type"], call["name"], call["arguments"]) == ("function_call", "get_weather", '{"city":"Oslo"}')
+    assert terminal["response"]["usage"]["output_tokens"] == 4
+
+
+def test_many_concurrent_streams(bridge_url: str) -> None:
+    import asyncio
+
+    async def one(client: httpx.AsyncClient, i: int) -> bytes:
+        response = await client.post(
+            bridge_url + "/responses",
+            json={"model": "fixture-scripted", "input": f"@text stream number {i}", "stream": True},
+        )
+        assert response.status_code == 200
+        return response.content
+
+    async def main() -> list[bytes]:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(64)))
+
+    bodies = asyncio.run(main())
+    for i, body in enumerate(bodies):
+        frames = parse_frames(body)
+        assert assert_well_ended(frames)["type"] == "response.completed"
+        text = "".join(e["delta"] for e in events_of(frames) if e["type"] == "response.output_text.delta")
+        assert text == f"stream number {i}"
