@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,58 @@ def test_table_names_the_violations(broken_url: Callable[[str], str]) -> None:
     assert row.split()[1] == "FAIL"
     assert int(row.split()[2]) >= 1
     assert "usage: chat-style usage key(s) prompt_tokens" in row
+
+
+# ----------------------------------------------------------------------------------------------
+# a public peer bridge from PyPI (opt-in: it must be installed beforehand, tests never reach the internet)
+
+PEER_VENV = os.environ.get("RESPONSES_BRIDGE_PEER_VENV", "")
+
+
+@pytest.mark.skipif(
+    not (PEER_VENV and (Path(PEER_VENV) / "bin" / "codex-bridge-python").exists()),
+    reason="opt-in: set RESPONSES_BRIDGE_PEER_VENV to a venv with `pip install codex-bridge-python==0.1.5` "
+    "(see docs/conformance.md)",
+)
+def test_check_reports_the_violations_of_codex_bridge_python(backend_url: str, tmp_path: Path) -> None:
+    """codex-bridge-python 0.1.5 in front of the fixture backend: the findings recorded in docs/conformance.md."""
+    port = free_port()
+    peer = subprocess.Popen(
+        [
+            str(Path(PEER_VENV) / "bin" / "codex-bridge-python"),
+            "--port",
+            str(port),
+            "--upstream",
+            backend_url,
+            "--api-key",
+            "x",
+            "--history-dir",
+            str(tmp_path / "history"),
+        ],
+        env={**os.environ, "HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        for _ in range(150):  # at most ~30 s to start
+            try:
+                httpx.post(base + "/responses", json={"model": MODEL, "input": "hi"}, timeout=2)
+                break
+            except httpx.TransportError:
+                if peer.poll() is not None:
+                    pytest.fail(f"codex-bridge-python exited with {peer.returncode}")
+                time.sleep(0.2)
+        code, report = run_json(base)
+    finally:
+        peer.terminate()
+        peer.wait(timeout=15)
+    assert code == 1
+    rules = rules_by_scenario(report)
+    assert {"response-field", "usage", "item-field"} <= rules["text"]
+    assert {"sequence-number", "in-progress", "event-fields"} <= rules["text-stream"]
+    assert (
+        "unclosed-part" in rules["tool-call-stream"]
+    )  # output_item.done before function_call_arguments.done
+    assert {"echo", "scenario"} <= rules["structured-output"]  # the json_schema format is not forwarded
+    assert rules["bad-request"] == {"json-body"}  # a plain-text 422

@@ -729,7 +729,8 @@ class _StreamChecker:
             got = _short(seq) if "sequence_number" in event else "nothing (the field is missing)"
             self.bad(i, "sequence-number", f"sequence_number must be an integer, got {got}")
             return previous
-        expected = 0 if previous is None else previous + 1
+        # after events without a usable number, the position is what the counter should have reached
+        expected = i if previous is None else previous + 1
         if seq != expected:
             self.bad(i, "sequence-number", f"sequence_number {seq}, expected {expected}")
         return seq
