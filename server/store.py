@@ -66,6 +66,8 @@ class ResponseStore(Protocol):
 
     async def get_items(self, item_ids: list[str], *, owner: str | None) -> dict[str, dict]: ...
 
+    async def get_item(self, item_id: str, *, owner: str | None) -> dict | None: ...
+
     async def append_events(self, response_id: str, events: list[dict]) -> None: ...
 
     async def events(self, response_id: str, *, after: int | None) -> list[dict]: ...
@@ -141,7 +143,20 @@ def cutoff(older_than_days: float) -> float:
 # ---------------------------------------------------------------------------------------------- engines
 
 
-class NullStore:
+class ItemLookup:
+    """``get_item`` for one id, shared by the engines (the server resolves one ``item_reference`` at a
+    time; ``get_items`` is the batch form)."""
+
+    async def get_items(self, item_ids: list[str], *, owner: str | None) -> dict[str, dict]:
+        raise NotImplementedError
+
+    async def get_item(self, item_id: str, *, owner: str | None) -> dict | None:
+        if not isinstance(item_id, str) or not item_id:
+            return None
+        return (await self.get_items([item_id], owner=owner)).get(item_id)
+
+
+class NullStore(ItemLookup):
     """``--store none``: keeps nothing, so every lookup misses (previous_response_id → 404)."""
 
     async def open(self) -> None:
@@ -199,7 +214,7 @@ class _Record:
         self.cancel_requested = False
 
 
-class MemoryStore:
+class MemoryStore(ItemLookup):
     """``--store memory``: plain dicts holding serialised JSON.
 
     Values are kept as orjson bytes, so a caller mutating what it got back (or what it stored) never
@@ -361,6 +376,7 @@ __all__ = [
     "CANCELLABLE_STATUSES",
     "DEFAULT_STORE_SPEC",
     "TERMINAL_STATUSES",
+    "ItemLookup",
     "MemoryStore",
     "NullStore",
     "ResponseStore",

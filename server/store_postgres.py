@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from server.store import (
     CANCELLABLE_STATUSES,
     MAX_CHAIN_DEPTH,
+    ItemLookup,
     cancelled_copy,
     chain_items,
     created_at_of,
@@ -96,7 +97,7 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return dsn, schema
 
 
-class PostgresStore:
+class PostgresStore(ItemLookup):
     """``--store postgresql://…``: the engine to use when several server processes share state."""
 
     def __init__(self, spec: str, *, min_size: int = 1, max_size: int = 10) -> None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from server.store import (
     CANCELLABLE_STATUSES,
     MAX_CHAIN_DEPTH,
+    ItemLookup,
     cancelled_copy,
     chain_items,
     created_at_of,
@@ -78,7 +79,7 @@ ORDER BY c.depth DESC
 """
 
 
-class SQLiteStore:
+class SQLiteStore(ItemLookup):
     """``--store sqlite:///path.db``: see the module docstring for the threading and durability choices."""
 
     def __init__(self, path: str | Path) -> None:
