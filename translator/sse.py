@@ -20,11 +20,30 @@ DONE_FRAME = b"data: [DONE]\n\n"
 KEEPALIVE_FRAME = b": keepalive\n\n"
 
 _dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_KNOWN_TYPES = (
+    "response.created", "response.in_progress", "response.completed", "response.incomplete", "response.failed",
+    "error", "response.output_item.added", "response.output_item.done", "response.content_part.added",
+    "response.content_part.done", "response.output_text.delta", "response.output_text.done",
+    "response.output_text.annotation.added", "response.refusal.delta", "response.refusal.done",
+    "response.function_call_arguments.delta", "response.function_call_arguments.done",
+    "response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
+    "response.reasoning_summary_part.added", "response.reasoning_summary_part.done",
+    "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+    "response.reasoning_text.delta", "response.reasoning_text.done", "response.reasoning.delta",
+    "response.reasoning.done",
+)  # fmt: skip
+#: Precomputed frame heads for the event types the translator emits (a constant, not a cache).
+_PREFIXES: dict[str, bytes] = {t: b"event: " + t.encode() + b"\ndata: " for t in _KNOWN_TYPES}
 
 
 def encode_sse(event: dict[str, Any]) -> bytes:
     """One whole frame: ``event: TYPE\\ndata: JSON\\n\\n`` (orjson never emits a raw newline)."""
-    return b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event) + b"\n\n"
+    kind = event["type"]
+    prefix = _PREFIXES.get(kind)
+    if prefix is None:
+        prefix = b"event: " + kind.encode() + b"\ndata: "
+    return prefix + _dumps(event, option=_NEWLINE) + b"\n"
 
 
 class SSEDecoder:
@@ -34,12 +53,10 @@ class SSEDecoder:
     blank line (several backends close the connection right after the final ``data:`` line).
     """
 
-    __slots__ = ("_buf", "_data", "_event")
+    __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = b""
-        self._data: list[str] = []
-        self._event: str | None = None
 
     def feed(self, data: bytes) -> list[tuple[str | None, str]]:
         buf = self._buf + data if self._buf else data
@@ -51,45 +68,62 @@ class SSEDecoder:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if keep_cr:
                 buf += b"\r"
-        end = buf.rfind(b"\n")
+        # Only whole frames (ended by a blank line) are parsed; the tail waits for the next read,
+        # so no half-parsed state survives between calls. A multi-byte UTF-8 character never
+        # contains a newline byte, so the whole-frame prefix always decodes cleanly.
+        end = buf.rfind(b"\n\n")
         if end < 0:
             self._buf = buf
             return []
-        self._buf = buf[end + 1 :]
+        self._buf = buf[end + 2 :]
+        head = buf[:end]
+        try:
+            text = head.decode()
+        except UnicodeDecodeError:
+            text = head.decode("utf-8", "replace")
         out: list[tuple[str | None, str]] = []
-        for line in buf[:end].split(b"\n"):
-            self._line(line, out)
+        # Splitting on the blank line *and* the next "data: " yields the payloads of plain one-line
+        # data frames directly (one string per frame); anything else (comments, event names,
+        # several data lines) leaves a newline in its piece and takes the general path.
+        pieces = ("\n\n" + text).split("\n\ndata: ")
+        if pieces[0]:
+            self._frames(pieces[0][2:], out)
+        for i in range(1, len(pieces)):
+            piece = pieces[i]
+            if "\n" in piece:
+                self._frames("data: " + piece, out)
+            else:
+                out.append((None, piece))
         return out
+
+    def _frames(self, text: str, out: list[tuple[str | None, str]]) -> None:
+        for frame in text.split("\n\n"):
+            if frame:
+                self._frame(frame, out)
 
     def close(self) -> list[tuple[str | None, str]]:
-        """Flush what is left at EOF: a pending line and a frame without its blank line."""
+        """Flush what is left at EOF: a last frame that ended without its blank line."""
         out: list[tuple[str | None, str]] = []
-        buf = self._buf.rstrip(b"\r")
+        buf = self._buf.rstrip(b"\r\n")
         self._buf = b""
         if buf:
-            self._line(buf, out)
-        self._line(b"", out)
+            self._frame(buf.decode("utf-8", "replace"), out)
         return out
 
-    def _line(self, line: bytes, out: list[tuple[str | None, str]]) -> None:
-        if not line:
-            if self._data:
-                out.append((self._event, "\n".join(self._data)))
-                self._data = []
-            self._event = None
-            return
-        if line[0] == 58:  # b":" comment / keep-alive
-            return
-        colon = line.find(b":")
-        if colon < 0:
-            field, value = line, b""
-        else:
-            field = line[:colon]
-            value = line[colon + 1 :]
-            if value[:1] == b" ":
+    def _frame(self, frame: str, out: list[tuple[str | None, str]]) -> None:
+        """The general WHATWG path: comments, event names, several data lines, fields without a space."""
+        data: list[str] = []
+        event: str | None = None
+        for line in frame.split("\n"):
+            if not line or line[0] == ":":  # blank (stray) or comment / keep-alive
+                continue
+            field, colon, value = line.partition(":")
+            if colon and value[:1] == " ":
                 value = value[1:]
-        if field == b"data":
-            self._data.append(value.decode("utf-8", "replace"))
-        elif field == b"event":
-            self._event = value.decode("utf-8", "replace")
-        # id and retry carry nothing a translator needs.
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                event = value
+            # id and retry carry nothing a translator needs.
+        if data:
+            out.append((event, "\n".join(data)))

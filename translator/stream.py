@@ -39,6 +39,11 @@ _THINK_CLOSE = "</think>"
 
 # open item kinds
 _NONE, _REASONING, _MESSAGE, _CALL = 0, 1, 2, 3
+#: The ``logprobs`` of text deltas when none were asked for. One shared empty list (allocating a
+#: fresh one per delta was a measurable share of the hot path); treat events as read-only.
+_NO_LOGPROBS: list[Any] = []
+# fast paths
+_FAST_NONE, _FAST_TEXT, _FAST_REASONING, _FAST_ARGS = 0, 1, 2, 3
 # think-tag states: undecided, inside <think>, just closed (skip whitespace), plain content
 _T_UNDECIDED, _T_INSIDE, _T_CLOSED, _T_PLAIN = 0, 1, 2, 3
 
@@ -152,6 +157,8 @@ class ChatStreamTranslator:
         self._think = _T_UNDECIDED if opts.think_tags else _T_PLAIN
         self._think_buf = ""
         self._reasoning_mode = opts.reasoning_events
+        self._fast = _FAST_NONE  # which fast path the next chunk may take (see _fast_path)
+        self._fast_tpl: dict[str, Any] = {}  # the delta event of the open item, copied per chunk
 
     # ------------------------------------------------------------------ public API
     @property
@@ -182,7 +189,7 @@ class ChatStreamTranslator:
             {"type": "response.in_progress", "sequence_number": 1, "response": in_progress},
         ]
 
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    def _feed_general(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         if self.finished:
             return []
         events: list[dict[str, Any]] = self.start() if not self._started else []
@@ -196,8 +203,8 @@ class ChatStreamTranslator:
         usage = chunk.get("usage")
         if usage:
             self._raw_usage = usage
-        else:
-            xg = chunk.get("x_groq")
+        elif "x_groq" in chunk:  # older Groq: usage under x_groq in the last chunk
+            xg = chunk["x_groq"]
             if isinstance(xg, dict) and xg.get("usage"):
                 self._raw_usage = xg["usage"]
         choices = chunk.get("choices")
@@ -210,38 +217,103 @@ class ChatStreamTranslator:
                 return events
         delta = choice.get("delta")
         if delta:
-            content = delta.get("content")
-            # Fast path: a plain text chunk with an open text part (the bulk of every stream).
-            if (
-                content
-                and self._cur == _MESSAGE
-                and self._part_kind == "text"
-                and self._think == _T_PLAIN
-                and not delta.get("tool_calls")
-                and not delta.get("reasoning_content")
-                and not delta.get("reasoning")
-                and not delta.get("refusal")
-                and choice.get("logprobs") is None
-            ):
-                self._text.append(content)
-                events.append(
-                    {
-                        "type": "response.output_text.delta",
-                        "sequence_number": self._seq,
-                        "item_id": self._msg_id,
-                        "output_index": self._msg_oi,
-                        "content_index": self._part_index,
-                        "delta": content,
-                        "logprobs": [],
-                    }
-                )
-                self._seq += 1
-            else:
-                self._delta(delta, choice, events)
+            self._delta(delta, choice, events)
         reason = choice.get("finish_reason")
         if reason and self._finish_reason is None:
             self._finish_reason = reason
         return events
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events one chat chunk causes (``response.created``/``in_progress`` first if needed).
+
+        Inlined fast path: the common chunk (a plain text, reasoning or arguments fragment continuing
+        the open item, with nothing else in it; other delta keys may be present but empty: Ollama
+        repeats role, OpenAI sends refusal: null, DeepSeek content: null) becomes one event from a
+        per-item template. Anything else takes `_feed_general`; the fast path changes no state
+        before deciding.
+        """
+        fast = self._fast
+        if not fast:
+            return self._feed_general(chunk)
+        try:
+            choices = chunk["choices"]
+            choice = choices[0]
+            delta = choice["delta"]
+        except (KeyError, IndexError, TypeError):
+            return self._feed_general(chunk)
+        if (
+            len(choices) != 1
+            or type(delta) is not dict
+            or chunk.get("usage")
+            or chunk.get("error")
+            or choice.get("logprobs") is not None
+            or choice.get("finish_reason")
+        ):
+            return self._feed_general(chunk)
+        if fast == _FAST_TEXT:
+            content = delta.get("content")
+            if type(content) is not str or not content:
+                return self._feed_general(chunk)
+            if len(delta) > 1:
+                for key, value in delta.items():
+                    if value and key != "content" and key != "role":
+                        return self._feed_general(chunk)
+            self._text.append(content)
+            event = self._fast_tpl.copy()
+            event["sequence_number"] = self._seq
+            event["delta"] = content
+            self._seq += 1
+            return [event]
+        if fast == _FAST_REASONING:
+            text = None
+            for key, value in delta.items():
+                if not value or key == "role":
+                    continue
+                if (key == "reasoning_content" or key == "reasoning") and type(value) is str and (
+                    text is None or text == value
+                ):
+                    text = value
+                    continue
+                return self._feed_general(chunk)
+            if text is None:
+                return self._feed_general(chunk)
+            self._rs_text.append(text)
+            event = self._fast_tpl.copy()
+            event["sequence_number"] = self._seq
+            event["delta"] = text
+            self._seq += 1
+            return [event]
+        # _FAST_ARGS: an arguments fragment for the open function call
+        calls = delta.get("tool_calls")
+        if type(calls) is not list or len(calls) != 1:
+            return self._feed_general(chunk)
+        for key, value in delta.items():
+            if value and key != "tool_calls" and key != "role":
+                return self._feed_general(chunk)
+        tc = calls[0]
+        call = self._call
+        if type(tc) is not dict or call is None:
+            return self._feed_general(chunk)
+        index = tc.get("index")
+        backend_id = tc.get("id")
+        fn = tc.get("function")
+        if (
+            (index is not None and index != call.index)
+            or (backend_id and backend_id != call.backend_id)
+            or type(fn) is not dict
+            or tc.get("extra_content") is not None
+        ):
+            return self._feed_general(chunk)
+        fragment = fn.get("arguments")
+        name = fn.get("name")
+        if type(fragment) is not str or not fragment or (name and name != call.name and call.kind == "function"):
+            return self._feed_general(chunk)
+        call.args.append(fragment)
+        event = self._fast_tpl.copy()
+        event["sequence_number"] = self._seq
+        event["delta"] = fragment
+        self._seq += 1
+        return [event]
 
     def finish(self, done_seen: bool = True) -> list[dict[str, Any]]:
         if self.finished:
@@ -275,6 +347,7 @@ class ChatStreamTranslator:
         resp["usage"] = self.usage
         self._final = resp
         self.finished = True
+        self._fast = _FAST_NONE
         events.append({"type": "response." + status, "sequence_number": self._seq, "response": resp})
         self._seq += 1
         return events
@@ -304,6 +377,7 @@ class ChatStreamTranslator:
         resp["error"] = {"code": code, "message": message}
         self._final = resp
         self.finished = True
+        self._fast = _FAST_NONE
         events.append({"type": "response.failed", "sequence_number": self._seq, "response": resp})
         self._seq += 1
         return events
@@ -437,6 +511,7 @@ class ChatStreamTranslator:
         return len(self._output) - 1
 
     def _close(self, events: list[dict[str, Any]], status: str = "completed") -> None:
+        self._fast = _FAST_NONE
         cur = self._cur
         if cur == _MESSAGE:
             self._close_message(events, status)
@@ -492,6 +567,16 @@ class ChatStreamTranslator:
                 )
             self._seq += 1
         self._rs_text.append(text)
+        if self._fast != _FAST_REASONING:
+            self._fast = _FAST_REASONING
+            self._fast_tpl = (
+                {"type": "response.reasoning_summary_text.delta", "sequence_number": 0, "item_id": self._rs_id,
+                 "output_index": self._rs_oi, "summary_index": 0, "delta": ""}
+                if summary
+                else {"type": "response.reasoning_text.delta" if self._reasoning_mode == "reasoning_text"
+                      else "response.reasoning.delta", "sequence_number": 0, "item_id": self._rs_id,
+                      "output_index": self._rs_oi, "content_index": 0, "delta": ""}
+            )
         if summary:
             events.append(
                 {
@@ -585,6 +670,7 @@ class ChatStreamTranslator:
         self._seq += 1
 
     def _open_part(self, kind: str, events: list[dict[str, Any]]) -> None:
+        self._fast = _FAST_NONE
         if self._cur != _MESSAGE:
             self._open_message(events)
         elif self._part_kind is not None:
@@ -635,6 +721,17 @@ class ChatStreamTranslator:
         if self._cur != _MESSAGE or self._part_kind != "text":
             self._open_part("text", events)
         self._text.append(text)
+        if self._fast != _FAST_TEXT and self._think == _T_PLAIN:
+            self._fast = _FAST_TEXT
+            self._fast_tpl = {
+                "type": "response.output_text.delta",
+                "sequence_number": 0,
+                "item_id": self._msg_id,
+                "output_index": self._msg_oi,
+                "content_index": self._part_index,
+                "delta": "",
+                "logprobs": _NO_LOGPROBS,
+            }
         if lp:
             self._logprobs.extend(lp)
         events.append(
@@ -792,6 +889,10 @@ class ChatStreamTranslator:
         pending, call.pending = call.pending, []
         for fragment in pending:
             self._call_fragment(call, fragment, events)
+        if kind == "function" and call.kind == "function":
+            self._fast = _FAST_ARGS
+            self._fast_tpl = {"type": "response.function_call_arguments.delta", "sequence_number": 0,
+                              "item_id": call.item_id, "output_index": call.output_index, "delta": ""}
 
     def _call_fragment(self, call: _Call, fragment: str, events: list[dict[str, Any]]) -> None:
         call.args.append(fragment)
