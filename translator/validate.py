@@ -50,7 +50,7 @@ RULES: dict[str, str] = {
     "sse-id": "no `id:` lines (§1.1, OR: servers SHOULD NOT use id)",
     "sse-json": "every `data:` payload (except [DONE]) is one JSON object (§1.1)",
     "sse-framing": "every frame ends with a blank line (§1.1)",
-    "sse-done": "the stream ends with `data: [DONE]`, after the terminal event and nothing after it (§1.1)",
+    "sse-done": "the stream ends with `data: [DONE]` (OR requires it; OpenAI does not send it) and nothing follows it (§1.1)",
     "sse-content-type": "the streaming response has Content-Type text/event-stream (§1.1)",
     # event stream (REFERENCE §1.2, §1.5, §1.6, §1.7)
     "event-type": "every event is an object with a known `type` (§1.1, §1.2)",
