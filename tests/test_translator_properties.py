@@ -20,11 +20,14 @@ from test_translator_support import check_stream, run_stream
 
 from translator import (
     ResponsesStreamTranslator,
+    SSEDecoder,
     chat_completion_to_response,
+    encode_sse,
     items_to_messages,
     messages_to_items,
     response_to_chat_completion,
 )
+from translator.validate import validate_events
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OPTS = {"response_id": "resp_prop", "created_at": 1, "completed_at": 2}
@@ -148,6 +151,8 @@ def test_stream_equals_whole_and_passes_every_checker(case: tuple[dict, list[dic
     assert tr.response == whole
     assert events[-1]["response"] == whole
     check_stream(events, REQ)
+    if mode == "summary":  # the default output also satisfies the stricter Open Responses profile
+        assert not validate_events(events, REQ, profile="openresponses")
 
 
 @SETTINGS
@@ -278,3 +283,60 @@ def test_round_trip_with_sealed_reasoning(messages: list[dict[str, Any]], key: s
             item = {**item, "encrypted_content": pack_reasoning(unpack_reasoning(item["encrypted_content"]) or {}, key)}
         sealed.append(item)
     assert items_to_messages(sealed, encryption_key=key) == messages
+
+
+# ----------------------------------------------------------------------------- SSE
+
+
+@st.composite
+def sse_streams(draw: st.DrawFn) -> tuple[bytes, list[tuple[str | None, str]]]:
+    """Random frames (comments, event names, multi-line data, keep-alives) and what they mean."""
+    eol = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    raw: list[str] = []
+    expected: list[tuple[str | None, str]] = []
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.sampled_from(["data", "event", "multi", "comment", "blank", "nospace"]))
+        payload = orjson.dumps({"t": draw(st.text(max_size=8))}).decode()
+        if kind == "data":
+            raw.append(f"data: {payload}{eol}{eol}")
+            expected.append((None, payload))
+        elif kind == "nospace":
+            raw.append(f"data:{payload}{eol}{eol}")
+            expected.append((None, payload))
+        elif kind == "event":
+            raw.append(f"event: e{eol}id: 1{eol}data: {payload}{eol}{eol}")
+            expected.append(("e", payload))
+        elif kind == "multi":
+            raw.append(f"data: a{eol}data: {payload}{eol}{eol}")
+            expected.append((None, "a\n" + payload))
+        elif kind == "comment":
+            raw.append(f": keep-alive{eol}{eol}")
+        else:
+            raw.append(eol)
+    if draw(st.booleans()):
+        raw.append(f"data: [DONE]{eol}{eol}")
+        expected.append((None, "[DONE]"))
+    return "".join(raw).encode(), expected
+
+
+@SETTINGS
+@given(sse_streams(), st.data())
+def test_sse_decoder_any_split(stream: tuple[bytes, list], data: st.DataObject) -> None:
+    raw, expected = stream
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(raw)), max_size=10)))
+    decoder = SSEDecoder()
+    frames = []
+    for a, b in itertools.pairwise([0, *cuts, len(raw)]):
+        frames += decoder.feed(raw[a:b])
+    frames += decoder.close()
+    assert frames == expected
+
+
+@SETTINGS
+@given(st.dictionaries(st.text(max_size=5), st.text(max_size=10), max_size=3), st.text(min_size=1, max_size=20))
+def test_encode_sse_decodes_back(payload: dict, kind: str) -> None:
+    event = {"type": kind.replace("\n", " ").replace("\r", " "), **payload}
+    frame = encode_sse(event)
+    assert frame.endswith(b"\n\n") and b"\r" not in frame.replace(b"\\r", b"")
+    ((name, data),) = SSEDecoder().feed(frame)
+    assert orjson.loads(data) == event and name == event["type"]
