@@ -19,6 +19,7 @@ What the request selects (by the ``model`` field, so that any bridge passes it t
   nothing more, until the client goes away.  The benchmark uses it to make a bridge hold many idle
   streams while its memory is measured.
 - ``GET /v1/models`` lists those models (codex-relay asks for it when it starts).
+- ``GET /_bench/stats``: connections accepted and requests answered so far (by this process).
 - Any other path answers 404 in OpenAI's error shape, so a peer that talks to the backend in a way
   the benchmark did not intend (say, calling ``/v1/responses`` natively) fails visibly.
 
@@ -47,7 +48,7 @@ STALL_MODEL = "bench-stall"
 _MODEL_RE = re.compile(rb'"model"\s*:\s*"([^"]*)"')
 _STREAM_RE = re.compile(rb'"stream"\s*:\s*true')
 _USAGE_RE = re.compile(rb'"include_usage"\s*:\s*true')
-_BENCH_RE = re.compile(r"bench-(\d+)\Z")
+_BENCH_RE = re.compile(r"bench-(\d+)(p?)\Z")
 MAX_CHUNKS = 100_000
 
 
@@ -89,6 +90,11 @@ STREAM_HEAD = (
 
 def stream_bytes(model: str, n: int, usage: bool) -> bytes:
     """The whole streamed answer: headers, every chunk, the terminating zero-length chunk."""
+    return b"".join(stream_parts(model, n, usage))
+
+
+def stream_parts(model: str, n: int, usage: bool) -> list[bytes]:
+    """The streamed answer as the pieces a paced stream writes one by one (headers with the first)."""
     parts = [STREAM_HEAD, _sse_chunk(_chunk(model, {"role": "assistant", "content": ""}))]
     content = _sse_chunk(_chunk(model, {"content": PIECE}))
     parts.extend([content] * n)
@@ -100,7 +106,7 @@ def stream_bytes(model: str, n: int, usage: bool) -> bytes:
         parts.append(_sse_chunk(tail))
     parts.append(_http_chunk(b"data: [DONE]\n\n"))
     parts.append(b"0\r\n\r\n")
-    return b"".join(parts)
+    return [parts[0] + parts[1], *parts[2:]]
 
 
 def stall_bytes(model: str) -> bytes:
@@ -157,13 +163,19 @@ MODELS_BYTES = _json_response(
     ),
 )
 
-_cache: dict[tuple[str, bool, bool], bytes] = {}
+_cache: dict[tuple[str, bool, bool], bytes | list[bytes]] = {}
+# Counted so the benchmark can tell how a bridge uses its upstream connections (GET /_bench/stats):
+# a bridge that opens a new connection per request pays a TCP handshake each time.
+STATS = {"connections": 0, "requests": 0}
 
 
-def answer(path: bytes, method: bytes, body: bytes) -> bytes | None:
-    """The bytes to send for one request, or None for a stalled stream (sent separately)."""
+def answer(path: bytes, method: bytes, body: bytes) -> bytes | list[bytes] | None:
+    """The bytes to send for one request; a list for a paced stream; None for a stalled one."""
     if method == b"GET" and path.startswith(b"/v1/models"):
         return MODELS_BYTES
+    if method == b"GET" and path == b"/_bench/stats":
+        return _json_response("200 OK", _dumps(STATS))
+    STATS["requests"] += 1
     if method != b"POST" or not path.endswith(b"/chat/completions"):
         return error_bytes("404 Not Found", f"no route {method.decode()} {path.decode()}")
     match = _MODEL_RE.search(body)
@@ -180,7 +192,13 @@ def answer(path: bytes, method: bytes, body: bytes) -> bytes | None:
     if m is None or not 0 < int(m.group(1)) <= MAX_CHUNKS:
         return error_bytes("404 Not Found", f"model {model!r} not found; use bench-<N> or bench-stall")
     n = int(m.group(1))
-    data = stream_bytes(model, n, usage) if stream else completion_bytes(model, n)
+    data: bytes | list[bytes]
+    if not stream:
+        data = completion_bytes(model, n)
+    elif m.group(2):
+        data = stream_parts(model, n, usage)
+    else:
+        data = stream_bytes(model, n, usage)
     _cache[key] = data
     return data
 
@@ -188,21 +206,39 @@ def answer(path: bytes, method: bytes, body: bytes) -> bytes | None:
 class BenchProtocol(asyncio.Protocol):
     """One HTTP/1.1 keep-alive connection; pipelining-safe, requests answered in order."""
 
-    __slots__ = ("buf", "stalled", "transport")
+    __slots__ = ("buf", "loop", "pending", "stalled", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.stalled = False
+        self.pending: list[bytes] = []  # frames of a paced stream still to write, last first
+        self.loop = asyncio.get_event_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport's methods without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        STATS["connections"] += 1
 
     def data_received(self, data: bytes) -> None:
         if self.stalled:
             return  # a stalled stream ignores whatever the client sends until it goes away
         self.buf += data
+        if not self.pending:
+            self._process()
+
+    def _pace(self) -> None:
+        """Write the next frame of a paced stream, then let every other connection run first."""
+        if self.transport is None or self.transport.is_closing():
+            self.pending.clear()
+            return
+        self.transport.write(self.pending.pop())
+        if self.pending:
+            self.loop.call_soon(self._pace)
+        elif self.buf:
+            self._process()  # a request that arrived while streaming
+
+    def _process(self) -> None:
         while True:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
@@ -243,6 +279,10 @@ class BenchProtocol(asyncio.Protocol):
                 match = _MODEL_RE.search(body)
                 self.transport.write(stall_bytes(match.group(1).decode() if match else STALL_MODEL))
                 self.stalled = True
+                return
+            if isinstance(out, list):
+                self.pending = out[::-1]
+                self._pace()
                 return
             self.transport.write(out)
             if close:

@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-THROUGHPUT = [("s64_c16", "64 ch. c16"), ("s64_c256", "64 ch. c256"), ("s512_c16", "512 ch. c16"),
+THROUGHPUT = [("s64_c16", "64 ch. c16"), ("s64_c256", "64 ch. c256"), ("p64_c16", "64 paced c16"),
+              ("p64_c256", "64 paced c256"), ("s512_c16", "512 ch. c16"),
               ("s512_c256", "512 ch. c256"), ("ns_c16", "non-stream c16")]
 
 

@@ -186,3 +186,28 @@ class Sampler:
         """CPU used over the phase, in cores (1.0 = one core fully busy)."""
         elapsed = self.t_end - self.t_start
         return (self.cpu_end - self.cpu_start) / elapsed if elapsed > 0 else 0.0
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])
+    return (total - idle) / TICKS, total / TICKS
+
+
+def settle(root: int, quiet_cores: float = 0.05, window: float = 0.3, limit: float = 15.0) -> float:
+    """Wait until a process tree is (nearly) idle, e.g. still draining streams the load generator
+    abandoned when its phase ended; returns the seconds waited, so a slow drain is visible."""
+    t0 = time.monotonic()
+    pids = tree(root)
+    while time.monotonic() - t0 < limit:
+        before = cpu_seconds(pids)
+        time.sleep(window)
+        if (cpu_seconds(pids) - before) / window < quiet_cores:
+            break
+    return round(time.monotonic() - t0, 2)
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]

@@ -29,7 +29,7 @@ def _short(frame: str) -> str:
     return f"{m.group('func')} ({path})"
 
 
-def analyse(raw: Path, top: int = 25) -> dict:
+def analyse(raw: Path, top: int = 40) -> dict:
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     samples = 0
@@ -49,10 +49,28 @@ def analyse(raw: Path, top: int = 25) -> dict:
     if samples == 0:
         return {"samples": 0, "self": [], "total": []}
 
-    def pct(counter: Counter[str]) -> list[dict]:
-        return [{"function": f, "percent": round(100.0 * c / samples, 1)} for f, c in counter.most_common(top)]
+    def pct(counter: Counter[str], n: int = top) -> list[dict]:
+        return [{"function": f, "percent": round(100.0 * c / samples, 1)} for f, c in counter.most_common(n)]
 
-    return {"samples": samples, "self": pct(self_counts), "total": pct(total_counts)}
+    by_package: Counter[str] = Counter()
+    for f, c in self_counts.items():
+        by_package[package_of(f)] += c
+    # project frames below the entry chain (main, serve: on every stack) are the informative ones
+    own = Counter({f: c for f, c in total_counts.items()
+                   if package_of(f) in ("server", "translator") and c < 0.9 * samples})
+    return {"samples": samples, "self": pct(self_counts), "total": pct(total_counts),
+            "self_by_package": pct(by_package, 20), "project_total": pct(own)}
+
+
+PACKAGES = ("server", "translator", "uvicorn", "starlette", "httpx", "httpcore", "h11", "anyio", "asyncio",
+            "orjson", "contextlib", "sniffio")
+
+
+def package_of(function: str) -> str:
+    """The package a shortened frame belongs to (``f (pkg/mod.py)`` -> ``pkg``), for a per-layer view."""
+    path = function.rsplit("(", 1)[-1]
+    head = path.split("/", 1)[0].rstrip(")").removesuffix(".py")
+    return head if head in PACKAGES else "other (" + head + ")"
 
 
 def record(py_spy: str, pid: int, seconds: float, out: Path, fmt: str, rate: int = 250) -> subprocess.Popen:

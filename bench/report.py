@@ -21,6 +21,18 @@ def _phase(name: str, field: str) -> Getter:
     return get
 
 
+def _cpu_ms(name: str) -> Getter:
+    """CPU milliseconds the target spent per stream (or request): robust to a busy shared machine,
+    since it does not depend on how much CPU the target managed to get, only on what it needed."""
+
+    def get(t: dict) -> float | None:
+        phase = (t.get("phases") or {}).get(name, {})
+        rate, cores = phase.get("rate"), phase.get("cpu_cores")
+        return 1000.0 * cores / rate if rate and cores is not None else None
+
+    return get
+
+
 def _key(section: str, field: str) -> Getter:
     def get(t: dict) -> float | None:
         value = (t.get(section) or {}).get(field)
@@ -33,6 +45,8 @@ def _key(section: str, field: str) -> Getter:
 ROWS: list[tuple[str, Getter, bool, str | None]] = [
     ("streams/s, 64 chunks, 16 concurrent", _phase("s64_c16", "rate"), True, "s64_c16"),
     ("streams/s, 64 chunks, 256 concurrent", _phase("s64_c256", "rate"), True, "s64_c256"),
+    ("streams/s, 64 chunks paced, 16 concurrent", _phase("p64_c16", "rate"), True, "p64_c16"),
+    ("streams/s, 64 chunks paced, 256 concurrent", _phase("p64_c256", "rate"), True, "p64_c256"),
     ("streams/s, 512 chunks, 16 concurrent", _phase("s512_c16", "rate"), True, "s512_c16"),
     ("streams/s, 512 chunks, 256 concurrent", _phase("s512_c256", "rate"), True, "s512_c256"),
     ("whole-stream latency p50 ms, 64 chunks, 16 conc.", _phase("s64_c16", "p50_ms"), False, None),
@@ -44,8 +58,18 @@ ROWS: list[tuple[str, Getter, bool, str | None]] = [
     ("time to first event p99 ms, concurrency 1", _key("ttfe", "ttfe_p99_ms"), False, None),
     ("RSS holding 1,000 idle streams, peak MB", _key("idle", "rss_peak_mb"), False, None),
     ("RSS before those streams, MB", _key("idle", "rss_baseline_mb"), False, None),
+    ("target CPU ms per stream, 64 chunks, 16 conc.", _cpu_ms("s64_c16"), False, None),
+    ("target CPU ms per stream, 64 chunks paced, 16 conc.", _cpu_ms("p64_c16"), False, None),
+    ("target CPU ms per stream, 512 chunks, 16 conc.", _cpu_ms("s512_c16"), False, None),
+    ("target CPU ms per non-streaming request, 16 conc.", _cpu_ms("ns_c16"), False, None),
+    ("new upstream connections per stream, 64 chunks, 16 conc.",
+     _phase("s64_c16", "upstream_connections_per_request"), False, None),
+    ("new upstream connections per request, non-streaming, 16 conc.",
+     _phase("ns_c16", "upstream_connections_per_request"), False, None),
     ("CPU cores used by target, 64 chunks, 16 conc.", _phase("s64_c16", "cpu_cores"), False, None),
     ("CPU cores used by backend meanwhile", _phase("s64_c16", "backend_cpu_cores"), False, None),
+    ("CPU cores used by wrk meanwhile", _phase("s64_c16", "wrk_cpu_cores"), False, None),
+    ("CPU cores used by other processes meanwhile", _phase("s64_c16", "other_cpu_cores"), False, None),
 ]
 
 
@@ -77,8 +101,9 @@ def table(run: dict) -> str:
         for t in targets:
             value = get(t) if t.get("status") not in ("failed", "not installed") else None
             cell = _fmt(value)
-            if value is not None and base and t is not direct and label.split(",")[0] not in (
-                    "CPU cores used by backend meanwhile",):
+            if value is not None and base and t is not direct and not label.startswith("new upstream") and label.split(",")[0] not in (
+                    "CPU cores used by backend meanwhile",
+                    "CPU cores used by wrk meanwhile", "CPU cores used by other processes meanwhile"):
                 cell += f" ({value / base:.2f}x)"
             cells.append(cell + _errors(t, phase))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -110,12 +135,16 @@ def targets_verdict(run: dict) -> list[str]:
         return ["- the bridge was not measured in this run (see status row)"]
     for b in bridges:
         name = b["label"]
-        for phase, what in (("s64_c16", "64-chunk"), ("s512_c16", "512-chunk")):
+        for phase, what in (("s64_c16", "64-chunk"), ("p64_c16", "64-chunk paced"), ("s512_c16", "512-chunk")):
             rate = b["phases"][phase]["rate"]
             if relay:
                 r = rate / relay["phases"][phase]["rate"] if relay["phases"][phase]["rate"] else float("inf")
                 out.append(f"- {'PASS' if r >= 1.5 else 'FAIL'}: {name}, {what} streams at 16 concurrent = "
                            f"{r:.2f}x codex-relay (target ≥ 1.5x)")
+                mine, theirs = _cpu_ms(phase)(b), _cpu_ms(phase)(relay)
+                if mine and theirs:
+                    out.append(f"  - CPU per stream: {mine:.3f} ms vs codex-relay's {theirs:.3f} ms "
+                               f"(codex-relay needs {theirs / mine:.2f}x what the bridge needs)")
             if direct:
                 r = rate / direct["phases"][phase]["rate"]
                 out.append(f"- {'PASS' if r >= 0.5 else 'FAIL'}: {name}, {what} streams at 16 concurrent = "
@@ -147,10 +176,18 @@ def profile_section(run: dict) -> list[str]:
             out += [f"{label}: no samples ({p.get('error', '')})", ""]
             continue
         out += [f"### {label}: {p['samples']} samples (percent of non-idle samples)", "",
-                "| self % | function (innermost frame) | | total % | function (anywhere on stack) |",
+                "Self time by layer (innermost frame's package):", "",
+                "| layer | self % |", "|---|---:|"]
+        out += [f"| {g['function']} | {g['percent']} |" for g in p.get("self_by_package", [])[:12]]
+        out += ["", "| self % | function (innermost frame) | | total % | project function (anywhere on stack) |",
                 "|---:|---|---|---:|---|"]
-        for a, c in zip(p["self"][:20], p["total"][:20], strict=False):
-            out.append(f"| {a['percent']} | `{a['function']}` | | {c['percent']} | `{c['function']}` |")
+        inner = p.get("project_total") or [f for f in p["total"] if f["percent"] < 90.0]
+        rows = max(len(p["self"][:20]), len(inner[:20]))
+        for i in range(rows):
+            a = p["self"][i] if i < len(p["self"][:20]) else None
+            c = inner[i] if i < len(inner[:20]) else None
+            out.append(f"| {a['percent'] if a else ''} | {'`' + a['function'] + '`' if a else ''} | | "
+                       f"{c['percent'] if c else ''} | {'`' + c['function'] + '`' if c else ''} |")
         out.append("")
     return out
 
@@ -161,7 +198,9 @@ def markdown(run: dict, json_name: str, png_name: str | None, chart_status: str)
         f"# Benchmark results ({'quick run, ' if run['quick'] else ''}{run['started']})",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, Linux {m['kernel']}, "
-        f"Python {m['python']}. Backend, targets and load generator all share these cores.",
+        f"Python {m['python']}. Backend, targets and load generator all share these cores; "
+        f"load average at start {m.get('loadavg_at_start')}, at end {m.get('loadavg_at_end')} "
+        "(other work on the machine shows in the 'other processes' row).",
         f"Each throughput phase: {run['phase_seconds']:g} s of wrk ({run['versions'].get('wrk', 'wrk')}); "
         f"bench backend: {run['backend']['procs']} process(es).",
         "Peers: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items() if k != "wrk" and v) + ".",

@@ -9,8 +9,8 @@ machine:
 3. for each target (the backend itself, this bridge with --workers 1 and 2, codex-relay, LiteLLM):
    starts it fresh, checks one answer of each kind is whole, measures the memory it needs to hold
    1,000 idle streams (first, while the process is fresh), time to first event at concurrency 1, then
-   the wrk throughput phases (64- and 512-chunk streams at 16 and 256 concurrent, non-streaming at 16
-   and at 1), sampling the target's and the backend's CPU and peak RSS from /proc during each; stops it;
+   the wrk throughput phases (64- and 512-chunk streams at 16 and 256 concurrent, the 64-chunk stream
+   paced by the backend at 16 and 256, non-streaming at 16 and at 1), sampling the target's and the backend's CPU and peak RSS from /proc during each; stops it;
 4. profiles this bridge (--workers 1) with py-spy under the 64-chunk, 16-concurrent load;
 5. runs bench/translator_bench.py when it exists;
 6. writes bench/results/<date>-<machine>.json, a PNG chart and bench/results/latest.md, prints the table.
@@ -45,9 +45,11 @@ import report
 from targets import BENCH, REPO, WORK, Target, all_targets, backend_argv, project_python
 from wrkload import run_wrk
 
-# (name, model, stream, connections, pieces expected)
+# (name, model, stream, connections); "bench-64p" is the paced stream (one write per frame)
 PHASES = [
     ("s64_c16", "bench-64", True, 16),
+    ("p64_c16", "bench-64p", True, 16),
+    ("p64_c256", "bench-64p", True, 256),
     ("s64_c256", "bench-64", True, 256),
     ("s512_c16", "bench-512", True, 16),
     ("s512_c256", "bench-512", True, 256),
@@ -91,6 +93,20 @@ def loadgen(args: list[str], timeout: float) -> dict:
     if not lines:
         return {"ok": False, "error": f"no output (exit {done.returncode}): {done.stderr[-300:]}"}
     return json.loads(lines[-1])
+
+
+def backend_stats(port: int) -> dict:
+    """The backend's counters (one process's view: exact with --backend-procs 1)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/_bench/stats")
+        return json.loads(conn.getresponse().read())
+    except (OSError, ValueError):
+        return {}
+    finally:
+        conn.close()
 
 
 def client_args(target: Target, port: int, model: str, stream: bool) -> list[str]:
@@ -165,6 +181,8 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
         checks = {"stream_64": wait_first_answer(target, port, target.ready_timeout)}
         checks["stream_512"] = loadgen(["check", "--stream", "--pieces", "512",
                                         *client_args(target, port, "bench-512", True)], 60)
+        checks["paced_64"] = loadgen(["check", "--stream", "--pieces", "64",
+                                      *client_args(target, port, "bench-64p", True)], 60)
         checks["nonstream_64"] = loadgen(["check", "--pieces", "64", *client_args(target, port, "bench-64", False)], 60)
         out["checks"] = checks
         out["status"] = "measured" if all(c.get("ok") for c in checks.values()) else "answers incomplete"
@@ -172,8 +190,8 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
         print(f"  checks: {summary}", flush=True)
 
         out["idle"] = measure_idle(target, port, proc.pid, opts.idle_streams, opts.idle_hold)
+        out["idle"]["settle_seconds"] = procs.settle(proc.pid)
         print(f"  idle: {out['idle']}", flush=True)
-        time.sleep(1.0)
 
         out["ttfe"] = loadgen(["ttfe", "--duration", str(opts.ttfe_seconds),
                                *client_args(target, port, "bench-64", True)], opts.ttfe_seconds + 60)
@@ -182,17 +200,39 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
         url = f"http://127.0.0.1:{port}{target.path}"
         out["phases"] = {}
         for name, model, stream, conns in PHASES:
+            stats0 = backend_stats(opts.backend_port)
+            busy0, total0 = procs.system_cpu()
+            kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             with procs.Sampler(proc.pid) as own, procs.Sampler(backend.pid) as back:
                 res = run_wrk(wrk, url, target.body(model, stream), conns, opts.seconds, WORK / "lua",
                               f"{target.key}-{name}", timeout_s=max(10.0, opts.seconds))
+            kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            busy1, total1 = procs.system_cpu()
+            elapsed = own.t_end - own.t_start
+            ncpu = os.cpu_count() or 1
+            system_cores = (busy1 - busy0) / (total1 - total0) * ncpu if total1 > total0 else 0.0
+            wrk_cores = ((kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)) / elapsed
             phase = res.to_json()
             phase["cpu_cores"] = round(own.cores, 2)
             phase["backend_cpu_cores"] = round(back.cores, 2) if target.key != "direct" else None
+            phase["wrk_cpu_cores"] = round(wrk_cores, 2)
+            phase["system_cpu_cores"] = round(system_cores, 2)
+            ours = own.cores + (back.cores if target.key != "direct" else 0.0) + wrk_cores
+            phase["other_cpu_cores"] = round(max(0.0, system_cores - ours), 2)
             phase["rss_peak_mb"] = round(own.peak / 1048576, 1)
+            phase["settle_seconds"] = procs.settle(proc.pid)
+            stats1 = backend_stats(opts.backend_port)
+            if stats0 and stats1 and target.key != "direct":
+                reqs = stats1["requests"] - stats0["requests"]
+                phase["upstream_requests"] = reqs
+                phase["upstream_connections"] = stats1["connections"] - stats0["connections"]
+                phase["upstream_connections_per_request"] = (
+                    round(phase["upstream_connections"] / reqs, 3) if reqs else None)
             out["phases"][name] = phase
             print(f"  {name}: {phase['rate']:.1f}/s p50 {phase['p50_ms']:.2f} ms p99 {phase['p99_ms']:.2f} ms"
-                  f" errors {phase['errors']} cpu {phase['cpu_cores']}", flush=True)
-            time.sleep(0.5)
+                  f" errors {phase['errors']} cpu {phase['cpu_cores']} wrk {phase['wrk_cpu_cores']}"
+                  f" others {phase['other_cpu_cores']} settle {phase['settle_seconds']} s"
+                  f" upstream conns/req {phase.get('upstream_connections_per_request')}", flush=True)
 
         if opts.profile and target.key == "bridge-w1" and py_spy:
             out["profile"] = profile_bridge(target, port, proc.pid, wrk, py_spy, opts, results_dir)
@@ -226,7 +266,8 @@ def profile_bridge(target: Target, port: int, pid: int, wrk: str, py_spy: str, o
                 found[label] = profiling.analyse(out)
             else:
                 found[label] = {"samples": 0, "error": log[-500:]}
-    found["flamegraph"] = str((results_dir / "profile.svg").relative_to(REPO)) if (results_dir / "profile.svg").exists() else None
+    svg = results_dir / "profile.svg"
+    found["flamegraph"] = os.path.relpath(svg, REPO) if svg.exists() else None
     return found
 
 
@@ -279,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = dt.datetime.now(dt.UTC)
     info = machine()
+    info["loadavg_at_start"] = procs.loadavg()
     run: dict = {"started": started.isoformat(timespec="seconds"), "quick": opts.quick,
                  "phase_seconds": opts.seconds, "machine": info, "installs": {}, "versions": {}, "targets": []}
 
@@ -317,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the bench backend did not start:\n{backend.tail()}", file=sys.stderr)
         return 1
     upstream = f"http://127.0.0.1:{backend_port}/v1"
+    opts.backend_port = backend_port
     run["backend"] = {"url": upstream, "procs": opts.backend_procs}
 
     for t in targets:
@@ -338,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     print("== translator benchmark", flush=True)
     run["translator"] = run_translator_bench(opts.quick)
     run["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    info["loadavg_at_end"] = procs.loadavg()
 
     stem = f"{started:%Y-%m-%d}-{machine_slug(info)}" + ("-quick" if opts.quick else "")
     json_path = results_dir / f"{stem}.json"
