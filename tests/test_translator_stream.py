@@ -321,13 +321,36 @@ def test_gemini_thought_signature_carried_and_replayed() -> None:
 
     call = {**tc(None, "call_g", "get_weather", "{}"), "extra_content": {"google": {"thought_signature": "SIG"}}}
     _, resp = run([ch({"tool_calls": [call]}), ch({}, "stop")])
-    assert [i["type"] for i in resp["output"]] == ["function_call", "reasoning"]
+    assert [i["type"] for i in resp["output"]] == ["reasoning", "function_call"]
+    assert resp["output"][0]["summary"] == []
     follow_up = {"model": "m", "tools": REQ["tools"], "input": [
         {"role": "user", "content": "weather?"}, *resp["output"],
         {"type": "function_call_output", "call_id": "call_g", "output": "sunny"}]}
     messages = responses_to_chat_request(follow_up)["messages"]
     assert messages[1]["tool_calls"][0]["extra_content"] == {"google": {"thought_signature": "SIG"}}
     assert "reasoning_content" not in messages[1]
+
+
+def test_thought_signature_with_reasoning_text_shares_the_reasoning_item() -> None:
+    from translator import responses_to_chat_request
+
+    call = {**tc(0, "call_g", "get_weather", "{}"), "extra_content": {"google": {"thought_signature": "SIG"}}}
+    late = {"index": 1, "id": "call_h", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    chunks = [ch({"reasoning_content": "plan"}), ch({"tool_calls": [call]}), ch({"tool_calls": [late]}),
+              ch({"tool_calls": [{"index": 1, "extra_content": {"google": {"thought_signature": "LATE"}}}]}),
+              ch({}, "tool_calls")]
+    _, resp = run(chunks)
+    assert [i["type"] for i in resp["output"]] == ["reasoning", "function_call", "function_call", "reasoning"]
+    assert unpack_reasoning(resp["output"][0]["encrypted_content"]) == {
+        "text": "plan", "tool_extras": {"call_g": {"google": {"thought_signature": "SIG"}}}}
+    follow_up = {"model": "m", "tools": REQ["tools"], "input": [
+        {"role": "user", "content": "q"}, *resp["output"],
+        {"type": "function_call_output", "call_id": "call_g", "output": "a"},
+        {"type": "function_call_output", "call_id": "call_h", "output": "b"}]}
+    msg = responses_to_chat_request(follow_up)["messages"][1]
+    assert msg["reasoning_content"] == "plan"
+    assert [c.get("extra_content") for c in msg["tool_calls"]] == [
+        {"google": {"thought_signature": "SIG"}}, {"google": {"thought_signature": "LATE"}}]
 
 
 def test_logprobs_mapped_when_present() -> None:

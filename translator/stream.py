@@ -88,7 +88,7 @@ def _map_annotation(annotation: Any) -> dict[str, Any] | None:
 class _Call:
     """One tool call being assembled from deltas."""
 
-    __slots__ = ("added", "args", "backend_id", "call_id", "extra", "index", "item_id", "kind", "name", "namespace",
+    __slots__ = ("added", "args", "backend_id", "call_id", "carried", "extra", "index", "item_id", "kind", "name", "namespace",
                  "output_index", "pending")
 
     def __init__(self, index: Any, backend_id: str | None) -> None:
@@ -102,6 +102,7 @@ class _Call:
         self.pending: list[str] = []  # argument fragments seen before the item could be added
         self.added = False
         self.extra: Any = None
+        self.carried = False  # extra already put in a reasoning item
         self.item_id = ""
         self.output_index = -1
 
@@ -148,6 +149,7 @@ class ChatStreamTranslator:
         self._rs_text: list[str] = []
         self._rs_part_open = False
         self._rs_details: list[dict[str, Any]] = []
+        self._rs_extras: dict[str, Any] = {}
         # calls
         self._calls: list[_Call] = []
         self._call: _Call | None = None
@@ -529,6 +531,7 @@ class ChatStreamTranslator:
         self._rs_id = f"rs_{self._base}_{oi}"
         self._rs_text = []
         self._rs_details = []
+        self._rs_extras = {}
         self._rs_part_open = False
         self._cur = _REASONING
         item: dict[str, Any] = {"id": self._rs_id, "type": "reasoning", "status": "in_progress", "summary": []}
@@ -616,6 +619,8 @@ class ChatStreamTranslator:
             data["text"] = text
         if self._rs_details:
             data["details"] = self._rs_details
+        if self._rs_extras:
+            data["tool_extras"] = self._rs_extras
         item["encrypted_content"] = pack_reasoning(data, self.options.encryption_key) if data else None
         return item
 
@@ -859,6 +864,15 @@ class ChatStreamTranslator:
             self._call_fragment(call, fragment, events)
 
     def _add_call(self, call: _Call, events: list[dict[str, Any]]) -> None:
+        if call.extra is not None:
+            # Gemini's thought signature must come back with this call on the next turn: put it in
+            # the open reasoning item, or in a text-less reasoning item just before the call.
+            if self._cur == _REASONING:
+                self._rs_extras[call.call_id] = call.extra
+            else:
+                self._close(events)
+                self._carrier({call.call_id: call.extra}, events)
+            call.carried = True
         self._close(events)
         kind, name, namespace = self._tools.resolve(call.name)
         if call.kind == "custom_native":
@@ -955,19 +969,23 @@ class ChatStreamTranslator:
         self._call = None
 
     def _extras_carrier(self, events: list[dict[str, Any]]) -> None:
-        """Gemini thought signatures ride back to us in a trailing reasoning item (see reasoning.py)."""
-        extras = {c.call_id: c.extra for c in self._calls if c.extra is not None and c.added}
-        if not extras:
-            return
-        # calls never added (no name ever came) are flushed by _close; nothing else is open here
+        """Provider extras that arrived after their call was opened ride in a trailing reasoning item."""
+        extras = {c.call_id: c.extra for c in self._calls if c.extra is not None and c.added and not c.carried}
+        if extras:
+            self._carrier(extras, events)
+
+    def _carrier(self, extras: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """A reasoning item with no text whose ``encrypted_content`` holds tool-call extras (reasoning.py)."""
         oi = self._next_index()
         rid = f"rs_{self._base}_{oi}"
-        item = {"id": rid, "type": "reasoning", "status": "completed", "summary": [],
-                "encrypted_content": pack_reasoning({"tool_extras": extras}, self.options.encryption_key)}
+        item: dict[str, Any] = {"id": rid, "type": "reasoning", "status": "completed", "summary": []}
         if self._reasoning_mode != "summary":
             item["content"] = []
+        item["encrypted_content"] = pack_reasoning({"tool_extras": extras}, self.options.encryption_key)
+        added = {k: v for k, v in item.items() if k != "encrypted_content"}
+        added["status"] = "in_progress"
         events.append({"type": "response.output_item.added", "sequence_number": self._seq, "output_index": oi,
-                       "item": {**item, "status": "in_progress"}})
+                       "item": added})
         events.append({"type": "response.output_item.done", "sequence_number": self._seq + 1, "output_index": oi,
                        "item": item})
         self._seq += 2
