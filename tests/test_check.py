@@ -337,3 +337,22 @@ def test_check_reports_the_violations_of_codex_bridge_python(backend_url: str, t
     )  # output_item.done before function_call_arguments.done
     assert {"echo", "scenario"} <= rules["structured-output"]  # the json_schema format is not forwarded
     assert rules["bad-request"] == {"json-body"}  # a plain-text 422
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"output": 5},
+        {"output": [5, {"type": "message", "content": 3}]},
+        {"output": [{"type": "message", "content": [{"type": "output_text", "text": ["x"]}]}]},
+        {"output": [{"type": "function_call", "name": "get_weather", "arguments": {"city": "Paris"}}]},
+        {"output": [{"type": "function_call", "name": "get_weather", "arguments": "{not json"}]},
+    ],
+)
+def test_scenario_expectations_report_junk_instead_of_crashing(body: dict) -> None:
+    for scenario in check.SCENARIOS:
+        if scenario.expect is not None:
+            problems = scenario.expect(body)
+            assert problems, (scenario.name, body)  # none of these bodies is a good answer
+            assert all(isinstance(p, str) for p in problems)

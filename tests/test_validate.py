@@ -1103,3 +1103,59 @@ def test_real_sdk_client_on_failed_streams(replay_url: str) -> None:
         client.responses.stream(model="failed-both-error-shapes", input="hi") as stream,
     ):
         list(stream)
+
+
+# ----------------------------------------------------------------------------------------------
+# robustness: check runs the validator on whatever a server sends; it must report, never crash
+
+JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 3),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=4),
+    st.builds(list),
+    st.builds(dict),
+    st.builds(lambda: [{"type": "output_text"}]),
+    st.builds(lambda: {"type": "message"}),
+)  # builds: a fresh object per draw, since the test mutates what it inserts
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every key/index path inside a JSON value."""
+    out = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            out.append((*prefix, key))
+            out += _paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for position, inner in enumerate(value):
+            out.append((*prefix, position))
+            out += _paths(inner, (*prefix, position))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(sorted(VALID)),
+    data=st.data(),
+    profile=st.sampled_from(["openai", "openresponses"]),
+)
+def test_corrupted_streams_are_reported_not_crashed_on(name: str, data: st.DataObject, profile: str) -> None:
+    events = build(name)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_paths(events)))
+        *parents, last = path
+        target: Any = events
+        for key in parents:
+            target = target[key]
+        if data.draw(st.booleans()) and isinstance(target, dict):
+            del target[last]
+        else:
+            target[last] = data.draw(JUNK)
+    violations = validate_events(events, {"model": "test-model", "input": "x"}, profile=profile)
+    assert all(isinstance(v, Violation) and v.rule in RULES for v in violations)
+    assert all(v.index is None or 0 <= v.index < len(events) for v in violations)
+    raw = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+    _parsed, framing = parse_sse(raw)
+    assert all(v.rule in RULES for v in framing)

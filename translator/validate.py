@@ -150,6 +150,12 @@ def _is_dict(v: Any) -> bool:
     return isinstance(v, dict)
 
 
+def _type_of(value: Any) -> str | None:
+    """The string ``type`` of an object, else None (servers send lists and numbers there too)."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def _nullable(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
@@ -670,8 +676,8 @@ class _Item:
     tainted: bool = False  # an event for it had missing/mistyped fields: its text can't be followed
 
     @property
-    def type(self) -> Any:
-        return self.item.get("type")
+    def type(self) -> str | None:
+        return _type_of(self.item)
 
     @property
     def id(self) -> Any:
@@ -912,7 +918,7 @@ class _StreamChecker:
         if item.get("status") not in (None, "in_progress"):
             self.bad(i, "item-status", f"an added item must be in_progress, got {_short(item.get('status'))}")
         state = _Item(added_at=i, output_index=oi, item=item)
-        kind = item.get("type")
+        kind = _type_of(item)
         if kind in _CALL_TEXT_KEY:
             initial = item.get(_CALL_TEXT_KEY[kind])
             state.call = _Part(added_at=i, kind=None, text=initial if _is_str(initial) else "")
@@ -965,7 +971,7 @@ class _StreamChecker:
         parts = getattr(item, container)
         index = event[index_key]
         part = event["part"]
-        kind = part.get("type")
+        kind = _type_of(part)
         if kind not in allowed:
             hint = " (use output_text)" if kind == "text" else ""
             self.bad(
@@ -1089,7 +1095,7 @@ class _StreamChecker:
     def _compare_parts(self, i: int, container: str, item: _Item, parts: list[_Part], final: Any) -> None:
         final_list = final if _is_list(final) else []
         if not parts:
-            if any(_is_dict(p) and p.get(_PART_TEXT_KEY.get(p.get("type"), "text")) for p in final_list):
+            if any(_is_dict(p) and p.get(_PART_TEXT_KEY.get(_type_of(p) or "", "text")) for p in final_list):
                 self.bad(i, "delta-sum", f"done item has {container} text that was never streamed as deltas")
             return
         if len(final_list) != len(parts):
@@ -1199,7 +1205,9 @@ class _StreamChecker:
         for container in ("content", "summary"):
             if container in want and _is_list(got.get(container)):
                 texts = [
-                    p.get(_PART_TEXT_KEY.get(p.get("type"), "text")) for p in got[container] if _is_dict(p)
+                    p.get(_PART_TEXT_KEY.get(_type_of(p) or "", "text"))
+                    for p in got[container]
+                    if _is_dict(p)
                 ]
                 wanted = [p[_PART_TEXT_KEY.get(p["type"] or "", "text")] for p in want[container]]
                 if texts != wanted:
