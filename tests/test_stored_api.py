@@ -1,0 +1,415 @@
+"""The stored-response routes (server/stored.py) and background mode (server/background.py), through a
+real uvicorn server and the real openai SDK.
+
+The app under test is assembled here: the stored routes, a store, and a small ``POST /v1/responses``
+that runs ``start_background`` with a paced stream from the real ``ChatStreamTranslator`` (so the events
+are the translator's, and the SDK parses them). The full bridge wiring is tested with app.py's tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server import stored
+from server.background import events_from_asgi, shutdown_background, start_background
+from server.store import open_store
+from server.upstream import ApiError
+from tests.servers import poll, run_app
+from translator import ChatStreamTranslator
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+
+def _chunks(words: list[str]) -> list[dict[str, Any]]:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    out = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    out += [{**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
+    out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return out
+
+
+class Upstream:
+    """Stands in for the backend connection: records whether it was closed (cancel must close it)."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.opened = 0
+
+
+def make_app(store_spec: str) -> Starlette:
+    upstreams: dict[str, Upstream] = {}
+
+    async def create(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        words = [f"w{n} " for n in range(int(body.get("words", 5)))]
+        delay = float(body.get("delay", 0.0))
+        request_dict = {"model": "m", "input": body.get("input", "hi"), "background": True}
+        translator = ChatStreamTranslator(request_dict, response_id=f"resp_{uuid.uuid4().hex}")
+        upstream = upstreams.setdefault(translator.id, Upstream())
+
+        async def run() -> AsyncIterator[list[dict[str, Any]]]:
+            upstream.opened += 1
+            try:
+                yield translator.start()
+                for chunk in _chunks(words):
+                    await asyncio.sleep(delay)
+                    events = translator.feed(chunk)
+                    if events:
+                        yield events
+                yield translator.finish(True)
+            finally:
+                upstream.closed.set()
+
+        queued = {**translator.response, "status": "queued"}
+        items = [{"id": f"msg_in_{translator.id}", "type": "message", "role": "user",
+                  "content": [{"type": "input_text", "text": request_dict["input"]}]}]  # fmt: skip
+        try:
+            answer = await start_background(request.app, queued, items, run, owner=request.scope.get(stored.OWNER_KEY),
+                                            store_requested=body.get("store", True))  # fmt: skip
+        except ApiError as exc:
+            return Response(orjson.dumps(exc.body()), status_code=exc.status, media_type="application/json")
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    async def put(request: Request) -> Response:
+        """Test helper: store a plain (non-background) response with given input items."""
+        body = orjson.loads(await request.body())
+        await request.app.state.store.put(body["response"], body["input_items"], owner=request.scope.get(stored.OWNER_KEY))
+        return Response(b"{}", media_type="application/json")
+
+    async def upstream_state(request: Request) -> Response:
+        u = upstreams.get(request.path_params["response_id"])
+        state = {"opened": u.opened, "closed": u.closed.is_set()} if u else None
+        return Response(orjson.dumps(state), media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = open_store(store_spec)
+        await store.open()
+        app.state.store = store
+        try:
+            yield
+        finally:
+            await shutdown_background(app)
+            await store.close()
+
+    class OwnerFromHeader:
+        """What app.py's auth middleware does, reduced: the x-owner header becomes the owner."""
+
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                for name, value in scope["headers"]:
+                    if name == b"x-owner":
+                        scope[stored.OWNER_KEY] = value.decode()
+            await self.app(scope, receive, send)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/responses", create, methods=["POST"]),
+            Route("/_test/put", put, methods=["POST"]),
+            Route("/_test/upstream/{response_id}", upstream_state, methods=["GET"]),
+            *stored.routes(),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.store = None
+    app.add_middleware(OwnerFromHeader)
+    return app
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    spec = "memory" if request.param == "memory" else f"sqlite:///{tmp_path}/api.db"
+    with run_app(make_app(spec)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=30)
+
+
+def put(server: Any, response: dict, items: list[dict], owner: str | None = None) -> None:
+    headers = {"x-owner": owner} if owner else {}
+    r = httpx.post(server.url + "/_test/put", json={"response": response, "input_items": items}, headers=headers)
+    r.raise_for_status()
+
+
+def a_response(rid: str, **extra: Any) -> dict:
+    body = {
+        "id": rid, "object": "response", "created_at": int(time.time()), "status": "completed", "model": "m",
+        "output": [{"id": f"msg_out_{rid}", "type": "message", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": "answer", "annotations": []}]}],
+        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "background": False,
+    }  # fmt: skip
+    body.update(extra)
+    return body
+
+
+def item(n: int) -> dict:
+    return {"id": f"msg_{n:03d}", "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": f"text {n}"}]}  # fmt: skip
+
+
+# ------------------------------------------------------------------------- retrieve / delete / list
+
+
+def test_retrieve_returns_the_stored_response(server: Any, client: openai.OpenAI) -> None:
+    put(server, a_response("resp_get"), [item(1)])
+    got = client.responses.retrieve("resp_get")
+    assert got.id == "resp_get"
+    assert got.status == "completed"
+    assert got.output_text == "answer"
+
+
+def test_missing_response_is_a_404_in_openai_shape(server: Any, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.retrieve("resp_nope")
+    assert caught.value.status_code == 404
+    body = httpx.get(server.url + "/v1/responses/resp_nope").json()
+    assert body == {"error": {"message": "No response found with id 'resp_nope'.", "type": "invalid_request_error",
+                              "param": "response_id", "code": "not_found"}}  # fmt: skip
+    for method, path in [("DELETE", "/v1/responses/resp_nope"), ("GET", "/v1/responses/resp_nope/input_items"),
+                         ("POST", "/v1/responses/resp_nope/cancel")]:  # fmt: skip
+        r = httpx.request(method, server.url + path)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_delete_then_retrieve_is_404(server: Any, client: openai.OpenAI) -> None:
+    put(server, a_response("resp_del"), [item(1)])
+    r = httpx.delete(server.url + "/v1/responses/resp_del")
+    assert r.status_code == 200
+    assert r.json() == {"id": "resp_del", "object": "response.deleted", "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_del")
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete("resp_del")
+    put(server, a_response("resp_del2"), [])
+    assert client.responses.delete("resp_del2") is None  # the SDK's delete returns None on success
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_del2")
+
+
+def test_owners_do_not_see_each_other(server: Any) -> None:
+    put(server, a_response("resp_alice"), [item(1)], owner="alice")
+    base = server.url + "/v1/responses/resp_alice"
+    assert httpx.get(base, headers={"x-owner": "alice"}).status_code == 200
+    assert httpx.get(base, headers={"x-owner": "bob"}).status_code == 404
+    assert httpx.get(base).status_code == 404
+    assert httpx.get(base + "/input_items", headers={"x-owner": "bob"}).status_code == 404
+    assert httpx.delete(base, headers={"x-owner": "bob"}).status_code == 404
+    assert httpx.get(base, headers={"x-owner": "alice"}).status_code == 200
+
+
+def test_input_items_default_page_is_newest_first(server: Any, client: openai.OpenAI) -> None:
+    put(server, a_response("resp_list"), [item(n) for n in range(25)])
+    page = client.responses.input_items.list("resp_list")
+    assert [i.id for i in page.data] == [f"msg_{n:03d}" for n in range(24, 4, -1)]
+    assert page.has_more is True
+    assert page.first_id == "msg_024" and page.last_id == "msg_005"
+    # the SDK's auto-paging follows `after` = last_id
+    assert [i.id for i in client.responses.input_items.list("resp_list", limit=7)] == [
+        f"msg_{n:03d}" for n in range(24, -1, -1)
+    ]
+
+
+def test_input_items_paging_with_after_before_order(server: Any, client: openai.OpenAI) -> None:
+    put(server, a_response("resp_pg"), [item(n) for n in range(10)])
+    page = client.responses.input_items.list("resp_pg", order="asc", limit=3, after="msg_002")
+    assert [i.id for i in page.data] == ["msg_003", "msg_004", "msg_005"] and page.has_more
+    page = client.responses.input_items.list("resp_pg", order="asc", limit=3, after="msg_007")
+    assert [i.id for i in page.data] == ["msg_008", "msg_009"] and not page.has_more
+    url = server.url + "/v1/responses/resp_pg/input_items"
+    body = httpx.get(url, params={"order": "asc", "before": "msg_005", "limit": 2}).json()
+    assert [i["id"] for i in body["data"]] == ["msg_003", "msg_004"] and body["has_more"] is True
+    body = httpx.get(url, params={"order": "desc", "after": "msg_008", "before": "msg_004"}).json()
+    assert [i["id"] for i in body["data"]] == ["msg_007", "msg_006", "msg_005"] and body["has_more"] is False
+    body = httpx.get(url, params={"after": "msg_000"}).json()
+    assert body == {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "x"}, "limit"),
+     ({"order": "up"}, "order"), ({"after": "msg_unknown"}, "after")],
+)  # fmt: skip
+def test_input_items_bad_parameters_are_400(server: Any, params: dict, param: str) -> None:
+    put(server, a_response("resp_bad"), [item(1)])
+    r = httpx.get(server.url + "/v1/responses/resp_bad/input_items", params=params)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_stream_and_cancel_of_a_plain_response_are_400(server: Any, client: openai.OpenAI) -> None:
+    put(server, a_response("resp_plain"), [])
+    r = httpx.get(server.url + "/v1/responses/resp_plain", params={"stream": "true"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel("resp_plain")
+    r = httpx.get(server.url + "/v1/responses/resp_plain", params={"starting_after": "x"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "starting_after"
+
+
+# ---------------------------------------------------------------------------------- background mode
+
+
+def start(server: Any, **body: Any) -> dict:
+    r = httpx.post(server.url + "/v1/responses", json=body, headers=body.pop("headers", None) or {})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_background_response_is_queued_then_completes(server: Any, client: openai.OpenAI) -> None:
+    queued = start(server, words=4, delay=0.02, input="run")
+    assert queued["status"] == "queued" and queued["background"] is True
+    rid = queued["id"]
+    assert poll(lambda: client.responses.retrieve(rid).status == "completed", timeout=20)
+    done = client.responses.retrieve(rid)
+    assert done.output_text == "w0 w1 w2 w3 "
+    assert done.background is True
+    assert [i.id for i in client.responses.input_items.list(rid)] == [f"msg_in_{rid}"]
+
+
+def test_background_stream_replays_from_the_middle(server: Any, client: openai.OpenAI) -> None:
+    rid = start(server, words=6, delay=0.01)["id"]
+    assert poll(lambda: client.responses.retrieve(rid).status == "completed", timeout=20)
+    full = list(client.responses.retrieve(rid, stream=True))
+    numbers = [e.sequence_number for e in full]
+    assert numbers == list(range(len(full))) and full[-1].type == "response.completed"
+    middle = numbers[len(numbers) // 2]
+    tail = list(client.responses.retrieve(rid, stream=True, starting_after=middle))
+    assert [e.sequence_number for e in tail] == numbers[middle + 1 :]
+    assert [e.type for e in tail] == [e.type for e in full[middle + 1 :]]
+
+
+def test_background_stream_follows_live_events(server: Any, client: openai.OpenAI) -> None:
+    rid = start(server, words=12, delay=0.15)["id"]
+    seen: list[Any] = []
+    statuses_during: list[str] = []
+    for event in client.responses.retrieve(rid, stream=True, starting_after=1):
+        seen.append(event)
+        if event.type == "response.output_text.delta" and not statuses_during:
+            statuses_during.append(client.responses.retrieve(rid).status)
+    assert seen[0].sequence_number == 2
+    assert seen[-1].type == "response.completed"
+    assert statuses_during == ["in_progress"]  # we followed it while it ran, not after
+    text = "".join(e.delta for e in seen if e.type == "response.output_text.delta")
+    assert text == "".join(f"w{n} " for n in range(12))
+
+
+def test_background_cancel_stops_the_upstream(server: Any, client: openai.OpenAI) -> None:
+    rid = start(server, words=200, delay=0.05)["id"]
+    assert poll(lambda: client.responses.retrieve(rid).status == "in_progress", timeout=10)
+    cancelled = client.responses.cancel(rid)
+    assert cancelled.status == "cancelled"
+    state = httpx.get(f"{server.url}/_test/upstream/{rid}").json()
+    assert state == {"opened": 1, "closed": True}
+    time.sleep(0.3)  # a job that kept running would overwrite the status now
+    assert client.responses.retrieve(rid).status == "cancelled"
+    assert client.responses.cancel(rid).status == "cancelled"  # idempotent
+    # a follower of a cancelled response ends instead of waiting for ever
+    events = list(client.responses.retrieve(rid, stream=True))
+    assert all(e.type != "response.completed" for e in events)
+
+
+def test_cancel_of_a_finished_background_response_leaves_it(server: Any, client: openai.OpenAI) -> None:
+    rid = start(server, words=1)["id"]
+    assert poll(lambda: client.responses.retrieve(rid).status == "completed", timeout=20)
+    assert client.responses.cancel(rid).status == "completed"
+
+
+def test_background_needs_store(server: Any) -> None:
+    r = httpx.post(server.url + "/v1/responses", json={"store": False})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "background"
+
+
+def test_delete_of_a_running_background_response_stops_it(server: Any, client: openai.OpenAI) -> None:
+    rid = start(server, words=200, delay=0.05)["id"]
+    assert poll(lambda: client.responses.retrieve(rid).status == "in_progress", timeout=10)
+    client.responses.delete(rid)
+    assert httpx.get(f"{server.url}/_test/upstream/{rid}").json()["closed"] is True
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(rid)
+
+
+def test_owner_key_matches_app() -> None:
+    from server import app
+
+    assert app.OWNER_KEY == stored.OWNER_KEY
+
+
+# --------------------------------------------------------------------- two replicas on PostgreSQL
+
+
+@pytest.fixture
+def pg_spec() -> Iterator[str]:
+    import asyncpg
+
+    from tests.test_store import _drop_schema, _pg_ready
+
+    if not _pg_ready():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (tests/test_store.py starts it)")
+    schema = f"rb_api_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    yield f"{PG_URL}?schema={schema}"
+    asyncio.run(_drop_schema(PG_URL, schema))
+    del asyncpg
+
+
+def test_two_replicas_share_background_responses(pg_spec: str) -> None:
+    with run_app(make_app(pg_spec)) as a, run_app(make_app(pg_spec)) as b:
+        ca = openai.OpenAI(base_url=a.url + "/v1", api_key="x", max_retries=0)
+        cb = openai.OpenAI(base_url=b.url + "/v1", api_key="x", max_retries=0)
+        # runs on A, followed and polled on B
+        rid = start(a, words=8, delay=0.05)["id"]
+        events = list(cb.responses.retrieve(rid, stream=True))
+        assert events[-1].type == "response.completed"
+        assert cb.responses.retrieve(rid).output_text == "".join(f"w{n} " for n in range(8))
+        # runs on A, cancelled on B: A's watcher stops the job and closes its upstream
+        rid = start(a, words=400, delay=0.05)["id"]
+        assert poll(lambda: cb.responses.retrieve(rid).status == "in_progress", timeout=10)
+        assert cb.responses.cancel(rid).status == "cancelled"
+        assert poll(lambda: httpx.get(f"{a.url}/_test/upstream/{rid}").json()["closed"], timeout=10)
+        assert ca.responses.retrieve(rid).status == "cancelled"
+
+
+# ------------------------------------------------------------------------------ events_from_asgi
+
+
+def test_events_from_asgi_reads_an_sse_response() -> None:
+    """The adapter app.py uses to run its EventStream without a client."""
+    from starlette.responses import StreamingResponse
+
+    from translator.sse import DONE_FRAME, encode_sse
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield encode_sse({"type": "a", "sequence_number": 0}) + b": keep-alive\n\n"
+        yield encode_sse({"type": "b", "sequence_number": 1})[:10]
+        yield encode_sse({"type": "b", "sequence_number": 1})[10:] + encode_sse({"type": "c", "sequence_number": 2})
+        yield DONE_FRAME
+
+    async def collect() -> list[list[str]]:
+        return [[e["type"] for e in batch] async for batch in events_from_asgi(StreamingResponse(frames()))]
+
+    assert asyncio.run(collect()) == [["a"], ["b", "c"]]
