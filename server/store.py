@@ -330,6 +330,29 @@ class MemoryStore(ItemLookup):
         return len(old)
 
 
+# ------------------------------------------------------------------------------------------ retention
+
+
+async def run_retention(store: ResponseStore, older_than_days: float, *, every_seconds: float = 3600.0) -> None:
+    """Purge responses older than ``older_than_days`` now and then every ``every_seconds``, for ever
+    (run it as a task in the app's lifespan and cancel it on shutdown).
+
+    With several replicas each one purges; that is harmless (a DELETE of rows already gone deletes
+    nothing) and keeps retention working when any replica is down."""
+    import asyncio
+    import logging
+
+    log = logging.getLogger("responses_bridge")
+    while True:
+        try:
+            removed = await store.purge(older_than_days)
+            if removed:
+                log.info("retention: purged %d stored response(s) older than %g day(s)", removed, older_than_days)
+        except Exception:
+            log.warning("retention: purge failed; trying again later", exc_info=True)
+        await asyncio.sleep(every_seconds)
+
+
 # ------------------------------------------------------------------------------------------ open_store
 
 
@@ -382,4 +405,5 @@ __all__ = [
     "ResponseStore",
     "StoreSpecError",
     "open_store",
+    "run_retention",
 ]

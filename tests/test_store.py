@@ -551,3 +551,28 @@ async def test_none_store_keeps_nothing() -> None:
     assert await store.input_items("resp_n", owner=None) is None
     assert await store.delete("resp_n", owner=None) is False
     await store.close()
+
+
+async def test_run_retention_purges_at_once_and_repeatedly() -> None:
+    from server.store import run_retention
+
+    store = MemoryStore()
+    now = int(time.time())
+    await store.put(response("resp_old", created_at=now - 3 * 86400), [], owner=None)
+    task = asyncio.create_task(run_retention(store, 1, every_seconds=0.05))
+    try:
+        for _ in range(100):
+            if await store.get("resp_old", owner=None) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.get("resp_old", owner=None) is None
+        await store.put(response("resp_old2", created_at=now - 3 * 86400), [], owner=None)
+        await store.put(response("resp_new", created_at=now), [], owner=None)
+        for _ in range(100):
+            if await store.get("resp_old2", owner=None) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.get("resp_old2", owner=None) is None
+        assert await store.get("resp_new", owner=None) is not None
+    finally:
+        task.cancel()

@@ -413,3 +413,40 @@ def test_events_from_asgi_reads_an_sse_response() -> None:
         return [[e["type"] for e in batch] async for batch in events_from_asgi(StreamingResponse(frames()))]
 
     assert asyncio.run(collect()) == [["a"], ["b", "c"]]
+
+
+# -------------------------------------------------------------------- through the real bridge (app.py)
+
+
+def test_bridge_serves_stored_routes_and_survives_a_restart(make_bridge: Any, tmp_path: Path) -> None:
+    """The bridge (server/app.py) stores what it answers in SQLite; a new server on the same file
+    serves it: retrieve, input items, a chained turn, delete."""
+    spec = f"sqlite:///{tmp_path}/bridge.db"
+    first_server = make_bridge(store=spec)
+    client = openai.OpenAI(base_url=first_server.url, api_key="x", max_retries=0)
+    first = client.responses.create(model="fixture-scripted", input="@text stored answer")
+    assert client.responses.retrieve(first.id).output_text == "stored answer"
+    first_server.stop()
+
+    second_server = make_bridge(store=spec)
+    client = openai.OpenAI(base_url=second_server.url, api_key="x", max_retries=0)
+    again = client.responses.retrieve(first.id)
+    assert again.output_text == "stored answer" and again.status == "completed"
+    items = list(client.responses.input_items.list(first.id))
+    assert len(items) == 1 and items[0].type == "message" and items[0].content[0].text == "@text stored answer"
+    follow = client.responses.create(model="fixture-scripted", input="more", previous_response_id=first.id)
+    assert follow.output_text == "Echo: more"
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError) as info:
+        client.responses.create(model="fixture-scripted", input="x", previous_response_id=first.id)
+    assert info.value.code == "previous_response_not_found"
+
+
+def test_bridge_store_false_keeps_nothing(make_bridge: Any) -> None:
+    handle = make_bridge(store="memory")
+    client = openai.OpenAI(base_url=handle.url, api_key="x", max_retries=0)
+    answer = client.responses.create(model="fixture-scripted", input="@text gone", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(answer.id)
