@@ -1159,3 +1159,36 @@ def test_corrupted_streams_are_reported_not_crashed_on(name: str, data: st.DataO
     raw = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
     _parsed, framing = parse_sse(raw)
     assert all(v.rule in RULES for v in framing)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(junk=st.dictionaries(st.sampled_from(["id", "status", "output", "usage", "tools", "text", "error",
+                                              "reasoning", "tool_choice", "created_at"]), JSON))  # fmt: skip
+def test_junk_responses_are_reported_not_crashed_on(junk: dict) -> None:
+    body = {**response("completed"), **junk}
+    for profile in ("openai", "openresponses"):
+        violations = validate_response(body, profile=profile, request={"model": "m", "tools": [WEATHER_TOOL]})
+        assert all(v.rule in RULES for v in violations)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw=st.binary(max_size=200)
+    | st.lists(JSON, max_size=5).map(lambda xs: b"".join(b"data: " + orjson.dumps(x) + b"\n\n" for x in xs))
+)
+def test_junk_sse_is_reported_not_crashed_on(raw: bytes) -> None:
+    events, violations = parse_sse(raw)
+    assert all(isinstance(e, dict) for e in events)
+    assert all(v.rule in RULES for v in violations)
+    assert all(v.rule in RULES for v in validate_events(events))
