@@ -142,16 +142,26 @@ class BackgroundRunner:
                                   "server_shutting_down")  # fmt: skip
             raise
         except Exception as exc:
-            log.exception("background response %s failed", response_id)
-            pending = _failed(queued, f"The bridge failed while running the response ({type(exc).__name__}).",
-                              "server_error")  # fmt: skip
+            # An ApiError from opening the upstream (the backend refused) carries a message and a code
+            # meant for the client; anything else is our bug and says only that.
+            message = getattr(exc, "message", None)
+            code = getattr(exc, "code", None)
+            if not isinstance(message, str) or not message:
+                log.exception("background response %s failed", response_id)
+                message, code = f"The bridge failed while running the response ({type(exc).__name__}).", None
+            pending = _failed(queued, message, code if isinstance(code, str) and code else "server_error")
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             if pending is not None:
                 try:
-                    await self.store.update_response(pending, owner=owner)
+                    if await self.store.update_response(pending, owner=owner):
+                        # Followers get a terminal event too, numbered after the last one stored.
+                        last = max((int(e["sequence_number"]) for e in await self.store.events(response_id, after=None)),
+                                   default=-1)  # fmt: skip
+                        failed_event = {"type": "response.failed", "sequence_number": last + 1, "response": pending}
+                        await self.store.append_events(response_id, [failed_event])
                 except Exception:
                     log.exception("storing background response %s failed", response_id)
             self.tasks.pop(response_id, None)

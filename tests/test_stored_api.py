@@ -70,7 +70,9 @@ def make_app(store_spec: str) -> Starlette:
             upstream.opened += 1
             try:
                 yield translator.start()
-                for chunk in _chunks(words):
+                for n, chunk in enumerate(_chunks(words)):
+                    if n == body.get("fail_after"):
+                        raise ApiError(502, "Upstream fixture broke off.", code="upstream_error")
                     await asyncio.sleep(delay)
                     events = translator.feed(chunk)
                     if events:
@@ -338,6 +340,19 @@ def test_cancel_of_a_finished_background_response_leaves_it(server: Any, client:
     rid = start(server, words=1)["id"]
     assert poll(lambda: client.responses.retrieve(rid).status == "completed", timeout=20)
     assert client.responses.cancel(rid).status == "completed"
+
+
+def test_background_failure_is_stored_and_ends_followers(server: Any, client: openai.OpenAI) -> None:
+    rid = start(server, words=5, delay=0.01, fail_after=3)["id"]
+    events = list(client.responses.retrieve(rid, stream=True))
+    assert events[-1].type == "response.failed"
+    numbers = [e.sequence_number for e in events]
+    assert numbers == list(range(len(events)))
+    failed = client.responses.retrieve(rid)
+    assert failed.status == "failed"
+    assert failed.error is not None and failed.error.code == "upstream_error"
+    assert failed.error.message == "Upstream fixture broke off."
+    assert httpx.get(f"{server.url}/_test/upstream/{rid}").json()["closed"] is True
 
 
 def test_background_needs_store(server: Any) -> None:
