@@ -280,10 +280,7 @@ class EventStream:
 
 def _finish(translator: Any, done_seen: bool) -> list[dict[str, Any]]:
     """End of the upstream body; without `[DONE]` and without a finish reason the answer was cut."""
-    try:
-        return translator.finish(done_seen=done_seen)
-    except TypeError:  # a translator without the flag
-        return translator.finish()
+    return translator.finish(done_seen=done_seen)
 
 
 def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:

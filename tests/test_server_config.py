@@ -226,3 +226,15 @@ def test_access_log_line_per_request(bridge_url: str, caplog: pytest.LogCaptureF
     assert lines[0].startswith("POST /v1/responses 200 model=fixture-scripted upstream=fixture stream=true")
     assert "ttft_ms=-" not in lines[0] and "tokens_in=-" not in lines[0]
     assert lines[1].startswith("POST /v1/responses 429 model=chaos:status-429")
+
+
+def test_docs_config_example_is_valid(tmp_path: Path) -> None:
+    """The full example in docs/server.md parses (docs must not rot)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "server.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    env = {"BRIDGE_SECRET": "secret-value", "GROQ_API_KEY": "gsk_test_value"}
+    config = _load(tmp_path, example, env)
+    assert [u.name for u in config.upstreams] == ["local", "groq", "anything-else"]
+    assert config.upstreams[1].headers == {"X-Title": "responses-bridge"}
+    route = config.route("groq/llama-3.3-70b-versatile")
+    assert route is not None and route.model == "llama-3.3-70b-versatile"

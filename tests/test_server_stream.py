@@ -171,9 +171,12 @@ def test_client_disconnect_cancels_upstream(counted_backend: tuple[CountingApp, 
             json={"model": "chaos:stall", "input": "hi", "stream": True}, timeout=30,
         ) as response:  # fmt: skip
             assert response.status_code == 200
-            first = next(response.iter_raw())
+            reads = response.iter_raw()
+            first = next(reads)
             assert b"response.created" in first
-            assert poll(lambda: counter.active == 1, timeout=5), "the backend is streaming"
+            if not poll(lambda: counter.active == 1, timeout=5):
+                rest = b"".join(reads)
+                raise AssertionError(f"the backend should be streaming: {counter.active=} {first=} {rest=}")
         # the client hung up: the bridge must drop its backend request at once
         assert poll(lambda: counter.active == 0, timeout=5), "upstream request still open after disconnect"
         assert counter.finished == 1
