@@ -43,7 +43,7 @@ def encode_sse(event: dict[str, Any]) -> bytes:
     prefix = _PREFIXES.get(kind)
     if prefix is None:
         prefix = b"event: " + kind.encode() + b"\ndata: "
-    return prefix + _dumps(event, option=_NEWLINE) + b"\n"
+    return prefix + _dumps(event, None, _NEWLINE) + b"\n"
 
 
 class SSEDecoder:

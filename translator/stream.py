@@ -243,13 +243,14 @@ class ChatStreamTranslator:
             delta = choice["delta"]
         except (KeyError, IndexError, TypeError):
             return self._feed_general(chunk)
+        get = chunk.get
         if (
             len(choices) != 1
+            or get("usage")
+            or get("error")
             or type(delta) is not dict
-            or chunk.get("usage")
-            or chunk.get("error")
-            or choice.get("logprobs") is not None
             or choice.get("finish_reason")
+            or choice.get("logprobs") is not None
         ):
             return self._feed_general(chunk)
         if fast == _FAST_TEXT:
@@ -419,10 +420,10 @@ class ChatStreamTranslator:
                 self._think_content(content, events, lp)
         elif isinstance(content, list):  # some proxies send content parts in deltas
             joined = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            if joined:
-                self._think_content(joined, events, None) if self._think != _T_PLAIN else self._emit_text(
-                    joined, events, None
-                )
+            if joined and self._think == _T_PLAIN:
+                self._emit_text(joined, events, None)
+            elif joined:
+                self._think_content(joined, events, None)
         annotations = delta.get("annotations")
         if isinstance(annotations, list) and annotations:
             self._annotate(annotations, events)
