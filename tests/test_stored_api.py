@@ -465,3 +465,25 @@ def test_bridge_store_false_keeps_nothing(make_bridge: Any) -> None:
     answer = client.responses.create(model="fixture-scripted", input="@text gone", store=False)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(answer.id)
+
+
+def test_two_bridges_on_one_postgres_serve_one_conversation_alternately(
+    make_bridge: Any, pg_spec: str, backend_requests: Any, clear_backend_requests: Any
+) -> None:
+    a = openai.OpenAI(base_url=make_bridge(store=pg_spec).url, api_key="x", max_retries=0)
+    b = openai.OpenAI(base_url=make_bridge(store=pg_spec).url, api_key="x", max_retries=0)
+    clear_backend_requests()
+    turn1 = a.responses.create(model="fixture-scripted", input="@text one", instructions="be brief")
+    turn2 = b.responses.create(model="fixture-scripted", input="two", previous_response_id=turn1.id)
+    turn3 = a.responses.create(model="fixture-scripted", input="three", previous_response_id=turn2.id)
+    assert turn3.output_text == "Echo: three"
+    last = backend_requests()[-1]
+    contents = [(m["role"], m["content"] if isinstance(m["content"], str) else
+                 "".join(p.get("text", "") for p in m["content"])) for m in last["messages"]]  # fmt: skip
+    assert contents == [
+        ("user", "@text one"), ("assistant", "one"), ("user", "two"), ("assistant", "Echo: two"), ("user", "three"),
+    ]  # instructions of turn 1 are not carried over  # fmt: skip
+    assert b.responses.retrieve(turn3.id).previous_response_id == turn2.id
+    assert [i.id for i in a.responses.input_items.list(turn2.id)] == [
+        i.id for i in b.responses.input_items.list(turn2.id)
+    ]
