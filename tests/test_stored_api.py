@@ -31,10 +31,8 @@ from server.background import events_from_asgi, shutdown_background, start_backg
 from server.store import open_store
 from server.upstream import ApiError
 from tests.servers import poll, run_app
+from tests.test_store import _drop_schema, postgres_url  # noqa: F401  (postgres_url is a fixture)
 from translator import ChatStreamTranslator
-
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 # ------------------------------------------------------------------------------------------ the app
 
@@ -379,17 +377,11 @@ def test_owner_key_matches_app() -> None:
 
 
 @pytest.fixture
-def pg_spec() -> Iterator[str]:
-    import asyncpg
-
-    from tests.test_store import _drop_schema, _pg_ready
-
-    if not _pg_ready():
-        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (tests/test_store.py starts it)")
+def pg_spec(postgres_url: str) -> Iterator[str]:  # noqa: F811  (the imported fixture)
+    """A PostgreSQL store spec with a schema of its own (the server is started if it is down)."""
     schema = f"rb_api_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    yield f"{PG_URL}?schema={schema}"
-    asyncio.run(_drop_schema(PG_URL, schema))
-    del asyncpg
+    yield f"{postgres_url}?schema={schema}"
+    asyncio.run(_drop_schema(postgres_url, schema))
 
 
 def test_two_replicas_share_background_responses(pg_spec: str) -> None:
