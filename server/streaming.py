@@ -75,6 +75,8 @@ class EventStream:
         self.finished = False
         self.finished_terminal = False
         self._reading = False
+        self._drain = False
+        self._raw_iter: Any = None
         self._pump: asyncio.Task[None] | None = None
         self._last_write = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -133,6 +135,8 @@ class EventStream:
             self.abort_reason = self.abort_reason or "disconnect"
         finally:
             self.finished = True
+            if self._drain and self.abort_reason is None:
+                await self._drain_upstream()
             await self.upstream.aclose()
             if self.on_close is not None:
                 self.on_close(self)
@@ -143,6 +147,17 @@ class EventStream:
             if message["type"] == "http.disconnect":
                 self.abort("disconnect")
                 return
+
+    async def _drain_upstream(self) -> None:
+        """Read the little that follows `[DONE]` (the chunked terminator) so the backend connection
+        goes back to the pool instead of being closed: a new TCP connect per request is costly.
+        Runs after the client has its last frame; bounded, since a backend may linger."""
+        try:
+            async with asyncio.timeout(1.0):
+                async for _ in self._raw_iter:
+                    pass
+        except (TimeoutError, httpx.HTTPError):
+            pass
 
     async def _keepalive(self, send: Send) -> None:
         loop = self._loop
@@ -184,7 +199,7 @@ class EventStream:
         loads = orjson.loads
         loop = self._loop
         assert loop is not None
-        raw_iter = (
+        raw_iter = self._raw_iter = (
             self.upstream.aiter_bytes() if self.upstream.headers.get("content-encoding") else self.upstream.aiter_raw()
         ).__aiter__()
         record = self.record
@@ -236,6 +251,8 @@ class EventStream:
                         return
                     self._last_write = loop.time()
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                if saw_done:
+                    self._drain = True
                 if self.finished_terminal or saw_done:
                     break
                 if self.abort_reason is not None:

@@ -297,3 +297,33 @@ def test_many_concurrent_streams(bridge_url: str) -> None:
         assert assert_well_ended(frames)["type"] == "response.completed"
         text = "".join(e["delta"] for e in events_of(frames) if e["type"] == "response.output_text.delta")
         assert text == f"stream number {i}"
+
+
+def test_backend_connections_are_reused_after_streams() -> None:
+    """After [DONE] the bridge reads the body to its end, so the keep-alive connection is reused
+    (a TCP connect per request would cost every stream)."""
+    from fixtures.backend import create_app
+
+    inner = create_app()
+    client_ports: list[int] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] == "http" and scope["path"].endswith("/chat/completions"):
+            client_ports.append(scope["client"][1])
+        return await inner(scope, receive, send)
+
+    with run_app(recording) as backend:
+        handle = start_bridge(bridge_config(backend.url + "/v1"))
+        try:
+            for i in range(5):
+                response = stream_raw(handle.url, {"model": "fixture-scripted", "input": f"@text n{i}"})
+                assert_well_ended(parse_frames(response.content))
+                time.sleep(0.05)
+            for _ in range(3):
+                response = httpx.post(handle.url + "/responses", json={"model": "fixture-scripted", "input": "x"},
+                                      timeout=30)  # fmt: skip
+                assert response.status_code == 200
+        finally:
+            handle.stop()
+    assert len(client_ports) == 8
+    assert len(set(client_ports)) == 1, client_ports
