@@ -32,7 +32,7 @@ __all__ = [
 NAMESPACE_SEPARATOR = "__"
 
 #: Tools that only OpenAI's servers can run; a chat backend has no equivalent.
-HOSTED_TOOL_TYPES = frozenset(
+HOSTED_TOOL_TYPES: tuple[str, ...] = tuple(
     {
         "web_search",
         "web_search_preview",
@@ -55,7 +55,7 @@ HOSTED_TOOL_TYPES = frozenset(
 
 #: Output items of hosted tools; a client replaying a transcript from OpenAI may send them.
 #: They carry nothing a chat backend can use, so they are dropped rather than rejected.
-DROPPED_ITEM_TYPES = frozenset(
+DROPPED_ITEM_TYPES: tuple[str, ...] = tuple(
     {
         "web_search_call",
         "file_search_call",
@@ -79,8 +79,9 @@ DROPPED_ITEM_TYPES = frozenset(
     }
 )
 
-_TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
-_MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
+# Tuples, not sets: membership tests meet arbitrary client JSON, and a list is unhashable.
+_TEXT_PART_TYPES = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
+_MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 
 
 # --------------------------------------------------------------------------- tools
@@ -377,9 +378,9 @@ class _Builder:
         self.pending_reasoning = None
         if not data or self.opts.reasoning_replay == "none":
             return
-        text = data.get("text") or ""
+        text = data.get("text") if isinstance(data.get("text"), str) else ""
         if self.opts.reasoning_replay == "reasoning_details":
-            details = data.get("details")
+            details = data.get("details") if isinstance(data.get("details"), list) else None
             if not details and text:
                 details = [{"type": "reasoning.text", "text": text, "index": 0}]
             if details:
@@ -829,6 +830,15 @@ def messages_to_items(messages: list[Any]) -> list[dict[str, Any]]:
     return items
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """A sub-object of client JSON, or {} when it is something else (no AttributeError on junk)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def chat_to_responses_request(request: Any) -> dict[str, Any]:
     """A chat completions request → a Responses request (for chat clients in front of Responses)."""
     if not isinstance(request, dict):
@@ -847,9 +857,9 @@ def chat_to_responses_request(request: Any) -> dict[str, Any]:
             if not isinstance(tool, dict):
                 raise InvalidRequest("Each tool must be an object.", f"tools[{i}]", "invalid_type")
             if tool.get("type") == "custom":
-                rtools.append({"type": "custom", **(tool.get("custom") or {})})
+                rtools.append({"type": "custom", **_obj(tool.get("custom"))})
                 continue
-            fn = tool.get("function") or {}
+            fn = _obj(tool.get("function"))
             rtool: dict[str, Any] = {"type": "function", "name": fn.get("name")}
             for key in ("description", "parameters", "strict"):
                 if key in fn:
@@ -862,17 +872,17 @@ def chat_to_responses_request(request: Any) -> dict[str, Any]:
     elif isinstance(choice, dict):
         kind = choice.get("type")
         if kind == "function":
-            out["tool_choice"] = {"type": "function", "name": (choice.get("function") or {}).get("name")}
+            out["tool_choice"] = {"type": "function", "name": _obj(choice.get("function")).get("name")}
         elif kind == "custom":
-            out["tool_choice"] = {"type": "custom", "name": (choice.get("custom") or {}).get("name")}
+            out["tool_choice"] = {"type": "custom", "name": _obj(choice.get("custom")).get("name")}
         elif kind == "allowed_tools":
-            allowed = choice.get("allowed_tools") or {}
+            allowed = _obj(choice.get("allowed_tools"))
             out["tool_choice"] = {
                 "type": "allowed_tools",
                 "mode": allowed.get("mode", "auto"),
                 "tools": [
-                    {"type": "function", "name": (t.get("function") or {}).get("name")}
-                    for t in allowed.get("tools") or []
+                    {"type": "function", "name": _obj(t.get("function")).get("name")}
+                    for t in _list(allowed.get("tools"))
                     if isinstance(t, dict)
                 ],
             }
@@ -904,7 +914,7 @@ def chat_to_responses_request(request: Any) -> dict[str, Any]:
     text: dict[str, Any] = {}
     if isinstance(fmt, dict):
         if fmt.get("type") == "json_schema":
-            text["format"] = {"type": "json_schema", **(fmt.get("json_schema") or {})}
+            text["format"] = {"type": "json_schema", **_obj(fmt.get("json_schema"))}
         elif fmt.get("type") in ("json_object", "text"):
             text["format"] = {"type": fmt["type"]}
     if request.get("verbosity") is not None:

@@ -133,6 +133,17 @@ def response_skeleton(request: dict[str, Any], response_id: str, created_at: int
     return out
 
 
+def _count(value: Any) -> int:
+    """A token count as an int (backends have sent floats, strings and null)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        return max(int(value), 0)
+    return 0
+
+
 def map_usage(usage: Any) -> dict[str, Any] | None:
     """Chat usage → Responses usage, details always present (0 when the backend says nothing).
 
@@ -141,15 +152,15 @@ def map_usage(usage: Any) -> dict[str, Any] | None:
     """
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    total = usage.get("total_tokens") or prompt + completion
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    total = _count(usage.get("total_tokens")) or prompt + completion
     pdetails = usage.get("prompt_tokens_details")
-    cached = (pdetails.get("cached_tokens") if isinstance(pdetails, dict) else None) or usage.get(
-        "prompt_cache_hit_tokens"
-    ) or 0
+    cached = _count(pdetails.get("cached_tokens") if isinstance(pdetails, dict) else None) or _count(
+        usage.get("prompt_cache_hit_tokens")
+    )
     cdetails = usage.get("completion_tokens_details")
-    reasoning = (cdetails.get("reasoning_tokens") if isinstance(cdetails, dict) else None) or 0
+    reasoning = _count(cdetails.get("reasoning_tokens") if isinstance(cdetails, dict) else None)
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
@@ -169,13 +180,15 @@ def completion_to_chunk(completion: dict[str, Any]) -> dict[str, Any]:
         out["choices"] = []
         return out
     choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), choices[0])
-    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict):
+        out["choices"] = []
+        return out
+    message = choice.get("message")
     delta = dict(message) if isinstance(message, dict) else {}
     calls = delta.get("tool_calls")
     if isinstance(calls, list):
-        delta["tool_calls"] = [
-            {**call, "index": call.get("index", i)} if isinstance(call, dict) else call for i, call in enumerate(calls)
-        ]
+        # a whole message's calls are distinct by position, whatever ids or indexes they carry
+        delta["tool_calls"] = [{**call, "index": i} if isinstance(call, dict) else call for i, call in enumerate(calls)]
     out["choices"] = [
         {"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason"), "logprobs": choice.get("logprobs")}
     ]
@@ -194,7 +207,7 @@ def chat_completion_to_response(completion: Any, request: dict[str, Any], **opti
     if completion.get("error"):
         raise UpstreamError.from_body(completion)
     choices = completion.get("choices")
-    if not isinstance(choices, list) or not choices:
+    if not isinstance(choices, list) or not choices or not any(isinstance(c, dict) for c in choices):
         raise UpstreamError("The upstream backend returned a completion without choices.", body=completion)
     translator = ChatStreamTranslator(request, **options)
     translator.feed(completion_to_chunk(completion))
@@ -205,15 +218,21 @@ def chat_completion_to_response(completion: Any, request: dict[str, Any], **opti
 # --------------------------------------------------------------------------- reverse direction
 
 
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _items(response: dict[str, Any]) -> list[dict[str, Any]]:
+    output = response.get("output")
+    return [i for i in output if isinstance(i, dict)] if isinstance(output, list) else []
+
+
 def _finish_reason(response: dict[str, Any]) -> str:
-    status = response.get("status")
-    if status == "incomplete":
-        reason = (response.get("incomplete_details") or {}).get("reason")
+    if response.get("status") == "incomplete":
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
         return "content_filter" if reason == "content_filter" else "length"
-    if any(
-        isinstance(item, dict) and item.get("type") in ("function_call", "custom_tool_call")
-        for item in response.get("output") or ()
-    ):
+    if any(item.get("type") in ("function_call", "custom_tool_call") for item in _items(response)):
         return "tool_calls"
     return "stop"
 
@@ -222,15 +241,25 @@ def reverse_usage(usage: Any) -> dict[str, Any] | None:
     """Responses usage → chat usage."""
     if not isinstance(usage, dict):
         return None
-    idetails = usage.get("input_tokens_details") or {}
-    odetails = usage.get("output_tokens_details") or {}
+    idetails = usage.get("input_tokens_details")
+    odetails = usage.get("output_tokens_details")
     return {
-        "prompt_tokens": usage.get("input_tokens", 0),
-        "completion_tokens": usage.get("output_tokens", 0),
-        "total_tokens": usage.get("total_tokens", 0),
-        "prompt_tokens_details": {"cached_tokens": idetails.get("cached_tokens", 0)},
-        "completion_tokens_details": {"reasoning_tokens": odetails.get("reasoning_tokens", 0)},
+        "prompt_tokens": _count(usage.get("input_tokens")),
+        "completion_tokens": _count(usage.get("output_tokens")),
+        "total_tokens": _count(usage.get("total_tokens")),
+        "prompt_tokens_details": {
+            "cached_tokens": _count(idetails.get("cached_tokens") if isinstance(idetails, dict) else 0)
+        },
+        "completion_tokens_details": {
+            "reasoning_tokens": _count(odetails.get("reasoning_tokens") if isinstance(odetails, dict) else 0)
+        },
     }
+
+
+def _parts_text(parts: Any, key: str = "text") -> str:
+    if not isinstance(parts, list):
+        return ""
+    return "".join(_str(p.get(key)) for p in parts if isinstance(p, dict))
 
 
 def response_to_chat_completion(response: Any) -> dict[str, Any]:
@@ -243,44 +272,48 @@ def response_to_chat_completion(response: Any) -> dict[str, Any]:
     refusals: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
-    for item in response.get("output") or ():
-        if not isinstance(item, dict):
-            continue
+    for item in _items(response):
         kind = item.get("type")
         if kind == "message":
-            for part in item.get("content") or ():
+            for part in item.get("content") if isinstance(item.get("content"), list) else ():
+                if not isinstance(part, dict):
+                    continue
                 if part.get("type") == "output_text":
-                    texts.append(part.get("text", ""))
+                    texts.append(_str(part.get("text")))
                 elif part.get("type") == "refusal":
-                    refusals.append(part.get("refusal", ""))
+                    refusals.append(_str(part.get("refusal")))
         elif kind == "reasoning":
-            parts = item.get("content") or item.get("summary") or ()
-            reasoning.append("".join(p.get("text", "") for p in parts if isinstance(p, dict)))
+            reasoning.append(_parts_text(item.get("content")) or _parts_text(item.get("summary")))
         elif kind == "function_call":
             calls.append(
                 {
-                    "id": item.get("call_id"),
+                    "id": _str(item.get("call_id")),
                     "type": "function",
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments", "")},
+                    "function": {"name": _str(item.get("name")), "arguments": _str(item.get("arguments"))},
                 }
             )
         elif kind == "custom_tool_call":
             calls.append(
-                {"id": item.get("call_id"), "type": "custom", "custom": {"name": item.get("name"), "input": item.get("input", "")}}
+                {
+                    "id": _str(item.get("call_id")),
+                    "type": "custom",
+                    "custom": {"name": _str(item.get("name")), "input": _str(item.get("input"))},
+                }
             )
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if refusals:
         message["refusal"] = "".join(refusals)
-    if reasoning and any(reasoning):
+    if any(reasoning):
         message["reasoning_content"] = "".join(reasoning)
     if calls:
         message["tool_calls"] = calls
-    rid = response.get("id") or ""
+    rid = _str(response.get("id"))
+    created = response.get("created_at")
     out: dict[str, Any] = {
         "id": "chatcmpl-" + (rid[5:] if rid.startswith("resp_") else rid),
         "object": "chat.completion",
-        "created": response.get("created_at") or int(time.time()),
-        "model": response.get("model", ""),
+        "created": created if isinstance(created, int) and not isinstance(created, bool) else int(time.time()),
+        "model": _str(response.get("model")),
         "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(response), "logprobs": None}],
     }
     usage = reverse_usage(response.get("usage"))

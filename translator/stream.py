@@ -48,21 +48,37 @@ _FAST_NONE, _FAST_TEXT, _FAST_REASONING, _FAST_ARGS = 0, 1, 2, 3
 _T_UNDECIDED, _T_INSIDE, _T_CLOSED, _T_PLAIN = 0, 1, 2, 3
 
 
+def _num(value: Any) -> float:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _token_bytes(value: Any) -> list[int]:
+    return [b for b in value if isinstance(b, int) and not isinstance(b, bool)] if isinstance(value, list) else []
+
+
 def _map_logprobs(choice_logprobs: Any) -> list[dict[str, Any]]:
     """Chat ``choices[0].logprobs.content`` → Responses output_text logprobs."""
     content = choice_logprobs.get("content") if isinstance(choice_logprobs, dict) else None
-    if not content:
+    if not content or not isinstance(content, list):
         return []
     out = []
     for lp in content:
+        if not isinstance(lp, dict):
+            continue
+        top = lp.get("top_logprobs")
         out.append(
             {
-                "token": lp.get("token", ""),
-                "logprob": lp.get("logprob", 0.0),
-                "bytes": lp.get("bytes") or [],
+                "token": lp["token"] if isinstance(lp.get("token"), str) else "",
+                "logprob": _num(lp.get("logprob")),
+                "bytes": _token_bytes(lp.get("bytes")),
                 "top_logprobs": [
-                    {"token": t.get("token", ""), "logprob": t.get("logprob", 0.0), "bytes": t.get("bytes") or []}
-                    for t in lp.get("top_logprobs") or ()
+                    {
+                        "token": t["token"] if isinstance(t.get("token"), str) else "",
+                        "logprob": _num(t.get("logprob")),
+                        "bytes": _token_bytes(t.get("bytes")),
+                    }
+                    for t in (top if isinstance(top, list) else ())
+                    if isinstance(t, dict)
                 ],
             }
         )
@@ -70,19 +86,20 @@ def _map_logprobs(choice_logprobs: Any) -> list[dict[str, Any]]:
 
 
 def _map_annotation(annotation: Any) -> dict[str, Any] | None:
-    """Chat ``url_citation`` annotation (nested) → Responses annotation (flat)."""
-    if not isinstance(annotation, dict):
+    """Chat ``url_citation`` annotation (nested) → Responses annotation (flat); others are dropped."""
+    if not isinstance(annotation, dict) or annotation.get("type") != "url_citation":
         return None
-    if annotation.get("type") == "url_citation" and isinstance(annotation.get("url_citation"), dict):
-        cite = annotation["url_citation"]
-        return {
-            "type": "url_citation",
-            "start_index": cite.get("start_index", 0),
-            "end_index": cite.get("end_index", 0),
-            "title": cite.get("title", ""),
-            "url": cite.get("url", ""),
-        }
-    return annotation
+    cite = annotation.get("url_citation")
+    if not isinstance(cite, dict):
+        cite = annotation  # some proxies send it flat already
+    start, end = cite.get("start_index"), cite.get("end_index")
+    return {
+        "type": "url_citation",
+        "start_index": start if isinstance(start, int) and not isinstance(start, bool) else 0,
+        "end_index": end if isinstance(end, int) and not isinstance(end, bool) else 0,
+        "title": cite["title"] if isinstance(cite.get("title"), str) else "",
+        "url": cite["url"] if isinstance(cite.get("url"), str) else "",
+    }
 
 
 class _Call:
@@ -203,25 +220,26 @@ class ChatStreamTranslator:
             events.extend(self.fail(message, code))
             return events
         usage = chunk.get("usage")
-        if usage:
+        if usage and isinstance(usage, dict):
             self._raw_usage = usage
         elif "x_groq" in chunk:  # older Groq: usage under x_groq in the last chunk
             xg = chunk["x_groq"]
             if isinstance(xg, dict) and xg.get("usage"):
                 self._raw_usage = xg["usage"]
         choices = chunk.get("choices")
-        if not choices:
+        if not choices or not isinstance(choices, list):
             return events
         choice = choices[0]
-        if len(choices) > 1 and choice.get("index", 0) != 0:
-            choice = next((c for c in choices if c.get("index", 0) == 0), None)
-            if choice is None:
-                return events
+        if len(choices) > 1 and (not isinstance(choice, dict) or choice.get("index", 0) != 0):
+            # n > 1 (or a proxy reordering choices): only choice 0 is translated
+            choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
+        if not isinstance(choice, dict):
+            return events
         delta = choice.get("delta")
-        if delta:
+        if delta and isinstance(delta, dict):
             self._delta(delta, choice, events)
         reason = choice.get("finish_reason")
-        if reason and self._finish_reason is None:
+        if reason and isinstance(reason, str) and self._finish_reason is None:
             self._finish_reason = reason
         return events
 
@@ -404,9 +422,11 @@ class ChatStreamTranslator:
             self._merge_details(details, events)
             if not text:
                 text = "".join(
-                    d.get("text") or d.get("summary") or ""
+                    t
                     for d in details
                     if isinstance(d, dict) and d.get("type") in ("reasoning.text", "reasoning.summary")
+                    for t in (d.get("text") or d.get("summary"),)
+                    if isinstance(t, str)
                 )
         if text:
             self._reason(text, events)
@@ -419,7 +439,7 @@ class ChatStreamTranslator:
             else:
                 self._think_content(content, events, lp)
         elif isinstance(content, list):  # some proxies send content parts in deltas
-            joined = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            joined = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
             if joined and self._think == _T_PLAIN:
                 self._emit_text(joined, events, None)
             elif joined:
@@ -433,7 +453,7 @@ class ChatStreamTranslator:
             self._emit_refusal(refusal, events)
         # 4. tool calls
         calls = delta.get("tool_calls")
-        if calls:
+        if calls and isinstance(calls, list):
             for tc in calls:
                 if isinstance(tc, dict):
                     self._tool_delta(tc, events)
@@ -803,7 +823,11 @@ class ChatStreamTranslator:
     def _find_call(self, tc: dict[str, Any]) -> _Call:
         """Attribute a tool-call delta to a call (REFERENCE §3.1 rule 6)."""
         index = tc.get("index")
-        backend_id = tc.get("id") or None
+        if isinstance(index, list | dict):
+            index = None  # unusable as an index
+        backend_id = tc.get("id")
+        if not isinstance(backend_id, str) or not backend_id:
+            backend_id = None
         calls = self._calls
         if backend_id is not None:
             for call in calls:
@@ -850,7 +874,7 @@ class ChatStreamTranslator:
             call.kind = "custom_native"
         if tc.get("extra_content") is not None:
             call.extra = tc["extra_content"]
-        if name and not call.name:
+        if name and isinstance(name, str) and not call.name:
             call.name = name
         if fragment is not None and not isinstance(fragment, str):
             # LiteLLM's ollama_chat streams arguments as a JSON object.
@@ -1015,13 +1039,21 @@ class ChatStreamTranslator:
 # ============================================================================ reverse direction
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 class ResponsesStreamTranslator:
     """Responses stream events → chat completion chunks (for chat clients in front of a Responses server)."""
 
     def __init__(self, request: dict[str, Any] | None = None) -> None:
         self.request = request if isinstance(request, dict) else {}
         self.id = "chatcmpl-" + uuid.uuid4().hex
-        self.model = self.request.get("model", "")
+        self.model = _str(self.request.get("model"))
         self.created = int(time.time())
         self.finished = False
         self._role_sent = False
@@ -1045,51 +1077,59 @@ class ResponsesStreamTranslator:
         if self.finished or not isinstance(event, dict):
             return []
         kind = event.get("type")
+        if not isinstance(kind, str):
+            return []
+        delta = event.get("delta")
+        if not isinstance(delta, str):
+            delta = ""
+        oi = event.get("output_index")
+        if not isinstance(oi, int):
+            oi = -1
         if kind in ("response.created", "response.in_progress"):
-            resp = event.get("response") or {}
-            rid = resp.get("id") or ""
+            resp = _obj(event.get("response"))
+            rid = _str(resp.get("id"))
             if kind == "response.created" and rid:
                 self.id = "chatcmpl-" + (rid[5:] if rid.startswith("resp_") else rid)
-            self.model = resp.get("model") or self.model
+            self.model = _str(resp.get("model")) or self.model
             if isinstance(resp.get("created_at"), int):
                 self.created = resp["created_at"]
             if kind == "response.created":
                 return [self._chunk({"content": ""})]
             return []
         if kind == "response.output_text.delta":
-            return [self._chunk({"content": event.get("delta", "")})]
+            return [self._chunk({"content": delta})]
         if kind == "response.refusal.delta":
-            return [self._chunk({"refusal": event.get("delta", "")})]
+            return [self._chunk({"refusal": delta})]
         if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta", "response.reasoning.delta"):
-            return [self._chunk({"reasoning_content": event.get("delta", "")})]
-        if kind == "response.reasoning_summary_part.added" and event.get("summary_index", 0) > 0:
+            return [self._chunk({"reasoning_content": delta})]
+        summary_index = event.get("summary_index")
+        if kind == "response.reasoning_summary_part.added" and isinstance(summary_index, int) and summary_index > 0:
             return [self._chunk({"reasoning_content": "\n\n"})]
         if kind == "response.output_item.added":
-            item = event.get("item") or {}
-            oi = event.get("output_index", 0)
+            item = _obj(event.get("item"))
             if item.get("type") == "function_call":
                 index = len(self._calls) + len(self._custom)
                 self._calls[oi] = index
                 return [
                     self._chunk(
-                        {"tool_calls": [{"index": index, "id": item.get("call_id"), "type": "function",
-                                         "function": {"name": item.get("name", ""), "arguments": ""}}]}
+                        {"tool_calls": [{"index": index, "id": _str(item.get("call_id")), "type": "function",
+                                         "function": {"name": _str(item.get("name")), "arguments": ""}}]}
                     )
                 ]
             if item.get("type") == "custom_tool_call":
-                self._custom[oi] = {"index": len(self._calls) + len(self._custom), "id": item.get("call_id"),
-                                    "name": item.get("name", "")}
+                self._custom[oi] = {"index": len(self._calls) + len(self._custom), "id": _str(item.get("call_id")),
+                                    "name": _str(item.get("name"))}
             return []
         if kind == "response.function_call_arguments.delta":
-            index = self._calls.get(event.get("output_index", -1))
+            index = self._calls.get(oi)
             if index is None:
                 return []
-            return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": event.get("delta", "")}}]})]
+            return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": delta}}]})]
         if kind == "response.output_item.done":
-            item = event.get("item") or {}
-            custom = self._custom.pop(event.get("output_index", -1), None)
+            item = _obj(event.get("item"))
+            custom = self._custom.pop(oi, None)
             if custom is not None:
-                arguments = orjson.dumps({"input": item.get("input", "")}).decode()
+                arguments = orjson.dumps({"input": _str(item.get("input"))}).decode()
                 return [
                     self._chunk(
                         {"tool_calls": [{"index": custom["index"], "id": custom["id"], "type": "function",
@@ -1098,29 +1138,30 @@ class ResponsesStreamTranslator:
                 ]
             return []
         if kind in ("response.completed", "response.incomplete"):
-            return self._end(event.get("response") or {})
+            return self._end(_obj(event.get("response")))
         if kind == "response.failed":
             self.finished = True
-            error = (event.get("response") or {}).get("error") or {}
-            return [{"error": {"message": error.get("message", "The response failed."), "type": "server_error",
-                               "param": None, "code": error.get("code", "server_error")}}]
+            error = _obj(_obj(event.get("response")).get("error"))
+            return [{"error": {"message": _str(error.get("message")) or "The response failed.",
+                               "type": "server_error", "param": None,
+                               "code": _str(error.get("code")) or "server_error"}}]
         if kind == "error":
             self.finished = True
-            nested = event.get("error") if isinstance(event.get("error"), dict) else {}
-            return [{"error": {"message": event.get("message") or nested.get("message") or "The response failed.",
-                               "type": "server_error", "param": None,
-                               "code": event.get("code") or nested.get("code") or "server_error"}}]
+            nested = _obj(event.get("error"))
+            return [{"error": {"message": _str(event.get("message")) or _str(nested.get("message"))
+                               or "The response failed.", "type": "server_error", "param": None,
+                               "code": _str(event.get("code")) or _str(nested.get("code")) or "server_error"}}]
         return []
 
     def _end(self, response: dict[str, Any]) -> list[dict[str, Any]]:
         self.finished = True
         status = response.get("status")
         if status == "incomplete":
-            reason = (response.get("incomplete_details") or {}).get("reason")
+            reason = _obj(response.get("incomplete_details")).get("reason")
             finish = "content_filter" if reason == "content_filter" else "length"
         elif self._calls or any(
             isinstance(i, dict) and i.get("type") in ("function_call", "custom_tool_call")
-            for i in response.get("output") or ()
+            for i in (response.get("output") if isinstance(response.get("output"), list) else ())
         ):
             finish = "tool_calls"
         else:
