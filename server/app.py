@@ -39,6 +39,7 @@ log = logging.getLogger("responses_bridge")
 
 ACCESS_KEY = "responses_bridge.access"
 TOKEN_KEY = "responses_bridge.token"
+RAW_SEND_KEY = "responses_bridge.raw_send"
 OWNER_KEY = "responses_bridge.owner"
 RESPONSES_ENDPOINT = "/v1/responses"
 
@@ -467,6 +468,16 @@ def _stored_routes() -> list[BaseRoute]:
 # ------------------------------------------------------------------------------------------- app
 
 
+class BridgeApp(Starlette):
+    """Starlette, keeping the server's own `send` in the scope: a stream's body messages skip the
+    three middleware wrappers every send would otherwise pass through (its start message does not,
+    so error handling and the access log still see the status)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[RAW_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
+
+
 def _check_options(config: BridgeConfig) -> None:
     """Fail at startup, not on the first request, when a profile or override is not a valid option."""
     try:
@@ -526,7 +537,7 @@ def create_app(config: BridgeConfig) -> Starlette:
         HTTPException: _http_exception,
         Exception: _unexpected,
     }
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app = BridgeApp(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.bridge = state
     app.state.config = config
     app.state.store = None

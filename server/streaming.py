@@ -105,6 +105,7 @@ class EventStream:
         tail: list[bytes] = []
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            send = scope.get("responses_bridge.raw_send") or send
             start = getattr(self.translator, "start", None)
             opening = start() if start is not None else []
             if opening:  # response.created at once: the client knows the stream is alive
