@@ -13,7 +13,12 @@ from .requests import (
     messages_to_items,
     responses_to_chat_request,
 )
-from .responses import chat_completion_to_response, map_usage, response_to_chat_completion
+from .responses import (
+    chat_completion_to_response,
+    completion_to_chunk,
+    map_usage,
+    response_to_chat_completion,
+)
 from .sse import DONE_FRAME, KEEPALIVE_FRAME, SSEDecoder, encode_sse
 from .stream import ChatStreamTranslator, ResponsesStreamTranslator
 
@@ -29,6 +34,7 @@ __all__ = [
     "UpstreamError",
     "chat_completion_to_response",
     "chat_to_responses_request",
+    "completion_to_chunk",
     "encode_sse",
     "items_to_messages",
     "map_usage",
