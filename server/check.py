@@ -449,7 +449,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=os.environ.get("RESPONSES_BRIDGE_CHECK_MODEL"),
                         help="a model the endpoint serves")  # fmt: skip
     parser.add_argument("--api-key", default=None,
-                        help="sent as Authorization: Bearer (default: $OPENAI_API_KEY if set)")  # fmt: skip
+                        help="sent as Authorization: Bearer (default: $RESPONSES_BRIDGE_CHECK_API_KEY)")  # fmt: skip
     parser.add_argument("--scenario", action="append", metavar="NAME", dest="scenarios",
                         help="run only this scenario (repeatable); see --list")  # fmt: skip
     parser.add_argument("--skip", action="append", metavar="NAME", default=None,
@@ -479,7 +479,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     except ValueError as exc:
         err.write(f"check: {exc}\n")
         return 2
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    # never $OPENAI_API_KEY: check is pointed at third-party endpoints, which must not receive that key
+    api_key = args.api_key or os.environ.get("RESPONSES_BRIDGE_CHECK_API_KEY")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = args.base_url.rstrip("/") + "/responses"
     profile = getattr(args, "profile", "openai")

@@ -117,7 +117,7 @@ def test_check_as_a_subprocess(bridge_url: str) -> None:
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "OPENAI_API_KEY": ""},
+            env={**os.environ, "RESPONSES_BRIDGE_CHECK_API_KEY": ""},
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         report = json.loads(proc.stdout)
@@ -356,3 +356,16 @@ def test_scenario_expectations_report_junk_instead_of_crashing(body: dict) -> No
             problems = scenario.expect(body)
             assert problems, (scenario.name, body)  # none of these bodies is a good answer
             assert all(isinstance(p, str) for p in problems)
+
+
+def test_api_key_is_sent_as_bearer(make_bridge: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    bridge = make_bridge(api_keys=("check-secret",))
+    monkeypatch.setenv("OPENAI_API_KEY", "check-secret")  # never used: it must not leak to the endpoint
+    code, report = run_json(bridge.url, "--scenario", "text")
+    assert code == 1
+    assert report["scenarios"][0]["status_code"] == 401
+    assert rules_by_scenario(report) == {"text": {"http-status"}}
+    code, report = run_json(bridge.url, "--scenario", "text", "--api-key", "check-secret")
+    assert code == 0, report
+    monkeypatch.setenv("RESPONSES_BRIDGE_CHECK_API_KEY", "check-secret")
+    assert run_json(bridge.url, "--scenario", "text-stream")[0] == 0
