@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from .errors import InvalidRequest
 from .options import TranslatorOptions
 from .reasoning import pack_reasoning
 from .requests import ToolMap, build_tool_map
@@ -139,7 +140,7 @@ class ChatStreamTranslator:
         self.request = request if isinstance(request, dict) else {}
         try:
             _, self._tools = build_tool_map(self.request.get("tools"), opts)
-        except Exception:  # the server validated the request already; be lenient here
+        except InvalidRequest:  # the server validated the request already; be lenient here
             self._tools = ToolMap()
         self.id = opts.new_response_id()
         self._base = self.id[5:] if self.id.startswith("resp_") else self.id
