@@ -363,6 +363,9 @@ async def _create_response(request: Request, state: BridgeState, record: AccessR
                 log.exception("storing response %s failed", response.get("id"))
             return JSONBytes(response)
         stream_translator = translator.ChatStreamTranslator(translated_request, **options)
+        if payload.get("background") is True:
+            return await _start_background(request, state, record, route.upstream.name, client, chat_request,
+                                           stream_translator, items, owner, token, payload, stream)  # fmt: skip
         upstream_response = await client.open_stream(chat_request, token)
     except (translator.InvalidRequest, translator.UpstreamError) as exc:
         raise _translator_error(exc, config.secrets) from None
@@ -384,6 +387,37 @@ async def _create_response(request: Request, state: BridgeState, record: AccessR
         assert state.loop is not None
         state.loop.call_later(config.shutdown_grace, event_stream.abort, "shutdown")
     return event_stream
+
+
+async def _start_background(
+    request: Request, state: BridgeState, record: AccessRecord, upstream_name: str, client: UpstreamClient,
+    chat_request: dict[str, Any], stream_translator: Any, items: list[dict[str, Any]], owner: str | None,
+    token: str | None, payload: dict[str, Any], stream: bool,
+) -> Response:  # fmt: skip
+    """`background: true`: answer `queued` at once; the job runs the same EventStream with no client
+    attached (server/background.py stores its events and final response)."""
+    from server.background import background_stream, events_from_asgi, start_background
+
+    job_record = AccessRecord("POST", RESPONSES_ENDPOINT)
+    job_record.model, job_record.upstream, job_record.stream = record.model, record.upstream, True
+
+    async def run() -> AsyncIterator[list[dict[str, Any]]]:
+        upstream = await client.open_stream({**chat_request, "stream": True}, token)
+        event_stream = EventStream(
+            upstream=upstream, translator=stream_translator, record=job_record,
+            keepalive_interval=state.config.keepalive_interval, on_terminal=None, upstream_name=upstream_name,
+        )  # fmt: skip
+        async for batch in events_from_asgi(event_stream):
+            yield batch
+
+    queued = {**stream_translator.response, "status": "queued", "background": True}
+    answer = await start_background(
+        request.app, queued, items, run, owner=owner, store_requested=payload.get("store") is not False
+    )
+    record.response_id = answer.get("id")
+    if stream:
+        return background_stream(request.app, answer["id"], owner=owner)
+    return JSONBytes(answer)
 
 
 async def list_models(request: Request) -> Response:
@@ -517,6 +551,11 @@ def create_app(config: BridgeConfig) -> Starlette:
         finally:
             state.begin_shutdown()
             await _drain(state)
+            if state.store is not None:
+                with contextlib.suppress(ImportError):
+                    from server.background import shutdown_background
+
+                    await shutdown_background(app)
             restore_signals()
             for client in state.clients.values():
                 await client.aclose()
