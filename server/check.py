@@ -41,6 +41,7 @@ CHECK_RULES: dict[str, str] = {
     "error-shape": "errors use OpenAI's envelope {error: {message, type, param, code}}",
     "scenario": "the answer has what the scenario asked for (a text, a tool call, JSON, …)",
     "transport": "the request completed (no connection error or timeout)",
+    "sdk-accumulator": "the openai SDK's stream accumulator (ResponseStreamState) accepts the stream, when openai is installed",
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -407,6 +408,9 @@ def run_scenario(
         result.events = len(events)
         violations += framing
         violations += validate_events(events, request, profile=profile)
+        sdk_problem = sdk_accumulator_problem(events)
+        if sdk_problem:
+            violations.append(sdk_problem)
         terminal = next((e for e in reversed(events) if str(e.get("type", "")).startswith("response.")), None)
         final = terminal.get("response") if terminal and terminal.get("type") in _TERMINAL_TYPES else None
         if scenario.expect and isinstance(final, dict):
@@ -426,6 +430,32 @@ def run_scenario(
 
 
 _TERMINAL_TYPES = ("response.completed", "response.incomplete", "response.failed")
+
+
+def sdk_accumulator_problem(events: list[dict]) -> Violation | None:
+    """What the openai SDK's own stream accumulator raises on these events, or None.
+
+    The validator states the SDK's rules; this runs the real thing, so a report can say "the official
+    SDK fails on your stream with IndexError". Optional: without the openai package (a test
+    dependency, not a runtime one) nothing is checked. It uses the SDK's private module layout, which
+    is why any import problem just turns the check off.
+    """
+    try:
+        import openai
+        from openai import omit
+        from openai._models import construct_type_unchecked
+        from openai.lib.streaming.responses._responses import ResponseStreamState
+        from openai.types.responses import ResponseStreamEvent
+    except ImportError:
+        return None
+    state: Any = ResponseStreamState(input_tools=omit, text_format=omit)
+    for position, event in enumerate(events):
+        try:
+            state.handle_event(construct_type_unchecked(type_=ResponseStreamEvent, value=event))
+        except Exception as exc:  # whatever the SDK raises is the finding
+            message = f"openai {openai.__version__} ResponseStreamState raises {type(exc).__name__}: {exc}"
+            return Violation(position, "sdk-accumulator", message)
+    return None
 
 
 def select_scenarios(names: Sequence[str] | None, skip: Sequence[str] | None) -> list[Scenario]:
