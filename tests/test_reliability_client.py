@@ -55,8 +55,20 @@ class BridgeProcess:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("RESPONSES_BRIDGE_")}
         base_env.update(env or {})
         base_env.setdefault("PYTHONUNBUFFERED", "1")
-        cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=base_env, stdout=self.log_file, stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=base_env, stdout=self.log_file, stderr=subprocess.STDOUT
+        )
         self.root = f"http://127.0.0.1:{self.port}"
         self.url = self.root + "/v1"
         deadline = time.monotonic() + startup_timeout
@@ -154,7 +166,13 @@ class ProbeBackend:
         if scope["type"] != "http":
             return
         if scope["path"].endswith("/models"):
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": b'{"object":"list","data":[]}'})
             return
         more = True
@@ -328,12 +346,17 @@ def test_slow_reader_backpressure_bounds_memory() -> None:
     more than the socket buffers hold) and its memory stays bounded; once the client hangs up, the
     backend is released. Without backpressure the bridge would buffer the whole 256 MiB."""
     backend = ProbeBackend(count=FLOOD_CHUNKS, chunk_chars=FLOOD_CHUNK_CHARS)
-    with probe(backend) as server, BridgeProcess("--upstream", server.url + "/v1", "--store", "none") as bridge:
+    with (
+        probe(backend) as server,
+        BridgeProcess("--upstream", server.url + "/v1", "--store", "none") as bridge,
+    ):
         warm = httpx.post(bridge.url + "/responses", json={"model": "probe", "input": "warm-up"}, timeout=60)
         assert warm.status_code in (200, 502)
         backend.sent, backend.finished = 0, False
         rss_before = bridge.rss_kib()
-        sock = _raw_request(bridge.port, {"model": "probe", "input": "flood", "stream": True}, rcvbuf=64 * 1024)
+        sock = _raw_request(
+            bridge.port, {"model": "probe", "input": "flood", "stream": True}, rcvbuf=64 * 1024
+        )
         try:
             head = sock.recv(4096)
             assert b" 200 " in head.split(b"\r\n", 1)[0], head[:200]

@@ -53,7 +53,10 @@ FAULTS: dict[str, tuple[Expect, Expect]] = {
     "stall": (Expect(504, code="upstream_timeout"), Expect(terminal="response.failed", hint="too long")),
     "cut": (Expect(502), Expect(terminal="response.failed", hint="mid-stream")),
     "malformed": (Expect(502), Expect(terminal="response.failed", hint="malformed")),
-    "midstream-error": (Expect(502, hint="Chaos"), Expect(terminal="response.failed", hint="crashed mid-stream")),
+    "midstream-error": (
+        Expect(502, hint="Chaos"),
+        Expect(terminal="response.failed", hint="crashed mid-stream"),
+    ),
     "no-done": (Expect(200), Expect(terminal="response.completed")),
     "big": (Expect(200), Expect(terminal="response.completed")),
     "status-400": (Expect(400, hint="Chaos"), Expect(400, hint="Chaos")),
@@ -349,7 +352,10 @@ def _text(response: httpx.Response, stream: bool) -> str:
     if not stream:
         body = response.json()
         return "".join(
-            part.get("text", "") for item in body["output"] if item["type"] == "message" for part in item["content"]
+            part.get("text", "")
+            for item in body["output"]
+            if item["type"] == "message"
+            for part in item["content"]
         )
     events, _ = parse_sse(response.content)
     return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
