@@ -791,6 +791,12 @@ def test_event_with_missing_fields_does_not_blame_the_text() -> None:
     }
 
 
+def test_terminal_without_a_response_is_still_the_terminal() -> None:
+    events = build("text")
+    del events[-1]["response"]
+    assert [(v.rule, v.index) for v in validate_events(events)] == [("event-fields", 10)]
+
+
 def test_request_echo_mismatch() -> None:
     request = {
         "model": "test-model",

@@ -756,6 +756,8 @@ class _StreamChecker:
         if kind == "error":
             self._error_event(i, event)
         elif not fields_ok:
+            if kind in _TERMINAL:  # still the end of the stream, even without a usable response
+                self.terminals.append(i)
             self._taint(i, event)
         elif kind in _LIFECYCLE or kind in _TERMINAL:
             self._lifecycle(i, event)
@@ -1139,13 +1141,13 @@ class _StreamChecker:
             return
         t = self.terminals[0]
         kind = self.events[t]["type"]
-        response = self.events[t]["response"]
+        response = self.events[t].get("response")
         open_items = [oi for oi in self.order if self.items[oi].done is None]
         if kind != "response.failed" and open_items:
             self.bad(t, "unfinished-item", f"{kind} with output_index(es) {open_items} never done")
-        output = response.get("output")
+        output = response.get("output") if _is_dict(response) else None
         if not _is_list(output):
-            return  # a missing/invalid output is reported by validate_response
+            return  # a missing/invalid response or output is reported by event-fields/validate_response
         expected = [self._expected_final(oi) for oi in self.order]
         if len(output) != len(expected):
             self.bad(
