@@ -292,58 +292,104 @@ def test_table_names_the_violations(broken_url: Callable[[str], str]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# a public peer bridge from PyPI (opt-in: it must be installed beforehand, tests never reach the internet)
+# public peer bridges from PyPI (opt-in: installed beforehand into their own venvs, since tests never
+# reach the internet; docs/conformance.md has the install commands and the recorded output)
 
-PEER_VENV = os.environ.get("RESPONSES_BRIDGE_PEER_VENV", "")
+LITELLM_KEY = "sk-check-1234567890abcdef"
 
 
-@pytest.mark.skipif(
-    not (PEER_VENV and (Path(PEER_VENV) / "bin" / "codex-bridge-python").exists()),
-    reason="opt-in: set RESPONSES_BRIDGE_PEER_VENV to a venv with `pip install codex-bridge-python==0.1.5` "
-    "(see docs/conformance.md)",
-)
-def test_check_reports_the_violations_of_codex_bridge_python(backend_url: str, tmp_path: Path) -> None:
-    """codex-bridge-python 0.1.5 in front of the fixture backend: the findings recorded in docs/conformance.md."""
+def _codex_bridge_python(venv: Path, port: int, backend_url: str, home: Path) -> list[str]:
+    return [str(venv / "bin" / "codex-bridge-python"), "--port", str(port), "--upstream", backend_url,
+            "--api-key", "x", "--history-dir", str(home / "history")]  # fmt: skip
+
+
+def _litellm(venv: Path, port: int, backend_url: str, home: Path) -> list[str]:
+    config = home / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: {MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: hosted_vllm/{MODEL}\n"
+        f"      api_base: {backend_url}\n"
+        "      api_key: x\n"
+        "      use_chat_completions_api: true\n"
+    )
+    return [
+        str(venv / "bin" / "litellm"),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+def _check_codex_bridge_python(rules: dict[str, set[str]]) -> None:
+    assert {"response-field", "usage", "item-field"} <= rules["text"]
+    assert {"sequence-number", "in-progress", "event-fields", "sdk-accumulator"} <= rules["text-stream"]
+    assert "unclosed-part" in rules["tool-call-stream"]  # item done before function_call_arguments.done
+    assert {"echo", "scenario"} <= rules["structured-output"]  # the json_schema format is not forwarded
+    assert rules["bad-request"] == {"json-body"}  # a plain-text 422
+
+
+def _check_litellm(rules: dict[str, set[str]]) -> None:
+    assert rules["text"] == {"response-field", "response-type"}  # top_p/temperature/store null, text {}
+    assert {"sse-event-name", "sequence-number", "event-fields"} <= rules["text-stream"]
+    assert rules["bad-request"] == {"http-status"}  # a 500
+    assert rules["unknown-model"] == set()
+
+
+# name → (env var holding the venv, executable, command, extra check flags, expected findings)
+PEERS: dict[str, tuple[str, str, Callable[..., list[str]], tuple[str, ...], Callable[[dict], None]]] = {
+    "codex-bridge-python==0.1.5": (
+        "RESPONSES_BRIDGE_PEER_VENV", "codex-bridge-python", _codex_bridge_python, (), _check_codex_bridge_python
+    ),
+    "litellm[proxy]==1.106.2": (
+        "RESPONSES_BRIDGE_PEER_LITELLM_VENV", "litellm", _litellm, ("--api-key", LITELLM_KEY), _check_litellm
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("peer", sorted(PEERS))
+def test_check_reports_the_violations_of_a_pypi_peer(peer: str, backend_url: str, tmp_path: Path) -> None:
+    """A peer in front of the fixture backend yields the findings recorded in docs/conformance.md."""
+    env_var, executable, command, flags, expect = PEERS[peer]
+    venv = Path(os.environ.get(env_var, "/nonexistent"))
+    if not (venv / "bin" / executable).exists():
+        pytest.skip(f"opt-in: set {env_var} to a venv with `pip install '{peer}'` (see docs/conformance.md)")
     port = free_port()
-    peer = subprocess.Popen(
-        [
-            str(Path(PEER_VENV) / "bin" / "codex-bridge-python"),
-            "--port",
-            str(port),
-            "--upstream",
-            backend_url,
-            "--api-key",
-            "x",
-            "--history-dir",
-            str(tmp_path / "history"),
-        ],
-        env={**os.environ, "HOME": str(tmp_path)},
+    env = {**os.environ, "HOME": str(tmp_path), "LITELLM_MASTER_KEY": LITELLM_KEY,
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}  # fmt: skip
+    process = subprocess.Popen(
+        command(venv, port, backend_url, tmp_path),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    base = f"http://127.0.0.1:{port}/v1"
     try:
-        base = f"http://127.0.0.1:{port}/v1"
-        for _ in range(150):  # at most ~30 s to start
+        deadline = time.monotonic() + 120  # LiteLLM takes ~20 s to start
+        while True:
             try:
-                httpx.post(base + "/responses", json={"model": MODEL, "input": "hi"}, timeout=2)
+                httpx.get(base + "/models", timeout=2)
                 break
             except httpx.TransportError:
-                if peer.poll() is not None:
-                    pytest.fail(f"codex-bridge-python exited with {peer.returncode}")
-                time.sleep(0.2)
-        code, report = run_json(base)
+                if process.poll() is not None:
+                    pytest.fail(f"{peer} exited with {process.returncode}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{peer} did not start within 120 s")
+                time.sleep(0.3)
+        code, report = run_json(base, *flags)
     finally:
-        peer.terminate()
-        peer.wait(timeout=15)
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
     assert code == 1
-    rules = rules_by_scenario(report)
-    assert {"response-field", "usage", "item-field"} <= rules["text"]
-    assert {"sequence-number", "in-progress", "event-fields"} <= rules["text-stream"]
-    assert (
-        "unclosed-part" in rules["tool-call-stream"]
-    )  # output_item.done before function_call_arguments.done
-    assert {"echo", "scenario"} <= rules["structured-output"]  # the json_schema format is not forwarded
-    assert rules["bad-request"] == {"json-body"}  # a plain-text 422
+    expect(rules_by_scenario(report))
 
 
 @pytest.mark.parametrize(
