@@ -298,3 +298,42 @@ def test_response_to_chat_completion() -> None:
         {"choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "a"}}]}, req)
     assert truncated["status"] == "incomplete"
     assert response_to_chat_completion(truncated)["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("stream", "yes"), ("store", 1), ("background", "no"), ("parallel_tool_calls", "true"),
+        ("metadata", ["x"]), ("previous_response_id", 5), ("reasoning", "high"), ("text", "json"),
+        ("truncation", 3), ("user", {"id": 1}), ("include", "reasoning.encrypted_content"), ("service_tier", 1),
+        ("prompt_cache_key", []), ("safety_identifier", 2.5), ("max_tool_calls", "3"), ("max_tool_calls", True),
+        ("temperature", "hot"), ("temperature", True), ("top_logprobs", 1.5), ("model", 3), ("tool_choice", 4),
+    ],
+)
+def test_wrong_types_name_the_field(field: str, value: Any) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        responses_to_chat_request({"model": "m", "input": "x", field: value})
+    assert info.value.param == field and info.value.code in ("invalid_type", "invalid_value")
+
+
+def test_metadata_limits_and_string_values() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        chat({"input": "x", "metadata": {"k": 1}})
+    assert info.value.param == "metadata.k"
+    with pytest.raises(InvalidRequest):
+        chat({"input": "x", "metadata": {f"k{i}": "v" for i in range(17)}})
+    assert chat({"input": "x", "metadata": {f"k{i}": "v" * 512 for i in range(16)}})["metadata"]["k0"] == "v" * 512
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    deep: Any = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    with pytest.raises(InvalidRequest) as info:
+        chat({"input": "x", "tools": [{**FN, "parameters": deep}]})
+    assert info.value.param == "tools[0]"
+    with pytest.raises(InvalidRequest) as info:
+        chat({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": deep}]})
+    assert info.value.param == "input[0].arguments"
+    assert chat({"input": "x", "text": {"format": {"type": "json_schema", "name": "n", "schema": {
+        "type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}}}}}})

@@ -246,7 +246,11 @@ def _tool_choice(
             )
         return choice, chat_tools
     if not isinstance(choice, dict):
-        raise InvalidRequest("tool_choice must be a string or an object.", "tool_choice", "invalid_type")
+        raise InvalidRequest(
+            f"Invalid type for 'tool_choice': expected a string or an object, but got {_json_type_name(choice)} instead.",
+            "tool_choice",
+            "invalid_type",
+        )
     kind = choice.get("type")
     if kind in ("function", "custom"):
         name = choice.get("name")
@@ -289,13 +293,18 @@ def _chat_tool_name(tool: dict[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- items -> messages
 
 
+def _s(value: Any) -> str:
+    """A string field of client JSON, or "" when it holds something else."""
+    return value if isinstance(value, str) else ""
+
+
 def _text_of_parts(parts: list[Any], param: str) -> str:
     texts = []
     for j, part in enumerate(parts):
         if not isinstance(part, dict):
             raise InvalidRequest("Each content part must be an object.", f"{param}[{j}]", "invalid_type")
         if part.get("type") in _TEXT_PART_TYPES:
-            texts.append(part.get("text") or "")
+            texts.append(_s(part.get("text")))
     return "".join(texts)
 
 
@@ -319,11 +328,14 @@ def _user_part(part: Any, param: str) -> dict[str, Any]:
                 )
             raise InvalidRequest("Missing required parameter: 'image_url'.", f"{param}.image_url", "missing_required_parameter")
         image: dict[str, Any] = {"url": url}
-        if part.get("detail") is not None:
-            image["detail"] = part["detail"]
+        detail = part.get("detail")
+        if detail is not None:
+            if not isinstance(detail, str):
+                raise InvalidRequest("'detail' must be a string.", f"{param}.detail", "invalid_type")
+            image["detail"] = detail
         return {"type": "image_url", "image_url": image}
     if kind == "input_file":
-        file = {k: part[k] for k in ("file_data", "file_id", "filename") if part.get(k) is not None}
+        file = {k: part[k] for k in ("file_data", "file_id", "filename") if isinstance(part.get(k), str)}
         if "file_data" not in file and "file_id" not in file:
             if part.get("file_url"):
                 raise InvalidRequest(
@@ -337,8 +349,18 @@ def _user_part(part: Any, param: str) -> dict[str, Any]:
         audio = part.get("input_audio")
         if not isinstance(audio, dict):
             raise InvalidRequest("input_audio needs an 'input_audio' object.", f"{param}.input_audio", "invalid_type")
+        _check_depth(audio, f"{param}.input_audio")
         return {"type": "input_audio", "input_audio": audio}
     raise InvalidRequest(f"Unsupported content part type: {kind!r}.", f"{param}.type", "invalid_value")
+
+
+def _dumps_or_invalid(value: Any, param: str) -> str:
+    """JSON text of a value a client sent as an object where a string belongs (too deep or huge: 400)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        raise InvalidRequest("Value cannot be serialised as JSON (too deep or out of range).", param,
+                             "invalid_value") from None
 
 
 def _tool_output(output: Any, param: str) -> str:
@@ -351,13 +373,13 @@ def _tool_output(output: Any, param: str) -> str:
             if not isinstance(part, dict):
                 raise InvalidRequest("Each output part must be an object.", f"{param}[{j}]", "invalid_type")
             if part.get("type") in _TEXT_PART_TYPES:
-                texts.append(part.get("text") or "")
+                texts.append(_s(part.get("text")))
             else:
                 texts.append(f"[{part.get('type', 'content')} omitted: the backend accepts only text tool results]")
         return "".join(texts)
     if output is None:
         raise InvalidRequest("Missing required parameter: 'output'.", param, "missing_required_parameter")
-    return orjson.dumps(output).decode()
+    return _dumps_or_invalid(output, param)
 
 
 class _Builder:
@@ -398,7 +420,7 @@ class _Builder:
                 text = _text_of_parts(content, f"{param}.content")
             if not text and isinstance(item.get("summary"), list):
                 text = "\n\n".join(
-                    p.get("text", "") for p in item["summary"] if isinstance(p, dict) and p.get("text")
+                    p["text"] for p in item["summary"] if isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"]
                 )
             data = {"text": text} if text else {}
         extras = data.get("tool_extras")
@@ -430,9 +452,9 @@ class _Builder:
                     if not isinstance(part, dict):
                         raise InvalidRequest("Each content part must be an object.", f"{cparam}[{j}]", "invalid_type")
                     if part.get("type") == "refusal":
-                        refusal.append(part.get("refusal") or "")
+                        refusal.append(_s(part.get("refusal")))
                     elif part.get("type") in _TEXT_PART_TYPES:
-                        texts.append(part.get("text") or "")
+                        texts.append(_s(part.get("text")))
                     else:
                         raise InvalidRequest(
                             f"Unsupported assistant content part type: {part.get('type')!r}.",
@@ -491,7 +513,7 @@ class _Builder:
             if arguments is None or arguments == "":
                 arguments = "{}"
             elif not isinstance(arguments, str):
-                arguments = orjson.dumps(arguments).decode()
+                arguments = _dumps_or_invalid(arguments, f"{param}.arguments")
             call = {"id": call_id, "type": "function", "function": {"name": chat_name, "arguments": arguments}}
         msg = self.open_assistant
         if msg is None:
@@ -612,6 +634,127 @@ def _response_format(text: Any) -> tuple[dict[str, Any] | None, Any]:
     raise InvalidRequest(f"Unsupported text.format type: {kind!r}.", "text.format.type", "invalid_value")
 
 
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+               dict: "an object"}
+
+#: Top-level fields and the JSON types they accept (None always means "not given"). A value of another
+#: type is refused naming the field: forwarding or echoing garbage would fail later and less clearly.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "stream": (bool,),
+    "store": (bool,),
+    "background": (bool,),
+    "parallel_tool_calls": (bool,),
+    "metadata": (dict,),
+    "previous_response_id": (str,),
+    "reasoning": (dict,),
+    "text": (dict,),
+    "truncation": (str,),
+    "user": (str,),
+    "include": (list,),
+    "prompt_cache_key": (str,),
+    "prompt_cache_retention": (str,),
+    "service_tier": (str,),
+    "safety_identifier": (str,),
+    "max_tool_calls": (int,),
+    "stream_options": (dict,),
+    "conversation": (str, dict),
+    "prompt": (dict,),
+}
+
+#: Deeper JSON than this in a field we forward or echo is refused (orjson stops at 254 levels, and no
+#: legitimate schema or metadata comes close).
+MAX_DEPTH = 64
+
+
+def _json_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind in (bool, int, float, str, list, dict):
+        if isinstance(value, kind):
+            return _TYPE_NAMES[kind].split(" ", 1)[1]
+    return type(value).__name__
+
+
+def _check_type(request: dict[str, Any], name: str, kinds: tuple[type, ...]) -> None:
+    value = request.get(name)
+    if value is None:
+        return
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if not ok:
+        expected = " or ".join(_TYPE_NAMES[k] for k in kinds)
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected {expected}, but got {_json_type_name(value)} instead.",
+            name,
+            "invalid_type",
+        )
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON nesting exceeds ``limit`` (iterative: deep input must not blow Python's stack)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _check_depth(value: Any, param: str) -> None:
+    if _too_deep(value):
+        raise InvalidRequest(f"'{param}' is nested too deeply (more than {MAX_DEPTH} levels).", param, "invalid_value")
+
+
+def _validate_fields(request: dict[str, Any]) -> None:
+    """Type checks for the top-level fields a translation forwards or echoes."""
+    for name, kinds in _FIELD_TYPES.items():
+        _check_type(request, name, kinds)
+    metadata = request.get("metadata")
+    if metadata is not None:
+        if len(metadata) > 16:
+            raise InvalidRequest("'metadata' can have at most 16 keys.", "metadata", "invalid_value")
+        for key, value in metadata.items():
+            if len(key) > 64:
+                raise InvalidRequest("'metadata' keys can be at most 64 characters.", "metadata", "invalid_value")
+            if not isinstance(value, str):
+                raise InvalidRequest(
+                    f"Invalid type for 'metadata.{key}': expected a string, but got {_json_type_name(value)} instead.",
+                    f"metadata.{key}",
+                    "invalid_type",
+                )
+            if len(value) > 512:
+                raise InvalidRequest(
+                    "'metadata' values can be at most 512 characters.", f"metadata.{key}", "invalid_value"
+                )
+    truncation = request.get("truncation")
+    if truncation is not None and truncation not in ("auto", "disabled"):
+        raise InvalidRequest("'truncation' must be 'auto' or 'disabled'.", "truncation", "invalid_value")
+    include = request.get("include")
+    if include is not None:
+        for i, entry in enumerate(include):
+            if not isinstance(entry, str):
+                raise InvalidRequest("'include' entries must be strings.", f"include[{i}]", "invalid_type")
+    reasoning = request.get("reasoning")
+    if reasoning is not None:
+        for key in ("effort", "summary", "generate_summary"):
+            if reasoning.get(key) is not None and not isinstance(reasoning[key], str):
+                raise InvalidRequest(
+                    f"Invalid type for 'reasoning.{key}': expected a string.", f"reasoning.{key}", "invalid_type"
+                )
+    for name in ("text", "tool_choice", "instructions", "stream_options", "prompt", "conversation"):
+        _check_depth(request.get(name), name)
+    tools = request.get("tools")
+    if isinstance(tools, list):
+        for i, tool in enumerate(tools):
+            _check_depth(tool, f"tools[{i}]")
+
+
 def responses_to_chat_request(request: Any, **options: Any) -> dict[str, Any]:
     """A Responses ``POST /v1/responses`` body → a ``POST /v1/chat/completions`` body.
 
@@ -622,8 +765,15 @@ def responses_to_chat_request(request: Any, **options: Any) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise InvalidRequest("The request body must be a JSON object.", None, "invalid_type")
     model = request.get("model")
-    if not isinstance(model, str) or not model:
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequest(
+            f"Invalid type for 'model': expected a string, but got {_json_type_name(model)} instead.",
+            "model",
+            "invalid_type",
+        )
+    if not model:
         raise InvalidRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    _validate_fields(request)
 
     chat_tools, tool_map = build_tool_map(request.get("tools"), opts)
     messages: list[dict[str, Any]] = []

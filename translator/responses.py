@@ -133,14 +133,17 @@ def response_skeleton(request: dict[str, Any], response_id: str, created_at: int
     return out
 
 
+_MAX_COUNT = 2**53  # keeps counts serialisable (orjson refuses integers beyond 64 bits)
+
+
 def _count(value: Any) -> int:
     """A token count as an int (backends have sent floats, strings and null)."""
     if isinstance(value, bool):
         return 0
-    if isinstance(value, int):
-        return max(value, 0)
     if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
-        return max(int(value), 0)
+        value = int(value)
+    if isinstance(value, int):
+        return min(max(value, 0), _MAX_COUNT)
     return 0
 
 
