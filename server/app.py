@@ -283,19 +283,102 @@ async def _store_response(
 # ----------------------------------------------------------------------------------------- routes
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, gap: float) -> bytes:
+    """The whole body, refused early when over `limit`, and given up on (408) when the client leaves
+    a gap longer than `gap` seconds (a stalled or slowloris upload must not hold a connection)."""
     length = request.headers.get("content-length")
     too_large = ApiError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_large
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(gap):
+                part = await chunks.__anext__()
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise ApiError(408, f"The request body stalled for more than {gap:g} seconds.",
+                           type="invalid_request_error", code="request_timeout") from None  # fmt: skip
         size += len(part)
         if size > limit:
             raise too_large
         parts.append(part)
     return b"".join(parts)
+
+
+# Top-level fields whose JSON type the server checks before translation (null means absent). The
+# translator checks the inside of input, tools, text, reasoning...; these are checked here so a wrong
+# type is a 400 naming the field instead of being ignored or forwarded to the backend.
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "input": (str, list), "instructions": (str, list), "tools": (list,), "tool_choice": (str, dict),
+    "temperature": _NUMBER, "top_p": _NUMBER, "max_output_tokens": (int,), "store": (bool,),
+    "metadata": (dict,), "previous_response_id": (str,), "reasoning": (dict,), "text": (dict,),
+    "parallel_tool_calls": (bool,), "truncation": (str,), "user": (str,), "include": (list,),
+    "background": (bool,), "prompt_cache_key": (str,), "service_tier": (str,), "safety_identifier": (str,),
+    "top_logprobs": (int,), "max_tool_calls": (int,), "stream_options": (dict,),
+    "presence_penalty": _NUMBER, "frequency_penalty": _NUMBER, "conversation": (str, dict),
+}  # fmt: skip
+_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer",
+               float: "a number"}  # fmt: skip
+
+
+def _check_field_types(payload: dict[str, Any]) -> None:
+    for name, kinds in _FIELD_TYPES.items():
+        value = payload.get(name)
+        if value is None:
+            continue
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            expected = " or ".join(_TYPE_NAMES[k] for k in dict.fromkeys(kinds) if k in _TYPE_NAMES)
+            raise invalid(f"Invalid type for '{name}': expected {expected}.", name, "invalid_type")
+    metadata = payload.get("metadata")
+    if isinstance(metadata, dict):
+        for key, value in metadata.items():
+            if not isinstance(value, str):
+                raise invalid(f"Invalid type for 'metadata.{key}': metadata values must be strings.",
+                              f"metadata.{key}", "invalid_type")  # fmt: skip
+    include = payload.get("include")
+    if isinstance(include, list):
+        for index, value in enumerate(include):
+            if not isinstance(value, str):
+                raise invalid(f"Invalid type for 'include[{index}]': expected a string.", f"include[{index}]",
+                              "invalid_type")  # fmt: skip
+
+
+class ClientGone(Exception):
+    """The client hung up while the bridge waited on the backend."""
+
+
+@contextlib.asynccontextmanager
+async def _cancel_on_disconnect(receive: Receive) -> AsyncIterator[None]:
+    """Cancel the enclosed awaits (the backend request) the moment the client disconnects, so a
+    backend does not generate for nobody while the bridge waits for its headers or whole answer."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+                task.cancel()
+                return
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            raise ClientGone from None
+        raise
+    finally:
+        watcher.cancel()
 
 
 def _options(state: BridgeState, upstream_options: dict[str, Any]) -> dict[str, Any]:
@@ -313,6 +396,9 @@ async def create_response(request: Request) -> Response | EventStream:
     except ApiError as exc:
         record.error_code = exc.code
         return error_response(exc)
+    except ClientGone:
+        record.status, record.error_code = 499, "client_disconnected"
+        return Response(status_code=499)  # nobody reads it; uvicorn drops it
 
 
 async def _create_response(request: Request, state: BridgeState, record: AccessRecord) -> Response | EventStream:
@@ -321,7 +407,7 @@ async def _create_response(request: Request, state: BridgeState, record: AccessR
     config = state.config
     if state.shutting_down:
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
-    body = await _read_body(request, config.max_body_bytes)
+    body = await _read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0))
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -336,6 +422,7 @@ async def _create_response(request: Request, state: BridgeState, record: AccessR
         stream = False
     if not isinstance(stream, bool):
         raise invalid("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
+    _check_field_types(payload)
     route = config.route(model)
     if route is None:
         raise ApiError(404, f"The model '{model}' does not exist or is not served by this bridge.",
@@ -346,29 +433,34 @@ async def _create_response(request: Request, state: BridgeState, record: AccessR
     token = request.scope.get(TOKEN_KEY)
 
     try:
-        translated_request, items = await _prepare_input(state, payload, owner)
-        options = _options(state, dict(route.upstream.options))
-        chat_request = translator.responses_to_chat_request(translated_request, **options)
-        chat_request["model"] = route.model
-        if not stream:
-            chat_request["stream"] = False
-            chat_request.pop("stream_options", None)
-            completion = await client.complete(chat_request, token)
-            response = translator.chat_completion_to_response(completion, translated_request, **options)
-            record.mark_first_token()
-            record.set_usage(response)
-            try:
-                await _store_response(state, payload, response, items, owner)
-            except Exception:
-                log.exception("storing response %s failed", response.get("id"))
-            return JSONBytes(response)
-        stream_translator = translator.ChatStreamTranslator(translated_request, **options)
-        if payload.get("background") is True:
-            return await _start_background(request, state, record, route.upstream.name, client, chat_request,
-                                           stream_translator, items, owner, token, payload, stream)  # fmt: skip
-        upstream_response = await client.open_stream(chat_request, token)
+        async with _cancel_on_disconnect(request.receive):
+            translated_request, items = await _prepare_input(state, payload, owner)
+            options = _options(state, dict(route.upstream.options))
+            chat_request = translator.responses_to_chat_request(translated_request, **options)
+            chat_request["model"] = route.model
+            if payload.get("background") is True:
+                stream_translator = translator.ChatStreamTranslator(translated_request, **options)
+                return await _start_background(request, state, record, route.upstream.name, client, chat_request,
+                                               stream_translator, items, owner, token, payload, stream)  # fmt: skip
+            if not stream:
+                chat_request["stream"] = False
+                chat_request.pop("stream_options", None)
+                completion = await client.complete(chat_request, token)
+                record.mark_first_token()
+                response = translator.chat_completion_to_response(completion, translated_request, **options)
+            else:
+                stream_translator = translator.ChatStreamTranslator(translated_request, **options)
+                upstream_response = await client.open_stream(chat_request, token)
     except (translator.InvalidRequest, translator.UpstreamError) as exc:
         raise _translator_error(exc, config.secrets) from None
+
+    if not stream:
+        record.set_usage(response)
+        try:
+            await _store_response(state, payload, response, items, owner)
+        except Exception:
+            log.exception("storing response %s failed", response.get("id"))
+        return JSONBytes(response)
 
     async def on_terminal(response: dict[str, Any]) -> None:
         await _store_response(state, payload, response, items, owner)

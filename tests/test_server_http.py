@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.conftest import BridgeHandle
@@ -244,3 +245,56 @@ def test_internal_error_is_generic_500(make_bridge: Callable[..., BridgeHandle])
     error = _error(response)
     assert error["type"] == "server_error"
     assert "boom" not in response.text and "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "param"),
+    [("store", "yes", "store"), ("metadata", ["a"], "metadata"), ("metadata", {"k": 1}, "metadata.k"),
+     ("include", [1], "include[0]"), ("max_tool_calls", True, "max_tool_calls"), ("temperature", "hot", "temperature"),
+     ("background", 1, "background"), ("stream_options", "x", "stream_options")],
+)  # fmt: skip
+def test_wrong_top_level_types_name_the_param(bridge_url: str, field: str, value: Any, param: str) -> None:
+    response = _post(bridge_url, {"model": "fixture-scripted", "input": "hi", field: value})
+    assert response.status_code == 400, response.text
+    assert _error(response)["param"] == param
+
+
+def test_null_fields_are_absent(bridge_url: str) -> None:
+    body = {"model": "fixture-scripted", "input": "@text nulls ok", "store": None, "metadata": None,
+            "temperature": None, "stream": None}  # fmt: skip
+    response = _post(bridge_url, body)
+    assert response.status_code == 200, response.text
+
+
+def test_stalled_request_body_is_408(make_bridge: Callable[..., BridgeHandle]) -> None:
+    import socket
+
+    from server.config import Timeouts
+
+    handle = make_bridge(timeouts=Timeouts(connect=2, first_byte=10, idle=0.5))
+    port = int(handle.root.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"model\":")  # fmt: skip
+        data = b""
+        while b"}}" not in data:
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"408", head
+    assert orjson.loads(body)["error"]["code"] == "request_timeout"
+
+
+def test_non_streaming_disconnect_cancels_upstream(make_bridge: Callable[..., BridgeHandle]) -> None:
+    from fixtures.backend import create_app
+    from tests.servers import poll, run_app
+    from tests.test_server_stream import CountingApp
+
+    counter = CountingApp(create_app())
+    with run_app(counter) as backend:
+        handle = make_bridge(upstream={"base_url": backend.url + "/v1"})
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(handle.url + "/responses", json={"model": "chaos:hang", "input": "hi"}, timeout=1.0)
+        assert poll(lambda: counter.finished == 1 and counter.active == 0, timeout=5), vars(counter)
