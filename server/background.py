@@ -49,6 +49,7 @@ __all__ = [
     "POLL_INTERVAL",
     "BackgroundRunner",
     "background_stream",
+    "begin_background_shutdown",
     "events_from_asgi",
     "runner_for",
     "shutdown_background",
@@ -192,12 +193,21 @@ class BackgroundRunner:
         self.notify(response_id)
         return response
 
-    async def shutdown(self) -> None:
-        """Fail the jobs of this process: nobody will finish them after it exits."""
+    def begin_shutdown(self) -> None:
+        """Start failing this process's jobs and ending its followers, without waiting.
+
+        Call it as soon as the server decides to stop (before uvicorn waits for open connections):
+        followers are open connections, and they end only when their job does."""
         self.shutting_down = True
-        tasks = list(self.tasks.values())
-        for task in tasks:
+        for task in list(self.tasks.values()):
             task.cancel()
+        for response_id in list(self._signals):
+            self.notify(response_id)
+
+    async def shutdown(self) -> None:
+        """Fail the jobs of this process (nobody will finish them after it exits) and wait for them."""
+        tasks = list(self.tasks.values())
+        self.begin_shutdown()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -225,6 +235,10 @@ class BackgroundRunner:
                 tail = await self.store.events(response_id, after=last)
                 if tail:
                     yield b"".join(encode_sse(event) for event in tail)
+                break
+            if self.shutting_down and response_id not in self.tasks:
+                # Stopping, and no job of ours will write more: end here. The client may resume on
+                # another replica with starting_after (a job of another replica goes on there).
                 break
             if time.monotonic() - idle_since >= KEEPALIVE_INTERVAL:
                 idle_since = time.monotonic()
@@ -292,6 +306,14 @@ def background_stream(
         media_type="text/event-stream; charset=utf-8",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+def begin_background_shutdown(app: Any) -> None:
+    """For the server's early shutdown hook (``BridgeState.begin_shutdown``): fail running jobs and end
+    followers now, so uvicorn's wait for open connections does not wait on them."""
+    runner = getattr(app.state, "background", None)
+    if runner is not None:
+        runner.begin_shutdown()
 
 
 async def shutdown_background(app: Any) -> None:

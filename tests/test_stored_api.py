@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +28,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import stored
-from server.background import events_from_asgi, shutdown_background, start_background
+from server.background import (
+    begin_background_shutdown,
+    events_from_asgi,
+    shutdown_background,
+    start_background,
+)
 from server.store import open_store
 from server.upstream import ApiError
 from tests.servers import poll, run_app
@@ -134,6 +140,7 @@ def make_app(store_spec: str) -> Starlette:
         lifespan=lifespan,
     )
     app.state.store = None
+    app.state.begin_shutdown = lambda: begin_background_shutdown(app)  # what tests.servers calls first
     app.add_middleware(OwnerFromHeader)
     return app
 
@@ -351,6 +358,37 @@ def test_background_failure_is_stored_and_ends_followers(server: Any, client: op
     assert failed.error is not None and failed.error.code == "upstream_error"
     assert failed.error.message == "Upstream fixture broke off."
     assert httpx.get(f"{server.url}/_test/upstream/{rid}").json()["closed"] is True
+
+
+def test_shutdown_fails_running_jobs_and_ends_followers(tmp_path: Path) -> None:
+    spec = f"sqlite:///{tmp_path}/shutdown.db"
+    srv = run_app(make_app(spec))
+    try:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=30)
+        rid = start(srv, words=400, delay=0.05)["id"]
+        assert poll(lambda: client.responses.retrieve(rid).status == "in_progress", timeout=10)
+        seen: list[Any] = []
+
+        def follow() -> None:
+            try:
+                seen.extend(client.responses.retrieve(rid, stream=True))
+            except Exception as exc:  # recorded, and the assertion below names it
+                seen.append(exc)
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        assert poll(lambda: len(seen) > 3, timeout=10)
+    finally:
+        srv.stop()
+    follower.join(30)
+    assert not follower.is_alive()
+    last = seen[-1]
+    assert getattr(last, "type", repr(last)) == "response.failed"
+    assert last.response.error.code == "server_shutting_down"
+    with run_app(make_app(spec)) as again:
+        reopened = openai.OpenAI(base_url=again.url + "/v1", api_key="x", max_retries=0)
+        stored_response = reopened.responses.retrieve(rid)
+        assert stored_response.status == "failed" and stored_response.error.code == "server_shutting_down"
 
 
 def test_background_needs_store(server: Any) -> None:
