@@ -275,17 +275,28 @@ def test_random_bytes_are_invalid_json(app_bridge: InProcessBridge, data: bytes)
     assert error["code"] == "invalid_json" and error["param"] is None, error
 
 
-@pytest.mark.parametrize(
-    "field", ["input", "instructions", "tools", "metadata", "text", "reasoning", "tool_choice"]
-)
+NESTED_FIELDS = {
+    "input": b'"input":[{"role":"user","content":%s}]',
+    "instructions": b'"input":"hi","instructions":%s',
+    "tools": b'"input":"hi","tools":%s',
+    "tool-parameters": b'"input":"hi","tools":[{"type":"function","name":"f","parameters":%s}]',
+    "json-schema": b'"input":"hi","text":{"format":{"type":"json_schema","name":"s","schema":%s}}',
+    "metadata": b'"input":"hi","metadata":%s',
+    "text": b'"input":"hi","text":%s',
+    "reasoning": b'"input":"hi","reasoning":%s',
+    "tool_choice": b'"input":"hi","tool_choice":%s',
+    "user": b'"input":"hi","user":%s',
+}
+
+
+@pytest.mark.parametrize("field", sorted(NESTED_FIELDS))
 @pytest.mark.parametrize("depth", [50, 900, 5000])
-def test_deep_nesting(app_bridge: InProcessBridge, field: str, depth: int) -> None:
-    """Nesting deeper than any parser's recursion limit: a 400 (or a 200 for a harmless field), never
-    a RecursionError surfacing as a 500."""
-    nested = "[" * depth + "]" * depth if depth % 2 else '{"a":' * depth + "1" + "}" * depth
-    raw = b'{"model":"fixture-scripted","input":"hi","' + field.encode() + b'":' + nested.encode() + b"}"
-    if field == "input":
-        raw = b'{"model":"fixture-scripted","input":[{"role":"user","content":' + nested.encode() + b"}]}"
+@pytest.mark.parametrize("shape", ["list", "dict"])
+def test_deep_nesting(app_bridge: InProcessBridge, field: str, depth: int, shape: str) -> None:
+    """Nesting deeper than any parser's or encoder's recursion limit (orjson: 1024 to parse, 255 to
+    encode): a 400 (or a 200 for a harmless field), never a RecursionError surfacing as a 500."""
+    nested = "[" * depth + "]" * depth if shape == "list" else '{"a":' * depth + "1" + "}" * depth
+    raw = b'{"model":"fixture-scripted",' + NESTED_FIELDS[field] % nested.encode() + b"}"
     response = app_bridge.post(raw)
     assert_well_answered(response, raw[:100])
 
