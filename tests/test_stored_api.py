@@ -517,3 +517,51 @@ def test_two_bridges_on_one_postgres_serve_one_conversation_alternately(
     assert [i.id for i in a.responses.input_items.list(turn2.id)] == [
         i.id for i in b.responses.input_items.list(turn2.id)
     ]
+
+
+def test_bridge_background_poll_stream_from_the_middle_and_cancel(make_bridge: Any) -> None:
+    """Background mode through the bridge (app.py → server/background.py) against the fixture backend."""
+    client = openai.OpenAI(base_url=make_bridge(store="memory").url, api_key="x", max_retries=0, timeout=30)
+    queued = client.responses.create(model="fixture-scripted", input="@text background answer", background=True)
+    assert queued.status == "queued" and queued.background is True
+    assert poll(lambda: client.responses.retrieve(queued.id).status == "completed", timeout=20)
+    assert client.responses.retrieve(queued.id).output_text == "background answer"
+    full = list(client.responses.retrieve(queued.id, stream=True))
+    assert full[-1].type == "response.completed"
+    tail = list(client.responses.retrieve(queued.id, stream=True, starting_after=3))
+    assert [e.sequence_number for e in tail] == [e.sequence_number for e in full[4:]]
+    # background + stream: the POST itself follows the job
+    with client.responses.create(model="fixture-scripted", input="@text live", background=True, stream=True) as s:
+        streamed = list(s)
+    assert streamed[-1].type == "response.completed" and streamed[-1].response.output_text == "live"
+    # a stalled backend: cancel stops the job
+    stalled = client.responses.create(model="chaos:stall", input="x", background=True)
+    assert poll(lambda: client.responses.retrieve(stalled.id).status == "in_progress", timeout=10)
+    assert client.responses.cancel(stalled.id).status == "cancelled"
+    assert client.responses.retrieve(stalled.id).status == "cancelled"
+    # a backend error ends the job as failed, with the error stored
+    refused = client.responses.create(model="chaos:status-503", input="x", background=True)
+    assert poll(lambda: client.responses.retrieve(refused.id).status == "failed", timeout=10)
+    assert client.responses.retrieve(refused.id).error.code
+
+
+def test_bridge_background_without_store_is_400(make_bridge: Any) -> None:
+    client = openai.OpenAI(base_url=make_bridge(store="memory").url, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="fixture-scripted", input="x", background=True, store=False)
+    client = openai.OpenAI(base_url=make_bridge(store="none").url, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="fixture-scripted", input="x", background=True)
+
+
+def test_two_bridges_on_postgres_share_a_background_job(make_bridge: Any, pg_spec: str) -> None:
+    a = openai.OpenAI(base_url=make_bridge(store=pg_spec).url, api_key="x", max_retries=0, timeout=30)
+    b = openai.OpenAI(base_url=make_bridge(store=pg_spec).url, api_key="x", max_retries=0, timeout=30)
+    job = a.responses.create(model="fixture-scripted", input="@text shared job", background=True)
+    events = list(b.responses.retrieve(job.id, stream=True))
+    assert events[-1].type == "response.completed"
+    assert b.responses.retrieve(job.id).output_text == "shared job"
+    stalled = a.responses.create(model="chaos:stall", input="x", background=True)
+    assert poll(lambda: b.responses.retrieve(stalled.id).status == "in_progress", timeout=10)
+    assert b.responses.cancel(stalled.id).status == "cancelled"
+    assert a.responses.retrieve(stalled.id).status == "cancelled"
