@@ -164,3 +164,63 @@ def test_load_without_errors_or_leaks(backend_process: str) -> None:
         health = httpx.get(bridge.root + "/healthz", timeout=10)
         assert health.status_code == 200
         assert "Traceback" not in bridge.logs(), bridge.logs()[-3000:]
+
+
+def test_no_task_growth_after_mixed_load(backend_url: str) -> None:
+    """Asyncio tasks on the bridge's loop (in-process, so they can be counted): after streams that
+    complete, streams the client abandons mid-way and backend faults, no task is left behind."""
+    from server.config import Timeouts
+    from tests.conftest import bridge_config, start_bridge
+
+    handle = start_bridge(bridge_config(backend_url, store="none", timeouts=Timeouts(2, 3, 1)))
+    loop = handle.app.state.bridge.loop
+
+    def tasks() -> int:
+        async def count() -> int:
+            return len(asyncio.all_tasks())
+
+        return asyncio.run_coroutine_threadsafe(count(), loop).result(10) - 1  # minus the counter itself
+
+    async def mixed(n: int) -> list[str]:
+        problems: list[str] = []
+
+        async def complete(client: httpx.AsyncClient, i: int) -> None:
+            body = {"model": "fixture-scripted", "input": f"@text mixed {i}", "stream": True}
+            response = await client.post(handle.url + "/responses", json=body)
+            if response.status_code != 200 or b"response.completed" not in response.content:
+                problems.append(f"{i}: {response.status_code}")
+
+        async def abandon(client: httpx.AsyncClient) -> None:
+            body = {"model": "chaos:stall", "input": "hi", "stream": True}
+            async with client.stream("POST", handle.url + "/responses", json=body) as response:
+                async for _ in response.aiter_raw():
+                    break  # got response.created: hang up
+
+        async def fault(client: httpx.AsyncClient, name: str) -> None:
+            await client.post(
+                handle.url + "/responses", json={"model": f"chaos:{name}", "input": "hi", "stream": True}
+            )
+
+        limits = httpx.Limits(max_connections=n * 3)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            faults = ["cut", "malformed", "status-500", "hang", "midstream-error"]
+            await asyncio.gather(
+                *(complete(client, i) for i in range(n)),
+                *(abandon(client) for _ in range(n // 4)),
+                *(fault(client, faults[i % len(faults)]) for i in range(n // 4)),
+            )
+        return problems
+
+    try:
+        assert not asyncio.run(mixed(40))  # warm-up
+        time.sleep(0.5)
+        baseline = tasks()
+        assert not asyncio.run(mixed(200))
+        deadline = time.monotonic() + 10
+        while tasks() > baseline and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = tasks()
+        assert after <= baseline, f"asyncio tasks grew from {baseline} to {after}"
+        assert not handle.app.state.bridge.streams, "streams still registered after the load"
+    finally:
+        handle.stop()
