@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -36,9 +39,11 @@ from server.background import (
 )
 from server.store import open_store
 from server.upstream import ApiError
-from tests.servers import poll, run_app
+from tests.servers import free_port, poll, run_app
 from tests.test_store import _drop_schema, postgres_url  # noqa: F401  (postgres_url is a fixture)
 from translator import ChatStreamTranslator
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # ------------------------------------------------------------------------------------------ the app
 
@@ -565,3 +570,58 @@ def test_two_bridges_on_postgres_share_a_background_job(make_bridge: Any, pg_spe
     assert poll(lambda: b.responses.retrieve(stalled.id).status == "in_progress", timeout=10)
     assert b.responses.cancel(stalled.id).status == "cancelled"
     assert a.responses.retrieve(stalled.id).status == "cancelled"
+
+
+def _serve(tmp_path: Path, spec: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`responses-bridge serve` in a process of its own (so it can be killed with SIGKILL)."""
+    port = free_port()
+    log = open(tmp_path / f"serve-{port}.log", "wb")  # noqa: SIM115  (closed with the process)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--upstream", "fixtures", "--store", spec, "--port", str(port),
+         "--api-key", "key-one", "--api-key", "key-two"],
+        cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    root = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError((tmp_path / f"serve-{port}.log").read_text())
+        try:
+            return httpx.get(root + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert poll(ready, timeout=30)
+    return proc, root + "/v1"
+
+
+def test_served_bridge_keeps_responses_after_kill_9(tmp_path: Path) -> None:
+    spec = f"sqlite:///{tmp_path}/killed.db"
+    proc, url = _serve(tmp_path, spec)
+    try:
+        one = openai.OpenAI(base_url=url, api_key="key-one", max_retries=0)
+        two = openai.OpenAI(base_url=url, api_key="key-two", max_retries=0)
+        first = one.responses.create(model="fixture-scripted", input="@text kept")
+        with pytest.raises(openai.NotFoundError):
+            two.responses.retrieve(first.id)  # another key's response is invisible
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    proc, url = _serve(tmp_path, spec)
+    try:
+        one = openai.OpenAI(base_url=url, api_key="key-one", max_retries=0)
+        two = openai.OpenAI(base_url=url, api_key="key-two", max_retries=0)
+        assert one.responses.retrieve(first.id).output_text == "kept"
+        follow = one.responses.create(model="fixture-scripted", input="next", previous_response_id=first.id)
+        assert follow.output_text == "Echo: next"
+        with pytest.raises(openai.NotFoundError) as info:
+            two.responses.create(model="fixture-scripted", input="x", previous_response_id=first.id)
+        assert info.value.code == "previous_response_not_found"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
