@@ -76,7 +76,10 @@ class ResponseStore(Protocol):
 
     async def request_cancel(self, response_id: str, *, owner: str | None) -> dict | None: ...
 
-    async def cancel_requested(self, response_id: str) -> bool: ...
+    async def cancel_requested(self, response_id: str) -> bool:
+        """Whether the job running ``response_id`` should stop: a cancel was asked, or the response
+        was deleted (or purged) meanwhile."""
+        ...
 
     async def purge(self, older_than_days: float) -> int: ...
 
@@ -319,7 +322,7 @@ class MemoryStore(ItemLookup):
 
     async def cancel_requested(self, response_id: str) -> bool:
         record = self._records.get(response_id)
-        return bool(record and record.cancel_requested)
+        return record is None or record.cancel_requested
 
     async def purge(self, older_than_days: float) -> int:
         limit = cutoff(older_than_days)

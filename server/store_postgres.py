@@ -276,7 +276,7 @@ class PostgresStore(ItemLookup):
 
     async def cancel_requested(self, response_id: str) -> bool:
         value = await self.pool.fetchval("SELECT cancel_requested FROM responses WHERE id = $1", response_id)
-        return bool(value)
+        return value is None or bool(value)
 
     # -- events (background mode) --------------------------------------------------------------------
 

@@ -289,7 +289,7 @@ class SQLiteStore(ItemLookup):
             row = self._db().execute(
                 "SELECT cancel_requested FROM responses WHERE id = ?", (response_id,)
             ).fetchone()
-            return bool(row and row[0])
+            return row is None or bool(row[0])
 
         return await self._run(read)
 

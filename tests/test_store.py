@@ -363,6 +363,10 @@ async def test_cancel_and_update_of_a_background_response(store: Any) -> None:
     assert (await store.request_cancel("resp_done", owner="k"))["status"] == "completed"
     assert await store.cancel_requested("resp_done") is False
     assert await store.request_cancel("resp_nothing", owner="k") is None
+    # a job whose response was deleted (on any replica) must stop too
+    assert await store.cancel_requested("resp_nothing") is True
+    assert await store.delete("resp_done", owner="k")
+    assert await store.cancel_requested("resp_done") is True
 
 
 @all_engines
