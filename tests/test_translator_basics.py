@@ -127,3 +127,14 @@ def test_text_stream_canonical_sequence() -> None:
     assert final["output"][0]["content"][0]["text"] == "Hello"
     assert final["usage"]["total_tokens"] == 4 and final["completed_at"] == 11
     assert tr.finished and tr.feed({"choices": []}) == [] and tr.finish() == []
+
+
+def test_upstream_error_from_body_keeps_identifiers_only() -> None:
+    err = UpstreamError.from_body({"error": {"message": "nope", "code": "context_length_exceeded", "param": "messages[2]"}},
+                                  status=400)
+    assert (err.message, err.code, err.param, err.status) == ("nope", "context_length_exceeded", "messages[2]", 400)
+    leaky = UpstreamError.from_body({"error": {"message": "m", "code": "Bearer sk-secret", "param": "auth: sk-x"}})
+    assert leaky.code == "server_error" and leaky.param is None
+    assert UpstreamError.from_body({"error": {"message": "slow", "code": 429}}).status == 429
+    assert UpstreamError.from_body({"error": "plain text"}).message == "plain text"
+    assert UpstreamError.from_body("garbage").message

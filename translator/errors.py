@@ -8,9 +8,16 @@ Clients (the openai SDK, Codex) read ``param`` to point at the offending field, 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["InvalidRequest", "TranslatorError", "UpstreamError", "error_type_for_status"]
+
+
+#: What an error ``code`` or ``param`` copied from a backend body may look like: an identifier or a
+#: path. Anything else (free text, a header a backend echoed back) is dropped rather than relayed.
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_PARAM = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,128}")
 
 
 def error_type_for_status(status: int) -> str:
@@ -95,13 +102,14 @@ class UpstreamError(TranslatorError):
         if isinstance(err, dict):
             message = err.get("message")
             raw_code = err.get("code")
-            if isinstance(raw_code, str) and raw_code:
+            if isinstance(raw_code, str) and _IDENTIFIER.fullmatch(raw_code):
                 code = raw_code
-            elif isinstance(raw_code, int) and 400 <= raw_code < 600 and status == 502:
+            elif isinstance(raw_code, int) and not isinstance(raw_code, bool) and 400 <= raw_code < 600 and status == 502:
                 # OpenRouter puts the HTTP status in error.code.
                 status = raw_code
-            if isinstance(err.get("param"), str):
-                param = err["param"]
+            raw_param = err.get("param")
+            if isinstance(raw_param, str) and _PARAM.fullmatch(raw_param):
+                param = raw_param
         elif isinstance(err, str):
             message = err
         if not isinstance(message, str) or not message:
