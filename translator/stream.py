@@ -265,13 +265,17 @@ class ChatStreamTranslator:
         get = chunk.get
         if (
             len(choices) != 1
-            or get("usage")
             or get("error")
             or type(delta) is not dict
             or choice.get("finish_reason")
             or choice.get("logprobs") is not None
         ):
             return self._feed_general(chunk)
+        usage = get("usage")
+        if usage:  # vLLM continuous usage stats / llama.cpp: usage on every chunk
+            if type(usage) is not dict:
+                return self._feed_general(chunk)
+            self._raw_usage = usage  # idempotent: the general path would store the same
         if fast == _FAST_TEXT:
             content = delta.get("content")
             if type(content) is not str or not content:
