@@ -34,6 +34,7 @@ pytestmark = pytest.mark.timeout(120)
 KEY_A = "sk-client-AAAA-" + uuid.uuid4().hex
 KEY_B = "sk-client-BBBB-" + uuid.uuid4().hex
 UPSTREAM_KEY = "sk-upstream-" + uuid.uuid4().hex
+ENCRYPTION_KEY = "enc-" + uuid.uuid4().hex
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
@@ -284,7 +285,7 @@ def test_nothing_secret_in_logs(backend_url: str, log_format: str) -> None:
     output holds none of them (and is not empty: the access log is there)."""
     marker = "MARKER-" + uuid.uuid4().hex
     args = ("--upstream", backend_url, "--upstream-key", UPSTREAM_KEY, "--api-key", KEY_A, "--api-key", KEY_B,
-            "--store", "memory", "--log-format", log_format)  # fmt: skip
+            "--store", "memory", "--log-format", log_format, "--encryption-key", ENCRYPTION_KEY)  # fmt: skip
     with BridgeProcess(*args) as bridge:
         good = {"authorization": f"Bearer {KEY_A}"}
         sent = 0
@@ -337,7 +338,7 @@ def test_nothing_secret_in_logs(backend_url: str, log_format: str) -> None:
         logs = bridge.logs()
     assert logs.strip(), "the bridge logged nothing at all (no access log?)"
     assert len([line for line in logs.splitlines() if "/v1/responses" in line]) >= sent // 2, logs[-2000:]
-    for secret, what in ((KEY_A, "client key A"), (KEY_B, "client key B"), (UPSTREAM_KEY, "upstream key"),
+    for secret, what in ((KEY_A, "client key A"), (KEY_B, "client key B"), (UPSTREAM_KEY, "upstream key"), (ENCRYPTION_KEY, "encryption key"),
                          (marker, "request body"), ("Bearer", "Authorization header")):  # fmt: skip
         assert secret not in logs, (
             f"{what} found in the logs:\n"
@@ -372,3 +373,22 @@ def test_stored_responses_scoped_to_their_key(keyed_bridge: BridgeHandle) -> Non
     assert mine.status_code == 200, mine.text[:300]
     assert mine.json()["id"] == rid and mine.json()["output"][0]["content"][0]["text"] == "mine"
     assert httpx.post(url + "/responses", json=follow, headers=a, timeout=30).status_code == 200
+
+
+def test_upstream_url_credentials_not_logged(backend_url: str) -> None:
+    """Some deployments put credentials in the upstream URL (`http://user:password@host/v1`); the
+    startup and access logs name the upstream without them."""
+    password = "pw-" + uuid.uuid4().hex
+    url = backend_url.replace("http://", f"http://bridge-user:{password}@")
+    with BridgeProcess("--upstream", url, "--store", "none") as bridge:
+        response = httpx.post(bridge.url + "/responses", json={"model": "fixture-scripted", "input": "@text ok"},
+                              timeout=30)  # fmt: skip
+        assert response.status_code == 200, response.text[:300]
+        failing = httpx.post(
+            bridge.url + "/responses", json={"model": "chaos:status-500", "input": "x"}, timeout=30
+        )
+        assert password not in failing.text
+        bridge.stop()
+        logs = bridge.logs()
+    assert logs.strip()
+    assert password not in logs, "\n".join(line for line in logs.splitlines() if password in line)
