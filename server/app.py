@@ -473,12 +473,20 @@ async def _create_response(request: Request, state: BridgeState, record: AccessR
         on_terminal=on_terminal,
         on_close=state.streams.discard,
         upstream_name=route.upstream.name,
+        secrets=_request_secrets(config, route.upstream.passthrough, token),
     )
     state.streams.add(event_stream)
     if state.shutting_down:  # shutdown began while we waited on the backend
         assert state.loop is not None
         state.loop.call_later(config.shutdown_grace, event_stream.abort, "shutdown")
     return event_stream
+
+
+def _request_secrets(config: BridgeConfig, passthrough: bool, token: str | None) -> tuple[str, ...]:
+    """The configured secrets, plus the caller's own key when it is forwarded to the backend."""
+    if passthrough and token:
+        return (*config.secrets, token)
+    return config.secrets
 
 
 async def _start_background(
@@ -498,6 +506,7 @@ async def _start_background(
         event_stream = EventStream(
             upstream=upstream, translator=stream_translator, record=job_record,
             keepalive_interval=state.config.keepalive_interval, on_terminal=None, upstream_name=upstream_name,
+            secrets=_request_secrets(state.config, client.upstream.passthrough, token),
         )  # fmt: skip
         async for batch in events_from_asgi(event_stream):
             yield batch

@@ -21,6 +21,7 @@ from server.config import (
     ConfigError,
     list_profiles,
     load_config,
+    redact_url,
     single_upstream,
     split_keys,
 )
@@ -160,7 +161,7 @@ def serve(args: argparse.Namespace) -> int:
             "backend. Pass --api-key KEY (or RESPONSES_BRIDGE_API_KEY).", config.host
         )  # fmt: skip
     for upstream in config.upstreams:
-        where = "the built-in fixture backend" if upstream.base_url == FIXTURES_UPSTREAM else upstream.base_url
+        where = "the built-in fixture backend" if upstream.base_url == FIXTURES_UPSTREAM else redact_url(upstream.base_url)
         log.info("upstream %s → %s (profile %s)", upstream.name, where, upstream.profile or "none")
 
     import uvicorn

@@ -170,7 +170,29 @@ class BridgeConfig:
         """Every configured secret, so logs and error messages can be scrubbed of them."""
         values = [*self.api_keys, self.encryption_key or ""]
         values += [u.api_key or "" for u in self.upstreams if not u.passthrough]
+        values += [_url_password(u.base_url) for u in self.upstreams]
+        values += [v for u in self.upstreams for k, v in u.headers.items() if k.lower() in _SECRET_HEADERS]
         return tuple(v for v in values if len(v) >= 4)
+
+
+_SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization"}
+
+
+def _url_password(url: str) -> str:
+    _scheme, sep, rest = url.partition("://")
+    userinfo, at, _ = rest.partition("@") if sep else ("", "", "")
+    if not at or "/" in userinfo:
+        return ""
+    return userinfo.partition(":")[2]
+
+
+def redact_url(url: str) -> str:
+    """`url` with any `user:password@` replaced, for logs."""
+    scheme, sep, rest = url.partition("://")
+    host_part, slash, path = rest.partition("/")
+    if sep and "@" in host_part:
+        host_part = "***@" + host_part.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{host_part}{slash}{path}" if sep else url
 
 
 # --------------------------------------------------------------------------------------------------

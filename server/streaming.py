@@ -28,6 +28,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from server.accesslog import AccessRecord
+from server.upstream import scrub_value
 from translator.sse import DONE_FRAME, SSEDecoder, encode_sse
 
 __all__ = ["TERMINAL_TYPES", "EventStream"]
@@ -63,6 +64,7 @@ class EventStream:
         on_terminal: OnTerminal | None = None,
         on_close: Callable[[EventStream], None] | None = None,
         upstream_name: str = "upstream",
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.upstream = upstream
         self.translator = translator
@@ -71,6 +73,7 @@ class EventStream:
         self.on_terminal = on_terminal
         self.on_close = on_close
         self.upstream_name = upstream_name
+        self.secrets = secrets
         self.abort_reason: str | None = None
         self.finished = False
         self.finished_terminal = False
@@ -84,7 +87,7 @@ class EventStream:
     # ------------------------------------------------------------------------------------- control
 
     def abort(self, reason: str) -> None:
-        """End the stream early: `disconnect` (write nothing more), `shutdown` (fail, then [DONE]).
+        """End the stream early: `disconnect` (write nothing more) or `shutdown` (fail, then [DONE]).
 
         The pump is cancelled only while it waits on the backend, never between producing events and
         writing them, so sequence numbers stay gapless and no frame is ever cut."""
@@ -238,6 +241,8 @@ class EventStream:
                         out.extend(await self._fail_frames(
                             f"Upstream {self.upstream_name} sent a chunk that is not an object.", "upstream_malformed_chunk"))  # fmt: skip
                         break
+                    if "error" in chunk and self.secrets:  # backends echo keys in error text
+                        chunk = scrub_value(chunk, self.secrets)
                     events = translator.feed(chunk)
                     if events:
                         if record.first_token is None and len(events) > 0 and _has_output(events):
@@ -288,7 +293,10 @@ class EventStream:
             tail.extend(await self._fail_frames(
                 f"Upstream {self.upstream_name} sent a body that is not JSON.", "upstream_malformed_chunk"))  # fmt: skip
             return
-        events = self.translator.feed(completion_as_chunk(completion))
+        chunk = completion_as_chunk(completion)
+        if "error" in chunk and self.secrets:
+            chunk = scrub_value(chunk, self.secrets)
+        events = self.translator.feed(chunk)
         if events and _has_output(events):
             self.record.mark_first_token()
         tail.extend(await self._frames(events))
@@ -323,8 +331,9 @@ def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
 
 
 _ABORT_ERRORS = {
+    # The translator keeps only the SDK's ResponseError codes, so this arrives as server_error with
+    # the message; the code is passed anyway for translators that keep it.
     "shutdown": ("The server is shutting down.", "server_shutting_down"),
-    "idle": ("The upstream sent nothing for too long.", "upstream_timeout"),
 }
 
 _OUTPUT_EVENT_TYPES = frozenset((

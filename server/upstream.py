@@ -22,7 +22,7 @@ import orjson
 
 from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
 
-__all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub"]
+__all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub", "scrub_value"]
 
 log = logging.getLogger("responses_bridge")
 
@@ -77,6 +77,17 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         if secret and secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def scrub_value(value: Any, secrets: Iterable[str]) -> Any:
+    """`scrub` applied to every string inside a JSON value (error objects, model entries)."""
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, dict):
+        return {scrub(str(k), secrets): scrub_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_value(v, secrets) for v in value]
+    return value
 
 
 class UpstreamClient:
@@ -190,7 +201,7 @@ class UpstreamClient:
             data = response.json().get("data", []) if response.status_code == 200 else []
         except (httpx.HTTPError, ValueError, AttributeError):
             data = []
-        models = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        models = [scrub_value(m, self.secrets) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
         if not self.upstream.passthrough:
             self._models_cache = (now, models)
         return models
@@ -241,6 +252,7 @@ class UpstreamClient:
             snippet = raw[:200].decode("utf-8", "replace").strip() if raw and parsed is None else ""
             message = f"Upstream {self.name} returned HTTP {status}" + (f": {snippet}" if snippet and not snippet.startswith("<") else ".")
         message = scrub(message, self.secrets)
+        type_, param, code = (scrub(v, self.secrets) if isinstance(v, str) else v for v in (type_, param, code))
         passed = {k: headers[k] for k in _PASS_HEADERS if k in headers}
         if 400 <= status < 500 and status != 408:
             return ApiError(
