@@ -143,6 +143,8 @@ class BridgeState:
         self.shutting_down = False
         self.fixture_backends: list[FixtureBackend] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.app: Starlette | None = None
+        self.retention: asyncio.Task[None] | None = None
 
     def begin_shutdown(self) -> None:
         """Stop taking requests; in-flight streams get `shutdown_grace` seconds, then end with
@@ -156,6 +158,12 @@ class BridgeState:
         log.info("shutting down: %d stream(s) in flight", len(self.streams))
         for stream in list(self.streams):
             loop.call_later(self.config.shutdown_grace, stream.abort, "shutdown")
+        if self.app is not None and self.store is not None:
+            try:
+                from server.background import begin_background_shutdown
+            except ImportError:
+                return
+            begin_background_shutdown(self.app)  # jobs fail now; followers end, so uvicorn need not wait
 
 
 def _install_signal_hook(state: BridgeState) -> Callable[[], None]:
@@ -647,6 +655,12 @@ def create_app(config: BridgeConfig) -> Starlette:
                 state.clients[upstream.name] = UpstreamClient(upstream, config, base_url)
             state.store = await _open_store(config.store)
             app.state.store = state.store
+            if state.store is not None and config.store_retention_days:
+                from server.store import run_retention
+
+                state.retention = asyncio.get_running_loop().create_task(
+                    run_retention(state.store, config.store_retention_days)
+                )
             state.ready = True
             yield
         finally:
@@ -658,6 +672,10 @@ def create_app(config: BridgeConfig) -> Starlette:
 
                     await shutdown_background(app)
             restore_signals()
+            if state.retention is not None:
+                state.retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await state.retention
             for client in state.clients.values():
                 await client.aclose()
             if state.store is not None:
@@ -679,6 +697,7 @@ def create_app(config: BridgeConfig) -> Starlette:
     }
     app = BridgeApp(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.bridge = state
+    state.app = app
     app.state.config = config
     app.state.store = None
     app.state.begin_shutdown = state.begin_shutdown

@@ -46,6 +46,7 @@ _ENV = {
     "keepalive_interval": "KEEPALIVE_INTERVAL",
     "max_body_bytes": "MAX_BODY_BYTES",
     "encryption_key": "ENCRYPTION_KEY",
+    "store_retention_days": "STORE_RETENTION_DAYS",
 }
 
 
@@ -64,6 +65,8 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--store", metavar="SPEC",
         help="none, memory, sqlite:///path.db or postgresql://... (default sqlite:///./responses-bridge.db) "
              "[RESPONSES_BRIDGE_STORE]")
+    add("--store-retention-days", type=float, metavar="DAYS",
+        help="purge stored responses older than this, hourly (default: keep) [RESPONSES_BRIDGE_STORE_RETENTION_DAYS]")
     add("--config", metavar="FILE", help="TOML config file (see docs/server.md) [RESPONSES_BRIDGE_CONFIG]")
     add("--workers", type=int, help="worker processes (default 1) [RESPONSES_BRIDGE_WORKERS]")
     add("--log-format", choices=("text", "json"), help="log format (default text) [RESPONSES_BRIDGE_LOG_FORMAT]")
@@ -98,7 +101,8 @@ def build_config(args: argparse.Namespace, env: dict[str, str] | os._Environ[str
     if keys:
         overrides["api_keys"] = split_keys(keys)
     for dest, cast in (("host", str), ("port", int), ("store", str), ("workers", int), ("log_format", str),
-                       ("keepalive_interval", float), ("max_body_bytes", int), ("encryption_key", str)):  # fmt: skip
+                       ("keepalive_interval", float), ("max_body_bytes", int), ("encryption_key", str),
+                       ("store_retention_days", float)):  # fmt: skip
         value = _value(args, dest, env)
         if value is not None:
             try:

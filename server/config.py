@@ -115,6 +115,7 @@ class BridgeConfig:
     upstreams: tuple[Upstream, ...]
     api_keys: tuple[str, ...] = ()
     store: str = DEFAULT_STORE
+    store_retention_days: float | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     keepalive_interval: float = 15.0
@@ -289,7 +290,7 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
 _TOP_KEYS = {
     "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
     "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
-    "port", "workers",
+    "port", "workers", "store_retention_days",
 }  # fmt: skip
 
 
@@ -322,7 +323,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     for key in ("max_body_bytes", "max_connections", "port", "workers"):
         if key in data:
             kwargs[key] = int(_expect(data[key], int, key))
-    for key in ("keepalive_interval", "shutdown_grace"):
+    for key in ("keepalive_interval", "shutdown_grace", "store_retention_days"):
         if key in data:
             kwargs[key] = float(_expect(data[key], (int, float), key))
     kwargs["encryption_key"] = _secret(data, "encryption_key", "config", env)

@@ -238,3 +238,20 @@ def test_docs_config_example_is_valid(tmp_path: Path) -> None:
     assert config.upstreams[1].headers == {"X-Title": "responses-bridge"}
     route = config.route("groq/llama-3.3-70b-versatile")
     assert route is not None and route.model == "llama-3.3-70b-versatile"
+
+
+def test_store_retention_setting(tmp_path: Path) -> None:
+    config = _load(tmp_path, "store = 'memory'\nstore_retention_days = 30\n[[upstreams]]\nbase_url='http://x/v1'\n")
+    assert config.store_retention_days == 30.0
+    config = build_config(_args(upstream="fixtures"), {"RESPONSES_BRIDGE_STORE_RETENTION_DAYS": "7.5"})
+    assert config.store_retention_days == 7.5
+    assert build_config(_args(upstream="fixtures"), {}).store_retention_days is None
+
+
+def test_retention_task_runs_in_the_lifespan(make_bridge: Callable[..., BridgeHandle]) -> None:
+    pytest.importorskip("server.store")
+    handle = make_bridge(store="memory", store_retention_days=1.0)
+    state = handle.app.state.bridge
+    assert state.retention is not None and not state.retention.done()
+    handle.stop()
+    assert state.retention.done()
