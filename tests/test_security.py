@@ -148,6 +148,7 @@ class EchoBackend:
 
     def __init__(self) -> None:
         self.seen_auth: list[str] = []
+        self.seen_headers: list[dict[str, str]] = []
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -168,6 +169,7 @@ class EchoBackend:
     async def chat(self, request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         self.seen_auth.append(auth)
+        self.seen_headers.append(dict(request.headers))
         body = orjson.loads(await request.body())
         model = body.get("model", "")
         leaky = {"x-echo-authorization": auth, "set-cookie": f"session={auth}", "x-backend-internal": "42"}
@@ -392,3 +394,38 @@ def test_upstream_url_credentials_not_logged(backend_url: str) -> None:
         logs = bridge.logs()
     assert logs.strip()
     assert password not in logs, "\n".join(line for line in logs.splitlines() if password in line)
+
+
+def test_client_key_not_forwarded_to_the_backend(
+    make_bridge: Callable[..., BridgeHandle], echo_backend: tuple[EchoBackend, RunningServer]
+) -> None:
+    """The key a client shows the bridge is the bridge's business: with an upstream key configured,
+    the backend sees that key only, never the client's (by `Authorization` or `x-api-key`)."""
+    backend, server = echo_backend
+    handle = make_bridge(api_keys=(KEY_A,), store="none",
+                         upstream={"base_url": server.url + "/v1", "api_key": UPSTREAM_KEY})  # fmt: skip
+    for headers in ({"authorization": f"Bearer {KEY_A}"}, {"x-api-key": KEY_A}):
+        before = len(backend.seen_headers)
+        response = httpx.post(handle.url + "/responses", json={"model": "echo-ok", "input": "hi"}, headers=headers,
+                              timeout=30)  # fmt: skip
+        assert response.status_code == 200, response.text[:300]
+        (seen,) = backend.seen_headers[before:]
+        assert seen.get("authorization") == f"Bearer {UPSTREAM_KEY}"
+        assert not any(KEY_A in value for value in seen.values()), seen
+
+
+def test_passthrough_key_not_logged(echo_backend: tuple[EchoBackend, RunningServer]) -> None:
+    """`--upstream-key passthrough` forwards the caller's key to the backend (that is its purpose)
+    but never writes it to the logs, even when the backend echoes it in an error."""
+    backend, server = echo_backend
+    with BridgeProcess(
+        "--upstream", server.url + "/v1", "--upstream-key", "passthrough", "--store", "none"
+    ) as bridge:
+        for model in ("echo-ok", "echo-401", "echo-500-text", "echo-stream-error"):
+            httpx.post(bridge.url + "/responses", json={"model": model, "input": "hi", "stream": model.endswith("error")},
+                       headers={"authorization": f"Bearer {KEY_B}"}, timeout=30)  # fmt: skip
+        assert backend.seen_auth[-1] == f"Bearer {KEY_B}", "passthrough forwards the caller's key"
+        bridge.stop()
+        logs = bridge.logs()
+    assert logs.strip()
+    assert KEY_B not in logs, "\n".join(line for line in logs.splitlines() if KEY_B in line)
