@@ -236,6 +236,16 @@ def test_wrong_type_names_the_param(app_bridge: InProcessBridge, field: str, kin
     assert names_field(error, field), f"{field}={value!r}: param {error['param']!r} ({error['message']})"
 
 
+KNOWN_ITEM_TYPES = {
+    "message", "function_call", "function_call_output", "reasoning", "custom_tool_call",
+    "custom_tool_call_output", "item_reference", "input_text", "output_text", "compaction",
+    "web_search_call", "file_search_call", "computer_call", "computer_call_output", "image_generation_call",
+    "code_interpreter_call", "local_shell_call", "local_shell_call_output", "mcp_call", "mcp_list_tools",
+    "mcp_approval_request", "mcp_approval_response", "shell_call", "shell_call_output", "apply_patch_call",
+    "apply_patch_call_output",
+}  # fmt: skip
+
+
 @FEW
 @given(
     item=st.fixed_dictionaries(
@@ -251,16 +261,6 @@ def test_unknown_input_item_types(app_bridge: InProcessBridge, item: dict[str, A
     error = assert_well_answered(response, body)
     assert error is not None and response.status_code == 400, response.text[:300]
     assert names_field(error, "input"), error
-
-
-KNOWN_ITEM_TYPES = {
-    "message", "function_call", "function_call_output", "reasoning", "custom_tool_call",
-    "custom_tool_call_output", "item_reference", "input_text", "output_text", "compaction",
-    "web_search_call", "file_search_call", "computer_call", "computer_call_output", "image_generation_call",
-    "code_interpreter_call", "local_shell_call", "local_shell_call_output", "mcp_call", "mcp_list_tools",
-    "mcp_approval_request", "mcp_approval_response", "shell_call", "shell_call_output", "apply_patch_call",
-    "apply_patch_call_output",
-}  # fmt: skip
 
 
 @FEW
