@@ -264,7 +264,8 @@ def test_faults_back_to_back_concurrently(fault_bridge: BridgeHandle) -> None:
             check(response, FAULTS[fault][int(stream)], request)
 
     async def main() -> None:
-        async with httpx.AsyncClient(timeout=LONGEST_WAIT + 30) as client:
+        limits = httpx.Limits(max_keepalive_connections=0)  # the client's own pool is not under test
+        async with httpx.AsyncClient(timeout=LONGEST_WAIT + 30, limits=limits) as client:
             jobs = []
             for i, fault in enumerate([f for f in FAULTS if f not in ("refuse", "big")] + [None] * 10):
                 for stream in (False, True):
@@ -359,3 +360,40 @@ def _text(response: httpx.Response, stream: bool) -> str:
         )
     events, _ = parse_sse(response.content)
     return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+def test_backend_closing_idle_keepalive_connections_is_not_an_error() -> None:
+    """Backends close idle keep-alive connections (uvicorn, hence vLLM and most Python servers, after
+    5 s; 0.5 s here). A request sent on a pooled connection at the moment the backend closes it gets
+    a reset before any response byte; the backend never saw it, so the bridge must send it again on
+    a fresh connection instead of answering 502 for a healthy backend. Bursts of streams separated by
+    gaps around the backend's timeout make that moment happen many times."""
+    import asyncio
+
+    from fixtures.backend import create_app
+    from tests.servers import run_app
+
+    problems: list[str] = []
+
+    async def bursts(url: str) -> None:
+        # the client side opens a new connection per request, so only the bridge's pool is tested
+        limits = httpx.Limits(max_connections=300, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+            async def one(i: int, stream: bool) -> None:
+                body = {"model": "fixture-scripted", "input": f"@text burst {i}", "stream": stream}
+                response = await client.post(url + "/responses", json=body)
+                if response.status_code != 200:
+                    problems.append(f"{response.status_code} {response.text[:160]}")
+
+            for gap in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.3, 0.4, 0.45):
+                await asyncio.gather(*(one(i, i % 3 == 0) for i in range(100)))
+                await asyncio.sleep(gap)
+
+    with run_app(create_app(), timeout_keep_alive=0.5) as backend:
+        handle = start_bridge(bridge_config(backend.url + "/v1", store="none"))
+        try:
+            asyncio.run(bursts(handle.url))
+        finally:
+            handle.stop()
+    assert not problems, f"{len(problems)} of 1000 requests failed: {problems[:3]}"

@@ -188,7 +188,7 @@ def test_no_task_growth_after_mixed_load(backend_url: str) -> None:
             body = {"model": "fixture-scripted", "input": f"@text mixed {i}", "stream": True}
             response = await client.post(handle.url + "/responses", json=body)
             if response.status_code != 200 or b"response.completed" not in response.content:
-                problems.append(f"{i}: {response.status_code}")
+                problems.append(f"{i}: {response.status_code} {response.text[:300]}")
 
         async def abandon(client: httpx.AsyncClient) -> None:
             body = {"model": "chaos:stall", "input": "hi", "stream": True}
@@ -201,7 +201,7 @@ def test_no_task_growth_after_mixed_load(backend_url: str) -> None:
                 handle.url + "/responses", json={"model": f"chaos:{name}", "input": "hi", "stream": True}
             )
 
-        limits = httpx.Limits(max_connections=n * 3)
+        limits = httpx.Limits(max_connections=n * 3, max_keepalive_connections=0)
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
             faults = ["cut", "malformed", "status-500", "hang", "midstream-error"]
             await asyncio.gather(
