@@ -208,7 +208,14 @@ class UpstreamClient:
 
     async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         try:
-            return await self.client.send(request, stream=stream)
+            try:
+                return await self.client.send(request, stream=stream)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                # A pooled keep-alive connection the backend had already closed (uvicorn, hence vLLM and
+                # most Python servers, drop idle ones after 5 s) fails before any response byte. Like Go's
+                # net/http and urllib3, send once more on a fresh connection: nothing was answered, and a
+                # chat completion has no side effect a second attempt could duplicate.
+                return await self.client.send(request, stream=stream)
         except httpx.ConnectTimeout:
             raise ApiError(504, f"Timed out connecting to upstream {self.name}.", code="upstream_timeout") from None
         except httpx.PoolTimeout:
