@@ -90,6 +90,10 @@ def scrub_value(value: Any, secrets: Iterable[str]) -> Any:
     return value
 
 
+#: Sends on pooled connections that turn out stale before the final attempt (see `_send`).
+_STALE_RETRIES = 3
+
+
 class UpstreamClient:
     """The shared HTTP/1.1 keep-alive pool to one backend, sized for many concurrent streams."""
 
@@ -208,14 +212,17 @@ class UpstreamClient:
 
     async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         try:
-            try:
-                return await self.client.send(request, stream=stream)
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-                # A pooled keep-alive connection the backend had already closed (uvicorn, hence vLLM and
-                # most Python servers, drop idle ones after 5 s) fails before any response byte. Like Go's
-                # net/http and urllib3, send once more on a fresh connection: nothing was answered, and a
-                # chat completion has no side effect a second attempt could duplicate.
-                return await self.client.send(request, stream=stream)
+            for _attempt in range(_STALE_RETRIES):
+                try:
+                    return await self.client.send(request, stream=stream)
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                    # A pooled keep-alive connection the backend had already closed (uvicorn, hence vLLM
+                    # and most Python servers, drops idle ones after 5 s) fails before any response byte.
+                    # Like Go's net/http and urllib3, send again: nothing was answered, and a chat
+                    # completion has no side effect a second attempt could duplicate. Several pooled
+                    # connections can be stale at once, hence a few attempts before the last one.
+                    continue
+            return await self.client.send(request, stream=stream)
         except httpx.ConnectTimeout:
             raise ApiError(504, f"Timed out connecting to upstream {self.name}.", code="upstream_timeout") from None
         except httpx.PoolTimeout:
