@@ -275,9 +275,13 @@ def test_stream_cut_without_finish_or_done_fails() -> None:
     assert events[-1]["type"] == "response.failed"
 
 
-def test_done_without_finish_reason_completes() -> None:
+def test_done_without_finish_reason_is_never_completed() -> None:
+    """Issue 2: a stream that ends without a finish reason never ends silently `completed`, even after
+    [DONE]; what arrived is kept in the failed response's output."""
     events, resp = run([ch({"content": "whole"})], done_seen=True)
-    assert events[-1]["type"] == "response.completed" and resp["output"][0]["content"][0]["text"] == "whole"
+    assert events[-1]["type"] == "response.failed" and resp["status"] == "failed"
+    assert "finish reason" in resp["error"]["message"]
+    assert resp["output"][0]["content"][0]["text"] == "whole" and resp["output"][0]["status"] == "incomplete"
 
 
 def test_nothing_after_finished() -> None:

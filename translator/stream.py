@@ -350,8 +350,16 @@ class ChatStreamTranslator:
         if reason == "error":
             events.extend(self.fail("The upstream backend ended the answer with finish_reason 'error'."))
             return events
-        if reason is None and not done_seen:
-            events.extend(self.fail("The upstream stream ended before the answer was finished."))
+        if reason is None:
+            # Never report an answer as completed unless the backend said how it ended: a cut
+            # connection, and equally a [DONE] with no finish_reason before it, may have lost the end.
+            events.extend(
+                self.fail(
+                    "The upstream backend ended the stream without a finish reason; the answer may be cut short."
+                    if done_seen
+                    else "The upstream stream ended before the answer was finished."
+                )
+            )
             return events
         for call in self._calls:
             if not call.added:  # a call whose name never came: still surface it
