@@ -73,17 +73,35 @@ def test_stream_framing_and_headers(bridge_url: str) -> None:
     assert events_of(frames)[0]["type"] == "response.created"
 
 
-def test_frames_never_split_across_reads(bridge_url: str) -> None:
-    """Every network read the client sees ends on a frame boundary (REFERENCE §1.1)."""
-    with httpx.stream(
-        "POST", bridge_url + "/responses",
-        json={"model": "fixture-scripted", "input": "@text " + "word " * 200, "stream": True}, timeout=30,
-    ) as response:  # fmt: skip
-        reads = list(response.iter_raw())
-    assert len(reads) >= 1
-    for part in reads:
-        assert part.endswith(b"\n\n"), part[-80:]
-    parse_frames(b"".join(reads))
+def test_every_write_holds_whole_frames(backend_url: str) -> None:
+    """Each ASGI body message the bridge writes holds whole frames only (REFERENCE §1.1: the Open
+    Responses parser drops a frame split across network reads). Checked at the ASGI boundary, where
+    the bridge decides its writes; what TCP then does with them is not the bridge's to decide."""
+    from server.app import create_app
+
+    inner = create_app(bridge_config(backend_url, store="none"))
+    writes: list[bytes] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def spy(message: Any) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                writes.append(message["body"])
+            await send(message)
+
+        await inner(scope, receive, spy)
+
+    with run_app(recording) as server:
+        response = httpx.post(
+            server.url + "/v1/responses",
+            json={"model": "fixture-scripted", "input": "@text " + "word " * 200, "stream": True},
+            timeout=30,
+        )
+    assert response.status_code == 200
+    assert len(writes) >= 2
+    for part in writes:
+        assert part.endswith(b"\n\n") and not part.startswith(b"\n"), part[-80:]
+    assert b"".join(writes) == response.content
+    parse_frames(response.content)
 
 
 @pytest.mark.parametrize(
