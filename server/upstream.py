@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
+from server.transport import FastTransport
 
 __all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub", "scrub_value"]
 
@@ -113,14 +114,15 @@ class UpstreamClient:
         headers.update({k.lower(): v for k, v in upstream.headers.items()})
         if upstream.api_key and not upstream.passthrough:
             headers["authorization"] = f"Bearer {upstream.api_key}"
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=min(config.max_connections, 256),
+            keepalive_expiry=30.0,
+        )
         self.client = httpx.AsyncClient(
             headers=headers,
             timeout=self.timeout,
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=min(config.max_connections, 256),
-                keepalive_expiry=30.0,
-            ),
+            transport=FastTransport(limits=limits),  # httpcore costs more CPU than the translation
             follow_redirects=False,
             trust_env=False,
         )

@@ -1,0 +1,487 @@
+"""A lean HTTP/1.1 transport for httpx: asyncio protocol + httptools, per-origin keep-alive pool.
+
+Why: profiling the bridge streaming chat answers showed most CPU in httpcore/h11/anyio per body
+read (pool bookkeeping, h11 events, socket-readability probes), far more than the translation
+itself. The owner wants httpx as the client API, so this plugs in below it as an
+`httpx.AsyncBaseTransport`: the C parser from uvicorn's dependency (httptools) parses responses,
+an `asyncio.Protocol` receives bytes with no per-read probing, and a body read hands over every
+byte already received in one piece. Only plain `http://` is handled here; anything else goes to
+httpx's default transport.
+
+Contract kept with `server/upstream.py` and `server/streaming.py`: timeouts come from
+`request.extensions["timeout"]` and the `read` value is read again for every body read (the
+bridge switches it to the idle timeout after the headers); failures raise the httpx exceptions
+httpcore would (`ConnectTimeout`, `ConnectError`, `PoolTimeout`, `ReadTimeout`, `WriteTimeout`,
+`RemoteProtocolError`, `ReadError`), which the bridge maps to 502/504 and `response.failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httptools
+import httpx
+
+__all__ = ["FastTransport"]
+
+#: Buffered, unread body bytes above which the socket stops being read (backpressure).
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+_Origin = tuple[str, int]
+
+
+def _timeout_of(request: httpx.Request, key: str) -> float | None:
+    timeouts = request.extensions.get("timeout")
+    if isinstance(timeouts, dict):
+        value = timeouts.get(key)
+        return float(value) if value is not None else None
+    return None
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive TCP connection; parses one response at a time into a byte buffer.
+
+    The protocol buffers body bytes in a list and wakes at most one waiting reader, so a reader
+    that lags receives everything that arrived meanwhile in one read (the translator handles
+    several SSE frames per read for the price of one)."""
+
+    def __init__(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
+        self.origin = origin
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._write_paused: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.parser: Any = None
+        self.active = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.keep_alive = False
+        self.complete = False
+        self.error: Exception | None = None
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.framed = False  # has content-length or chunked: EOF is not a valid end of body
+        self.head_only = False
+
+    # --------------------------------------------------------------------------- asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.active or self.complete or self.error is not None:
+            # Bytes on an idle connection (or after the message): nothing can be trusted any more.
+            self._close_transport()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(httpx.RemoteProtocolError("Unexpected protocol upgrade from the server."))
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        if self._write_paused is not None and not self._write_paused.done():
+            self._write_paused.set_result(None)
+        if not self.active or self.complete or self.error is not None:
+            return
+        if self.headers_done and not self.framed:
+            self.on_message_complete()  # a close-delimited body ends at EOF
+            return
+        if not self.headers_done:
+            message = "Server disconnected without sending a response."
+        else:
+            message = "peer closed connection without sending complete message body"
+        error: Exception
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectionResetError):
+            error = httpx.ReadError(str(exc) or message)
+        else:
+            error = httpx.RemoteProtocolError(message)
+        self._fail(error)
+
+    def pause_writing(self) -> None:
+        if self._write_paused is None or self._write_paused.done():
+            self._write_paused = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._write_paused is not None and not self._write_paused.done():
+            self._write_paused.set_result(None)
+
+    # --------------------------------------------------------------------------- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self.status = parser.get_status_code()
+        if 100 <= self.status < 200:
+            # An interim response (100 Continue, 103 Early Hints): its final response follows.
+            self.headers = []
+            self.framed = False
+            return
+        if self.status in (204, 304) or self.head_only:
+            self.framed = True
+        self.headers_done = True
+        # llhttp forgets keep-alive once the message completes: ask while the headers are fresh.
+        self.keep_alive = bool(parser.should_keep_alive())
+        if self.head_only:
+            # httptools does not know the request was HEAD and would wait for a body: end here and
+            # never reuse the connection, whose parser state is now unreliable.
+            self.complete = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.buffer.append(body)
+        self.buffered += len(body)
+        if self.buffered > _HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.headers_done:
+            return  # end of an interim 1xx response
+        self.complete = True
+        self._wake()
+
+    # --------------------------------------------------------------------------- helpers
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+        self._close_transport()
+        self._wake()
+
+    def _close_transport(self) -> None:
+        self.closed = True
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+
+    def take(self) -> bytes:
+        """Every buffered body byte as one piece (resuming the socket if it was paused)."""
+        buffer = self.buffer
+        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        self.buffer = []
+        self.buffered = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def wait(self, timeout: float | None, request: httpx.Request, exc_type: type[Exception]) -> None:
+        """Wait for the protocol's next event (headers, body bytes, end, failure)."""
+        waiter = self.waiter = self.loop.create_future()
+        handle = self.loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+        try:
+            await waiter
+        except TimeoutError:
+            raise exc_type("Timed out reading from the server.", request=request) from None
+        finally:
+            self.waiter = None
+            if handle is not None:
+                handle.cancel()
+
+    def start(self, head_only: bool) -> None:
+        self._reset()
+        self.active = True
+        self.head_only = head_only
+        self.parser = httptools.HttpResponseParser(self)
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and self.error is None
+            and not self.closed
+            and not self.head_only
+            and not self.buffer
+            and self.keep_alive
+        )
+
+    async def send(self, data: bytes, timeout: float | None, request: httpx.Request) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        transport.write(data)
+        paused = self._write_paused
+        if paused is not None and not paused.done():
+            try:
+                async with asyncio.timeout(timeout):
+                    await paused
+            except TimeoutError:
+                raise httpx.WriteTimeout("Timed out writing the request.", request=request) from None
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body read straight from the connection's buffer; closing it frees the connection."""
+
+    def __init__(self, pool: _Pool, conn: _Connection, request: httpx.Request) -> None:
+        self._pool = pool
+        self._conn: _Connection | None = conn
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            conn = self._conn
+            if conn is None:
+                return
+            if conn.buffer:
+                yield conn.take()
+                continue
+            if conn.error is not None:
+                error = conn.error
+                self._finish()
+                if isinstance(error, httpx.RequestError):
+                    error.request = self._request
+                raise error
+            if conn.complete:
+                self._finish()
+                return
+            await conn.wait(_timeout_of(self._request, "read"), self._request, httpx.ReadTimeout)
+
+    def _finish(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn, conn.reusable)
+
+    async def aclose(self) -> None:
+        self._finish()
+
+
+class _Pool:
+    """Keep-alive connections per origin: LIFO idle lists, a cap on all connections, idle expiry."""
+
+    def __init__(
+        self, max_connections: int | None, max_keepalive: int | None, keepalive_expiry: float | None
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_keepalive = max_keepalive
+        self.keepalive_expiry = keepalive_expiry
+        self.idle: dict[_Origin, list[_Connection]] = {}
+        self.idle_count = 0
+        self.total = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.closing = False
+
+    def _pop_idle(self, origin: _Origin, now: float) -> _Connection | None:
+        stack = self.idle.get(origin)
+        expiry = self.keepalive_expiry
+        while stack:
+            conn = stack.pop()
+            self.idle_count -= 1
+            if conn.closed or (expiry is not None and now - conn.idle_since > expiry):
+                self._discard(conn)
+                continue
+            return conn
+        return None
+
+    def _discard(self, conn: _Connection) -> None:
+        conn._close_transport()
+        self.total -= 1
+        self._notify()
+
+    def _notify(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _evict_one_idle(self) -> bool:
+        """Close the oldest idle connection of any origin to make room for a new one."""
+        for stack in self.idle.values():
+            if stack:
+                conn = stack.pop(0)
+                self.idle_count -= 1
+                self._discard(conn)
+                return True
+        return False
+
+    async def acquire(self, origin: _Origin, request: httpx.Request) -> _Connection:
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            if self.closing:
+                raise httpx.ConnectError("The transport is closed.", request=request)
+            conn = self._pop_idle(origin, loop.time())
+            if conn is not None:
+                return conn
+            if self.max_connections is None or self.total < self.max_connections or self._evict_one_idle():
+                self.total += 1
+                try:
+                    return await self._connect(origin, request, loop)
+                except BaseException:
+                    self.total -= 1
+                    self._notify()
+                    raise
+            if deadline is None:
+                pool_timeout = _timeout_of(request, "pool")
+                deadline = loop.time() + pool_timeout if pool_timeout is not None else float("inf")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise httpx.PoolTimeout("Timed out waiting for a free connection.", request=request)
+            waiter = loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                async with asyncio.timeout(None if remaining == float("inf") else remaining):
+                    await waiter
+            except TimeoutError:
+                raise httpx.PoolTimeout("Timed out waiting for a free connection.", request=request) from None
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._notify()  # pass the wake-up on to the next waiter
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
+
+    async def _connect(
+        self, origin: _Origin, request: httpx.Request, loop: asyncio.AbstractEventLoop
+    ) -> _Connection:
+        conn = _Connection(origin, loop)
+        try:
+            async with asyncio.timeout(_timeout_of(request, "connect")):
+                await loop.create_connection(lambda: conn, origin[0], origin[1])
+        except TimeoutError:
+            raise httpx.ConnectTimeout("Timed out connecting.", request=request) from None
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
+        return conn
+
+    def release(self, conn: _Connection, reusable: bool) -> None:
+        conn.active = False
+        conn.parser = None if not reusable else conn.parser
+        if (
+            not reusable
+            or self.closing
+            or (self.max_keepalive is not None and self.idle_count >= self.max_keepalive)
+        ):
+            self._discard(conn)
+            return
+        conn.idle_since = conn.loop.time()
+        conn.buffer = []
+        self.idle.setdefault(conn.origin, []).append(conn)
+        self.idle_count += 1
+        self._notify()
+
+    def close(self) -> None:
+        self.closing = True
+        for stack in self.idle.values():
+            for conn in stack:
+                conn._close_transport()
+                self.total -= 1
+        self.idle.clear()
+        self.idle_count = 0
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class FastTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 for `http://` URLs over asyncio + httptools; other schemes use httpx's transport."""
+
+    def __init__(
+        self,
+        *,
+        limits: httpx.Limits | None = None,
+        fallback: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        limits = limits or httpx.Limits()
+        self._pool = _Pool(limits.max_connections, limits.max_keepalive_connections, limits.keepalive_expiry)
+        self._fallback = fallback
+        self._limits = limits
+
+    def _fallback_transport(self) -> httpx.AsyncBaseTransport:
+        if self._fallback is None:
+            self._fallback = httpx.AsyncHTTPTransport(limits=self._limits, trust_env=False)
+        return self._fallback
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            return await self._fallback_transport().handle_async_request(request)
+        origin = (url.host, url.port or 80)
+        try:
+            body: bytes = request.content
+        except httpx.RequestNotRead:
+            body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
+        head = self._head(request, body)
+        head_only = request.method == "HEAD"
+        conn = await self._pool.acquire(origin, request)
+        try:
+            conn.start(head_only)
+            await conn.send(head + body, _timeout_of(request, "write"), request)
+            read_timeout = _timeout_of(request, "read")
+            while not conn.headers_done:
+                if conn.error is not None:
+                    error = conn.error
+                    if isinstance(error, httpx.RequestError):
+                        error.request = request
+                    raise error
+                await conn.wait(read_timeout, request, httpx.ReadTimeout)
+        except BaseException:
+            conn._close_transport()
+            self._pool.release(conn, False)
+            raise
+        return httpx.Response(
+            conn.status,
+            headers=conn.headers,
+            stream=_Body(self._pool, conn, request),
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    @staticmethod
+    def _head(request: httpx.Request, body: bytes) -> bytes:
+        parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+        chunked = False
+        for name, value in request.headers.raw:
+            if name.lower() == b"transfer-encoding":
+                chunked = True
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        if chunked:
+            # The whole body is in hand, so send it framed by its length rather than in chunks.
+            parts += (b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    async def aclose(self) -> None:
+        self._pool.close()
+        if self._fallback is not None:
+            await self._fallback.aclose()
