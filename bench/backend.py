@@ -42,7 +42,10 @@ from collections.abc import Callable
 from typing import cast
 
 CREATED = 1_700_000_000
-PIECE = "lorem "  # one token's worth of text per content chunk
+# One token's worth of text per content chunk, cycling through distinct words: LiteLLM aborts a stream
+# whose chunks repeat ("The model is repeating the same chunk"), and a real model does not repeat either.
+WORDS = ("lorem ", "ipsum ", "dolor ", "sitam ", "ametis ", "consec ", "adipis ", "elitus ", "sedum ", "eiusmo ")
+PIECE = WORDS[0]
 STALL_MODEL = "bench-stall"
 
 _MODEL_RE = re.compile(rb'"model"\s*:\s*"([^"]*)"')
@@ -96,8 +99,8 @@ def stream_bytes(model: str, n: int, usage: bool) -> bytes:
 def stream_parts(model: str, n: int, usage: bool) -> list[bytes]:
     """The streamed answer as the pieces a paced stream writes one by one (headers with the first)."""
     parts = [STREAM_HEAD, _sse_chunk(_chunk(model, {"role": "assistant", "content": ""}))]
-    content = _sse_chunk(_chunk(model, {"content": PIECE}))
-    parts.extend([content] * n)
+    contents = [_sse_chunk(_chunk(model, {"content": w})) for w in WORDS]
+    parts.extend(contents[i % len(WORDS)] for i in range(n))
     parts.append(_sse_chunk(_chunk(model, {}, "stop")))
     if usage:
         tail = _chunk(model, {})
@@ -135,7 +138,8 @@ def completion_bytes(model: str, n: int) -> bytes:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": PIECE * n, "refusal": None},
+                "message": {"role": "assistant", "content": "".join(WORDS[i % len(WORDS)] for i in range(n)),
+                            "refusal": None},
                 "logprobs": None,
                 "finish_reason": "stop",
             }

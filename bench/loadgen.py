@@ -25,6 +25,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+# the words bench/backend.py cycles through, one per content chunk
+WORDS = (b"lorem ", b"ipsum ", b"dolor ", b"sitam ", b"ametis ", b"consec ", b"adipis ", b"elitus ", b"sedum ",
+         b"eiusmo ")
+
 
 @dataclass
 class Reply:
@@ -96,7 +100,7 @@ def count_pieces(body: bytes, kind: str) -> dict:
     """What a complete answer must contain, counted from the raw body (no parsing cost assumptions)."""
     if kind == "chat":
         return {
-            "text_pieces": body.count(b'"content":"lorem "'),
+            "text_pieces": body.count(b'"delta":{"content":"'),
             "terminal": b"data: [DONE]" in body,
         }
     return {
@@ -116,7 +120,7 @@ async def cmd_check(args: argparse.Namespace) -> dict:
         result.update(count_pieces(reply.body, args.kind))
         result["ok"] = reply.status == 200 and result["text_pieces"] == args.pieces and result["terminal"]
     else:
-        text = reply.body.count(b"lorem ")
+        text = sum(reply.body.count(w) for w in WORDS)
         result["text_pieces"] = text
         result["ok"] = reply.status == 200 and text == args.pieces
     if not result["ok"]:

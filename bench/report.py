@@ -69,7 +69,7 @@ ROWS: list[tuple[str, Getter, bool, str | None]] = [
     ("CPU cores used by target, 64 chunks, 16 conc.", _phase("s64_c16", "cpu_cores"), False, None),
     ("CPU cores used by backend meanwhile", _phase("s64_c16", "backend_cpu_cores"), False, None),
     ("CPU cores used by wrk meanwhile", _phase("s64_c16", "wrk_cpu_cores"), False, None),
-    ("CPU cores used by other processes meanwhile", _phase("s64_c16", "other_cpu_cores"), False, None),
+    ("CPU cores used by everything else meanwhile", _phase("s64_c16", "other_cpu_cores"), False, None),
 ]
 
 
@@ -103,7 +103,7 @@ def table(run: dict) -> str:
             cell = _fmt(value)
             if value is not None and base and t is not direct and not label.startswith("new upstream") and label.split(",")[0] not in (
                     "CPU cores used by backend meanwhile",
-                    "CPU cores used by wrk meanwhile", "CPU cores used by other processes meanwhile"):
+                    "CPU cores used by wrk meanwhile", "CPU cores used by everything else meanwhile"):
                 cell += f" ({value / base:.2f}x)"
             cells.append(cell + _errors(t, phase))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -199,8 +199,10 @@ def markdown(run: dict, json_name: str, png_name: str | None, chart_status: str)
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, Linux {m['kernel']}, "
         f"Python {m['python']}. Backend, targets and load generator all share these cores; "
-        f"load average at start {m.get('loadavg_at_start')}, at end {m.get('loadavg_at_end')} "
-        "(other work on the machine shows in the 'other processes' row).",
+        f"load average at start {m.get('loadavg_at_start')}, at end {m.get('loadavg_at_end')}; "
+        f"CPU busy before the run started anything: {m.get('background_cpu_cores_before')} cores "
+        "(other work on the machine, and the kernel's loopback networking, show in the "
+        "'everything else' row).",
         f"Each throughput phase: {run['phase_seconds']:g} s of wrk ({run['versions'].get('wrk', 'wrk')}); "
         f"bench backend: {run['backend']['procs']} process(es).",
         "Peers: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items() if k != "wrk" and v) + ".",

@@ -8,7 +8,8 @@ machine:
 2. starts the fast scripted backend (bench/backend.py);
 3. for each target (the backend itself, this bridge with --workers 1 and 2, codex-relay, LiteLLM):
    starts it fresh, checks one answer of each kind is whole, measures the memory it needs to hold
-   1,000 idle streams (first, while the process is fresh), time to first event at concurrency 1, then
+   1,000 idle streams (first, while the process is fresh), restarts it, measures time to first event
+   at concurrency 1, then
    the wrk throughput phases (64- and 512-chunk streams at 16 and 256 concurrent, the 64-chunk stream
    paced by the backend at 16 and 256, non-streaming at 16 and at 1), sampling the target's and the backend's CPU and peak RSS from /proc during each; stops it;
 4. profiles this bridge (--workers 1) with py-spy under the 64-chunk, 16-concurrent load;
@@ -192,6 +193,12 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
         out["idle"] = measure_idle(target, port, proc.pid, opts.idle_streams, opts.idle_hold)
         out["idle"]["settle_seconds"] = procs.settle(proc.pid)
         print(f"  idle: {out['idle']}", flush=True)
+        if proc is not backend:
+            # a fresh process for the load phases, so streams the idle phase left behind (a target
+            # may still be holding upstream streams its clients abandoned) cost the load nothing
+            proc.stop()
+            proc, port = start_target(target, upstream, backend)
+            wait_first_answer(target, port, target.ready_timeout)
 
         out["ttfe"] = loadgen(["ttfe", "--duration", str(opts.ttfe_seconds),
                                *client_args(target, port, "bench-64", True)], opts.ttfe_seconds + 60)
@@ -321,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     info = machine()
     info["loadavg_at_start"] = procs.loadavg()
+    busy0, total0 = procs.system_cpu()
+    time.sleep(3.0)
+    busy1, total1 = procs.system_cpu()
+    # what the machine was already doing before the benchmark started anything (other sessions' work)
+    info["background_cpu_cores_before"] = round((busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1), 2)
     run: dict = {"started": started.isoformat(timespec="seconds"), "quick": opts.quick,
                  "phase_seconds": opts.seconds, "machine": info, "installs": {}, "versions": {}, "targets": []}
 

@@ -85,7 +85,7 @@ def litellm_config(upstream: str) -> Path:
     """
     WORK.mkdir(parents=True, exist_ok=True)
     lines = ["model_list:"]
-    for model in ("bench-64", "bench-512", "bench-stall"):
+    for model in ("bench-64", "bench-64p", "bench-512", "bench-stall"):
         lines += [
             f"  - model_name: {model}",
             "    litellm_params:",
