@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.accesslog import AccessRecord
 from server.upstream import scrub_value
+from translator import completion_to_chunk
 from translator.sse import DONE_FRAME, SSEDecoder, encode_sse
 
 __all__ = ["TERMINAL_TYPES", "EventStream"]
@@ -293,7 +294,12 @@ class EventStream:
             tail.extend(await self._fail_frames(
                 f"Upstream {self.upstream_name} sent a body that is not JSON.", "upstream_malformed_chunk"))  # fmt: skip
             return
-        chunk = completion_as_chunk(completion)
+        # An error body becomes an error chunk (the translator fails the stream); an answer becomes the
+        # same single chunk `chat_completion_to_response` uses, so a whole body streams as it would translate.
+        if completion.get("error") and not completion.get("choices"):
+            chunk: dict[str, Any] = {"error": completion["error"]}
+        else:
+            chunk = completion_to_chunk(completion)
         if "error" in chunk and self.secrets:
             chunk = scrub_value(chunk, self.secrets)
         events = self.translator.feed(chunk)
@@ -307,27 +313,6 @@ class EventStream:
 def _finish(translator: Any, done_seen: bool) -> list[dict[str, Any]]:
     """End of the upstream body; without `[DONE]` and without a finish reason the answer was cut."""
     return translator.finish(done_seen=done_seen)
-
-
-def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
-    """A whole chat completion as one stream chunk (message → delta, tool calls given their index)."""
-    if completion.get("error") and not completion.get("choices"):
-        return {"error": completion["error"]}
-    choices = []
-    for choice in completion.get("choices") or []:
-        if not isinstance(choice, dict):
-            continue
-        delta = dict(choice.get("message") or {})
-        calls = delta.get("tool_calls")
-        if isinstance(calls, list):
-            delta["tool_calls"] = [
-                {**call, "index": call.get("index", i)} for i, call in enumerate(calls) if isinstance(call, dict)
-            ]
-        choices.append({"index": choice.get("index", 0), "delta": delta, "finish_reason": choice.get("finish_reason")})
-    chunk = {k: v for k, v in completion.items() if k not in ("choices", "object")}
-    chunk["object"] = "chat.completion.chunk"
-    chunk["choices"] = choices
-    return chunk
 
 
 _ABORT_ERRORS = {
