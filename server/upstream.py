@@ -22,6 +22,7 @@ import orjson
 
 from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
 from server.transport import FastTransport
+from translator.errors import error_type_for_status
 
 __all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub", "scrub_value"]
 
@@ -49,27 +50,13 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.type = type or _type_for(status)
+        self.type = type or error_type_for_status(status)
         self.param = param
         self.code = code
         self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def _type_for(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 404:
-        return "not_found_error"
-    if status == 429:
-        return "rate_limit_error"
-    if 400 <= status < 500:
-        return "invalid_request_error"
-    return "server_error"
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

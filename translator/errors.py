@@ -22,8 +22,6 @@ _PARAM = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,128}")
 
 def error_type_for_status(status: int) -> str:
     """OpenAI's ``error.type`` for an HTTP status, so clients branch on it as they would upstream."""
-    if status in (400, 409, 413, 415, 422):
-        return "invalid_request_error"
     if status == 401:
         return "authentication_error"
     if status == 403:
@@ -32,6 +30,8 @@ def error_type_for_status(status: int) -> str:
         return "not_found_error"
     if status == 429:
         return "rate_limit_error"
+    if 400 <= status < 500:
+        return "invalid_request_error"
     return "server_error"
 
 
