@@ -28,13 +28,13 @@ import httpx
 import orjson
 import pytest
 
+from tests.assertions import ERROR_KEYS, assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
 from tests.servers import RunningServer, free_port, poll, run_app
 
 pytestmark = pytest.mark.timeout(90)
 
 REPO = Path(__file__).resolve().parents[1]
-ERROR_KEYS = {"message", "type", "param", "code"}
 DISCONNECT_BOUND = 0.1
 """Issue 7: the upstream connection is closed within 100 ms of the client hanging up."""
 
@@ -394,14 +394,6 @@ def test_slow_reader_backpressure_bounds_memory() -> None:
 # ------------------------------------------------------------------------------------------ bodies
 
 
-def _assert_error(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text[:300]
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    return body["error"]
-
-
 @pytest.fixture
 def small_body_bridge(backend_url: str) -> Iterator[BridgeHandle]:
     from server.config import Timeouts
@@ -418,7 +410,7 @@ def test_body_over_limit_is_413(small_body_bridge: BridgeHandle) -> None:
     url = small_body_bridge.url + "/responses"
     big = {"model": "fixture-scripted", "input": "@text " + "x" * 8000}
     # declared by Content-Length
-    error = _assert_error(httpx.post(url, json=big, timeout=10), 413)
+    error = assert_openai_error(httpx.post(url, json=big, timeout=10), 413)
     assert error["code"] == "request_too_large" and "4096" in error["message"]
 
     # chunked: no Content-Length, the limit is enforced while reading
@@ -427,7 +419,7 @@ def test_body_over_limit_is_413(small_body_bridge: BridgeHandle) -> None:
         for i in range(0, len(data), 1000):
             yield data[i : i + 1000]
 
-    error = _assert_error(httpx.post(url, content=pieces(), headers={"content-type": "application/json"},
+    error = assert_openai_error(httpx.post(url, content=pieces(), headers={"content-type": "application/json"},
                                      timeout=10), 413)  # fmt: skip
     assert error["code"] == "request_too_large"
     # a just-under-limit body is served

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import openai
-import orjson
 import pytest
 
+from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
 from translator.validate import parse_sse, validate_events
 
@@ -31,7 +31,6 @@ SLACK = 5.0
 """Seconds of scheduling slack on top of a configured timeout: the bound says "no hang", not "fast"."""
 LONGEST_WAIT = FIRST_BYTE + IDLE + SLACK
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
-ERROR_KEYS = {"message", "type", "param", "code"}
 
 
 @dataclass(frozen=True)
@@ -90,22 +89,6 @@ def fault_bridge(backend_url: str) -> Iterator[BridgeHandle]:
 
 
 # ------------------------------------------------------------------------------------- checks
-
-
-def assert_openai_error(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The exact error envelope, nothing else; returns the inner error."""
-    assert response.status_code == status, response.text[:500]
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    assert "Traceback" not in response.text
-    body = orjson.loads(response.content)
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == ERROR_KEYS, error
-    assert isinstance(error["message"], str) and error["message"].strip(), error
-    assert isinstance(error["type"], str) and error["type"], error
-    assert error["param"] is None or isinstance(error["param"], str)
-    assert error["code"] is None or isinstance(error["code"], str)
-    return error
 
 
 def assert_stream_ended(raw: bytes, request: dict[str, Any]) -> dict[str, Any]:

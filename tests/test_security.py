@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle
 from tests.servers import RunningServer, run_app
 from tests.test_reliability_client import BridgeProcess
@@ -35,15 +36,6 @@ KEY_A = "sk-client-AAAA-" + uuid.uuid4().hex
 KEY_B = "sk-client-BBBB-" + uuid.uuid4().hex
 UPSTREAM_KEY = "sk-upstream-" + uuid.uuid4().hex
 ENCRYPTION_KEY = "enc-" + uuid.uuid4().hex
-ERROR_KEYS = {"message", "type", "param", "code"}
-
-
-def _error(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text[:300]
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    return body["error"]
 
 
 # ------------------------------------------------------------------------------------------- auth
@@ -82,7 +74,7 @@ def test_wrong_or_missing_key_is_401(keyed_bridge: BridgeHandle, case: str) -> N
             headers=headers,
             timeout=10,
         )
-        error = _error(response, 401)
+        error = assert_openai_error(response, 401)
         assert error["type"] == "authentication_error" and error["code"] == "invalid_api_key", error
         for value in headers.values():
             token = (value.decode("latin-1") if isinstance(value, bytes) else value).split(" ", 1)[-1]
@@ -363,12 +355,12 @@ def test_stored_responses_scoped_to_their_key(keyed_bridge: BridgeHandle) -> Non
     assert created.status_code == 200, created.text
     rid = created.json()["id"]
 
-    error = _error(httpx.get(f"{url}/responses/{rid}", headers=b, timeout=10), 404)
+    error = assert_openai_error(httpx.get(f"{url}/responses/{rid}", headers=b, timeout=10), 404)
     assert rid in error["message"] or error["code"] in ("not_found", "response_not_found"), error
-    _error(httpx.get(f"{url}/responses/{rid}/input_items", headers=b, timeout=10), 404)
-    _error(httpx.delete(f"{url}/responses/{rid}", headers=b, timeout=10), 404)
+    assert_openai_error(httpx.get(f"{url}/responses/{rid}/input_items", headers=b, timeout=10), 404)
+    assert_openai_error(httpx.delete(f"{url}/responses/{rid}", headers=b, timeout=10), 404)
     follow = {"model": "fixture-scripted", "input": "and then?", "previous_response_id": rid}
-    error = _error(httpx.post(url + "/responses", json=follow, headers=b, timeout=30), 404)
+    error = assert_openai_error(httpx.post(url + "/responses", json=follow, headers=b, timeout=30), 404)
     assert error["code"] == "previous_response_not_found" and error["param"] == "previous_response_id", error
 
     mine = httpx.get(f"{url}/responses/{rid}", headers=a, timeout=10)
