@@ -39,7 +39,7 @@ class BridgeState:
         self.config = config
         self.clients: dict[str, UpstreamClient] = {}
         self.store: Any = None
-        self.pumps: set[EventPump] = set()
+        self.streams: set[EventPump] = set()
         self.ready = False
         self.shutting_down = False
         self.fixture_backends: list[FixtureBackend] = []
@@ -54,11 +54,11 @@ class BridgeState:
 
     def track(self, pump: EventPump) -> None:
         """Count `pump` as live until it closes; a shutdown reaches it."""
-        self.pumps.add(pump)
+        self.streams.add(pump)
         previous = pump.on_close
 
         def closed(done: EventPump) -> None:
-            self.pumps.discard(done)
+            self.streams.discard(done)
             if previous is not None:
                 previous(done)
 
@@ -78,8 +78,8 @@ class BridgeState:
         self.shutting_down = True
         if self.loop is None:
             return
-        log.info("shutting down: %d stream(s) in flight", len(self.pumps))
-        for pump in list(self.pumps):
+        log.info("shutting down: %d stream(s) in flight", len(self.streams))
+        for pump in list(self.streams):
             self._abort_later(pump)
         if self.app is not None and self.store is not None:
             begin_background_shutdown(self.app)  # jobs fail now; followers end, so uvicorn need not wait
@@ -87,7 +87,7 @@ class BridgeState:
     async def drain(self) -> None:
         """Wait for in-flight streams to end (they are failed after the grace period)."""
         deadline = time.monotonic() + self.config.shutdown_grace + 5
-        while self.pumps and time.monotonic() < deadline:
+        while self.streams and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
 

@@ -49,9 +49,9 @@ class Expect:
 FAULTS: dict[str, tuple[Expect, Expect]] = {
     "refuse": (Expect(502), Expect(502)),
     "hang": (Expect(504, code="upstream_timeout"), Expect(504, code="upstream_timeout")),
-    "stall": (Expect(504, code="upstream_timeout"), Expect(terminal="response.failed", hint="too long")),
-    "cut": (Expect(502), Expect(terminal="response.failed", hint="mid-stream")),
-    "malformed": (Expect(502), Expect(terminal="response.failed", hint="malformed")),
+    "stall": (Expect(504, code="upstream_timeout"), Expect(terminal="response.failed", hint="too long", code="upstream_timeout")),
+    "cut": (Expect(502), Expect(terminal="response.failed", hint="mid-stream", code="upstream_error")),
+    "malformed": (Expect(502), Expect(terminal="response.failed", hint="malformed", code="upstream_malformed_chunk")),
     "midstream-error": (
         Expect(502, hint="Chaos"),
         Expect(terminal="response.failed", hint="crashed mid-stream"),
@@ -137,7 +137,7 @@ def check(response: httpx.Response, expect: Expect, request: dict[str, Any]) -> 
         assert terminal["type"] == expect.terminal, terminal
         if expect.terminal == "response.failed":
             error = terminal["response"]["error"]
-            assert error["code"] == "server_error", error
+            assert error["code"] == (expect.code or "server_error"), error
             assert expect.hint in error["message"], error
     else:
         body = response.json()
