@@ -137,6 +137,9 @@ class BackgroundRunner:
                         released = await commit_terminal(events, commit)
                         if released is None:
                             return  # cancelled (or deleted) meanwhile: the cancel wins
+                        if released[-1] is not events[-1]:  # not stored: record the failure if we can
+                            with contextlib.suppress(Exception):
+                                await self.store.update_response(released[-1]["response"], owner=owner)
                         events = released
                     else:
                         for event in events:

@@ -1,6 +1,6 @@
-"""Every backend fault, through the running bridge, streaming and not (issue 7).
+"""Every backend fault, through the running bridge, streaming and not.
 
-The contract (issue 3): a failure known before the stream starts is an HTTP status with OpenAI's error
+The contract: a failure known before the stream starts is an HTTP status with OpenAI's error
 body `{"error": {message, type, param, code}}`; a failure after the 200 ends the stream with
 `response.failed` carrying a useful message, then `data: [DONE]`. Nothing waits past the configured
 timeouts, and the bridge serves the next request normally. The backend is the project's fixture backend
@@ -311,7 +311,7 @@ def test_sdk_hang_is_504_not_a_client_timeout(fault_bridge: BridgeHandle) -> Non
                                              ("stall", "too long")])  # fmt: skip
 def test_sdk_stream_failure_raises_with_message(fault_bridge: BridgeHandle, fault: str, hint: str) -> None:
     """A stream that fails after the 200 surfaces in the SDK as `APIError` carrying the message
-    (the `error` event, REFERENCE §1.8), after the events that did arrive."""
+    (the `error` event, docs/wire.md §1.8), after the events that did arrive."""
     seen: list[str] = []
     with pytest.raises(openai.APIError) as info:
         for event in _sdk(fault_bridge).responses.create(model=f"chaos:{fault}", input="hi", stream=True):

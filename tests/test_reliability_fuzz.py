@@ -1,4 +1,4 @@
-"""Bad input, generated (issue 7): request bodies against the app, random bytes against the SSE decoder,
+"""Bad input, generated: request bodies against the app, random bytes against the SSE decoder,
 random chunks against the stream translator.
 
 The app runs in-process behind `httpx.ASGITransport` for speed (its lifespan is entered on a loop of its

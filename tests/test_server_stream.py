@@ -1,5 +1,5 @@
 """Streaming behaviour over real sockets: SSE framing, failures after the stream started, keep-alives,
-client disconnects and graceful shutdown (REFERENCE §1.1, §1.5e, §1.8)."""
+client disconnects and graceful shutdown (docs/wire.md §1.1, §1.5e, §1.8)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_stream_framing_and_headers(bridge_url: str) -> None:
 
 
 def test_every_write_holds_whole_frames(backend_url: str) -> None:
-    """Each ASGI body message the bridge writes holds whole frames only (REFERENCE §1.1: the Open
+    """Each ASGI body message the bridge writes holds whole frames only (docs/wire.md §1.1: the Open
     Responses parser drops a frame split across network reads). Checked at the ASGI boundary, where
     the bridge decides its writes; what TCP then does with them is not the bridge's to decide."""
     from server.app import create_app
