@@ -57,7 +57,7 @@ from server.upstream import scrub_value
 from translator import completion_to_chunk
 from translator.sse import SSEDecoder
 
-__all__ = ["TERMINAL_TYPES", "Commit", "EventPump", "commit_terminal", "store_unavailable"]
+__all__ = ["STORE_UNAVAILABLE", "TERMINAL_TYPES", "Commit", "EventPump", "commit_terminal", "store_unavailable"]
 
 log = logging.getLogger("responses_bridge")
 
@@ -184,10 +184,13 @@ class EventPump:
     def last_resort_event(self) -> dict[str, Any]:
         return {"type": "response.failed", "sequence_number": self._next_seq, "response": self._last_resort_response}
 
-    def last_resort_frame(self) -> bytes:
-        """The last-resort event as one SSE frame, from pre-encoded bytes (no encoder involved)."""
+    def last_resort_frame(self, sequence_number: int | None = None) -> bytes:
+        """The last-resort event as one SSE frame, from pre-encoded bytes (no encoder involved).
+        `sequence_number` defaults to the one after the last batch yielded; a consumer that could not
+        send that batch passes the batch's first number, so the client sees no gap."""
+        seq = self._next_seq if sequence_number is None else sequence_number
         return (b'event: response.failed\ndata: {"type":"response.failed","sequence_number":'
-                + str(self._next_seq).encode() + b',"response":' + self._last_resort_json + b"}\n\n")  # fmt: skip
+                + str(int(seq)).encode() + b',"response":' + self._last_resort_json + b"}\n\n")  # fmt: skip
 
     # -------------------------------------------------------------------------------- iteration
 
