@@ -31,12 +31,17 @@ Interface::
   False (the store refused on purpose: cancelled meanwhile) the terminal batch is withheld and the
   pump ends. `commit_terminal` is the same step for a consumer holding a batch of its own;
 - error chunks are scrubbed of `secrets` before the translator sees them (backends echo keys);
-- closing the iterator early (a client gone, a job cancelled) closes the backend connection, so the
-  backend stops generating for nobody. A consumer must not cancel the pump between a batch and its
-  write: `abort` cancels only a read.
+- closing the iterator early, or cancelling the task that iterates it (a client gone, a job
+  cancelled), closes the backend connection, so the backend stops generating for nobody;
+- `abort` interrupts only a read (by cancelling the iterating task there and catching that one
+  cancellation itself), never a consumer's write, so no batch is cut in two and sequence numbers
+  stay gapless. Call it on the loop's thread (`loop.call_soon_threadsafe` from elsewhere).
 
-`last_resort_frame()` is the SSE bytes of that last-resort event, pre-encoded at construction, for a
-consumer whose own encoding of a batch failed.
+Other members: `events()` raises nothing but CancelledError; `finished` turns True when the terminal
+batch is yielded (or withheld); `response_id`; `record` (the access-log record: usage, first token,
+error code); `on_close(pump)` runs once when the iterator ends, however it ends.
+`last_resort_frame(seq)` is the SSE bytes of the last-resort event, pre-encoded at construction, for
+a consumer whose own encoding of a batch failed; `last_resort_event()` is the same as a dict.
 
 Imports: the translator (SSE decoding, one-chunk conversion), `server.accesslog` (the record),
 `server.upstream` (scrubbing). Nothing from the routes or the app.

@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from server.store import MemoryStore
 from server.store_sqlite import SQLiteStore
 from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.servers import RunningServer, run_app
+from tests.servers import RunningServer, poll, run_app
 from tests.test_server_stream import TERMINAL, assert_well_ended, events_of, parse_frames
 
 LONG_TEXT = " ".join(f"word{n}" for n in range(4000))  # ~35 KB: needs new pages in any SQLite file
@@ -114,6 +115,46 @@ def test_a_store_that_works_still_acknowledges(make_bridge: Any, tmp_path: Path)
     assert terminal["type"] == "response.completed"
     stored = httpx.get(f"{handle.url}/responses/{terminal['response']['id']}", timeout=10)
     assert stored.status_code == 200 and stored.json()["status"] == "completed"
+
+
+class DroppedWriteMemoryStore(MemoryStore):
+    """The memory store, losing its connection once: the first write of a finished background
+    response raises (as a PostgreSQL connection terminated mid-write does); later writes work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[str] = []
+
+    async def update_response(self, response: dict[str, Any], *, owner: str | None) -> bool:
+        if response.get("status") == "completed" and not self.dropped:
+            self.dropped.append(response["id"])
+            raise ConnectionResetError("connection to the database was lost")
+        return await super().update_response(response, owner=owner)
+
+
+def test_background_job_whose_final_write_fails_ends_store_unavailable(
+    backend_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DroppedWriteMemoryStore()
+    monkeypatch.setattr("server.state.open_store", lambda spec: store)
+    handle = start_bridge(bridge_config(backend_url, store="memory"))
+    try:
+        body = {"model": "fixture-scripted", "input": "@text stored or not", "background": True}
+        queued = httpx.post(handle.url + "/responses", json=body, timeout=30).json()
+        assert queued["status"] == "queued", queued
+        rid = queued["id"]
+        assert poll(lambda: httpx.get(f"{handle.url}/responses/{rid}", timeout=10).json()["status"]
+                    not in ("queued", "in_progress"), timeout=20)  # fmt: skip
+        final = httpx.get(f"{handle.url}/responses/{rid}", timeout=10).json()
+        assert store.dropped == [rid]
+        assert final["status"] == "failed" and final["error"]["code"] == "store_unavailable", final
+        followed = httpx.get(f"{handle.url}/responses/{rid}", params={"stream": "true"}, timeout=30)
+        frames = parse_frames(followed.content)
+        terminal = assert_well_ended(frames)
+        assert terminal["type"] == "response.failed" and terminal["response"]["error"]["code"] == "store_unavailable"
+        assert "response.completed" not in [e["type"] for e in events_of(frames)]
+    finally:
+        handle.stop()
 
 
 # --------------------------------------------------------------------------- the failure path
