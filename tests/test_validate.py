@@ -1229,3 +1229,25 @@ def test_junk_sse_is_reported_not_crashed_on(raw: bytes) -> None:
     assert all(isinstance(e, dict) for e in events)
     assert all(v.rule in RULES for v in violations)
     assert all(v.rule in RULES for v in validate_events(events))
+
+
+def test_the_kit_imports_nothing_of_the_bridge() -> None:
+    """The kit judges any Responses producer: loading every module of it loads no server/ or translator/."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import pkgutil, sys, importlib, conformance\n"
+        "for m in pkgutil.iter_modules(conformance.__path__): importlib.import_module('conformance.' + m.name)\n"
+        "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] in ('server', 'translator'))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.strip() == ""
