@@ -1,4 +1,4 @@
-"""ChatStreamTranslator against every backend quirk of REFERENCE §3, each stream checked by the
+"""ChatStreamTranslator against every backend quirk of docs/wire.md §3, each stream checked by the
 project's validator, the SDK's event types and the SDK's own accumulator."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ chunk of its own or twice (OpenRouter), usage in a last empty-choices chunk or o
 never, ``reasoning`` vs ``reasoning_content``, ``data: {"error": …}`` in the middle of a 200 stream.
 Responses clients, on the other hand, are strict: the openai SDK's accumulator raises on an event
 for an item it was not told about, Open Responses rejects a missing field. So the machine keeps
-exactly one item open at a time and emits the canonical sequence (REFERENCE §1.5/§1.6):
+exactly one item open at a time and emits the canonical sequence (docs/wire.md §1.5/§1.6):
 ``created``, ``in_progress``, then per item ``output_item.added`` → part added → deltas → part done
 → ``output_item.done``, then one terminal event with the full output and usage.
 
@@ -834,7 +834,7 @@ class ChatStreamTranslator:
 
     # tool calls ----------------------------------------------------------
     def _find_call(self, tc: dict[str, Any]) -> _Call:
-        """Attribute a tool-call delta to a call (REFERENCE §3.1 rule 6)."""
+        """Attribute a tool-call delta to a call (docs/wire.md §3.1 rule 6)."""
         index = tc.get("index")
         if isinstance(index, list | dict):
             index = None  # unusable as an index
