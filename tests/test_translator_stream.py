@@ -276,7 +276,7 @@ def test_stream_cut_without_finish_or_done_fails() -> None:
 
 
 def test_done_without_finish_reason_is_never_completed() -> None:
-    """Issue 2: a stream that ends without a finish reason never ends silently `completed`, even after
+    """A stream that ends without a finish reason never ends silently `completed`, even after
     [DONE]; what arrived is kept in the failed response's output."""
     events, resp = run([ch({"content": "whole"})], done_seen=True)
     assert events[-1]["type"] == "response.failed" and resp["status"] == "failed"
