@@ -300,10 +300,12 @@ def test_sse_decoder_refuses_a_20_mb_line_fed_in_64_kib_pieces() -> None:
     piece = b"x" * 65536
     assert decoder.feed(b"data: {\"a\": 1}\n\ndata: ") == [(None, '{"a": 1}')]
     fed = 0
+    tail = decoder._buf  # the unfinished frame: one bytearray grown in place, never rebuilt per read
     with pytest.raises(UpstreamError, match="SSE frame over 8388608 bytes") as info:
         while fed < 20 * 1024 * 1024:
-            decoder.feed(piece)
+            assert decoder.feed(piece) == []
             fed += len(piece)
+            assert decoder._buf is tail
     assert info.value.status == 502
     assert fed <= 8 * 1024 * 1024 + len(piece)  # refused as soon as the ceiling was passed
 

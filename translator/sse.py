@@ -90,7 +90,7 @@ class SSEDecoder:
                 if len(buf) > self._max:
                     raise self._too_long()
                 return []
-            head = bytes(buf[:end])
+            head: bytes | bytearray = buf[:end]
             del buf[: end + 2]
         else:
             end = data.rfind(b"\n\n")
