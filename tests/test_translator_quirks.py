@@ -423,6 +423,11 @@ def test_check_request_checks_values_inside_fields(body: dict[str, Any], param: 
     assert info.value.param == param
 
 
-def test_check_request_needs_an_object() -> None:
+def test_check_request_needs_an_object_and_a_model() -> None:
     with pytest.raises(InvalidRequest):
         check_request([])  # type: ignore[arg-type]
+    for body in ({"input": "x"}, {"model": "", "input": "x"}, {"model": None}):
+        with pytest.raises(InvalidRequest) as info:
+            check_request(body)
+        assert (info.value.param, info.value.code) == ("model", "missing_required_parameter")
+    assert check_request({"model": "m"}) == []  # input may still come from previous_response_id

@@ -765,8 +765,8 @@ def check_request(body: dict[str, Any], *, strict: bool = False) -> list[str]:
 
     The one validator both the server and library users call, so the same bad field gets the same
     message everywhere: a field of the wrong JSON type (or a value out of its range: metadata
-    limits, truncation, include entries, nesting depth) raises `InvalidRequest` naming the field.
-    Unknown names are returned rather than refused, in body order, because OpenAI adds fields
+    limits, truncation, include entries, nesting depth) raises `InvalidRequest` naming the field, as
+    does a missing ``model``. Unknown names are returned rather than refused, in body order, because OpenAI adds fields
     faster than a bridge follows them and a client sending a new one should still be served (the
     server logs each name once); ``strict=True`` refuses them as OpenAI does, with its wording and
     ``code="unknown_parameter"``. The inside of ``input`` and ``tools`` is checked by the
@@ -779,6 +779,8 @@ def check_request(body: dict[str, Any], *, strict: bool = False) -> list[str]:
         name = unknown[0]
         raise InvalidRequest(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
     _validate_fields(body)
+    if not body.get("model"):  # the one field no request can do without (input may come from history)
+        raise InvalidRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
     return unknown
 
 
