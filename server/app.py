@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from server import stored
+from server.chat import CHAT_ENDPOINT, create_chat_completion
 from server.config import BridgeConfig, ConfigError
 from server.errors import error_response, handle_http_exception, handle_unexpected
 from server.middleware import BridgeMiddleware
@@ -36,6 +37,7 @@ def create_app(config: BridgeConfig) -> Starlette:
     state = BridgeState(config)
     routes: list[BaseRoute] = [
         Route(RESPONSES_ENDPOINT, create_response, methods=["POST"]),
+        Route(CHAT_ENDPOINT, create_chat_completion, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

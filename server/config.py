@@ -44,6 +44,8 @@ FIXTURES_UPSTREAM = "fixtures"
 """`--upstream fixtures`: serve the project's fixture chat backend in-process (no backend needed)."""
 
 LOG_FORMATS = ("text", "json")
+UPSTREAM_APIS = ("chat", "responses")
+"""What an upstream speaks: Chat Completions (the default) or the Responses API."""
 
 
 class ConfigError(ValueError):
@@ -79,6 +81,8 @@ class Upstream:
     Routing: a model named in `aliases` (alias → backend model), a model starting with `prefix` (the
     prefix is stripped), or a model in `models`. An upstream without `models` accepts any model not
     claimed by another upstream. `options` are the translator options after applying `profile`.
+    `api` is what the backend speaks: `chat` (POSTs go to `{base_url}/chat/completions`) or
+    `responses` (`{base_url}/responses`; chat clients are then served by translation, docs/reverse.md).
     """
 
     name: str
@@ -90,6 +94,11 @@ class Upstream:
     profile: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    api: str = "chat"
+
+    def __post_init__(self) -> None:
+        if self.api not in UPSTREAM_APIS:
+            raise ConfigError(f"upstream {self.name}: api must be one of {', '.join(UPSTREAM_APIS)}, got {self.api!r}")
 
     @property
     def passthrough(self) -> bool:
@@ -255,7 +264,7 @@ def _secret(table: Mapping[str, Any], key: str, where: str, env: Mapping[str, st
 
 _UPSTREAM_KEYS = {
     "name", "base_url", "api_key", "api_key_env", "models", "aliases", "prefix", "profile", "options",
-    "headers",
+    "headers", "api",
 }  # fmt: skip
 
 
@@ -284,6 +293,7 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
         profile=profile,
         options=resolve_options(profile, options),
         headers={str(k): str(v) for k, v in headers.items()},
+        api=str(_expect(table.get("api", "chat"), str, f"{where}.api")),
     )
 
 
