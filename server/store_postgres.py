@@ -273,6 +273,7 @@ class PostgresStore(ItemLookup):
             asyncpg.PostgresConnectionError,
             asyncpg.InterfaceError,
             asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
+            asyncpg.InternalClientError,  # a pooled connection left mid-operation by the loss
             OSError,
         )
         self._engine_error = (asyncpg.PostgresError,)
@@ -331,6 +332,10 @@ class PostgresStore(ItemLookup):
                 if attempt == 1:
                     self.retries += 1
                     log.warning("PostgreSQL store: connection lost during %s (%s); retrying once", what, exc)
+                    # When one connection is lost the others usually are too (a restarted server):
+                    # have the pool open fresh ones rather than hand out another dead one.
+                    with contextlib.suppress(Exception):
+                        await self.pool.expire_connections()
                     continue
                 raise _unavailable(exc, what) from exc
             except self._engine_error as exc:
