@@ -189,13 +189,14 @@ class _Record:
 
 
 class _Conversation:
-    __slots__ = ("created_at", "items", "metadata", "owner")
+    __slots__ = ("appended", "created_at", "items", "metadata", "owner")
 
     def __init__(self, owner: str | None, created_at: float, metadata: bytes) -> None:
         self.owner = owner
         self.created_at = created_at
         self.metadata = metadata
         self.items: list[tuple[str, bytes]] = []  # (item id, item JSON), oldest first
+        self.appended: set[str] = set()  # responses whose items are in (never appended twice)
 
 
 class MemoryStore(ItemLookup):
@@ -248,7 +249,8 @@ class MemoryStore(ItemLookup):
         if response.get("status") in CANCELLABLE_STATUSES:
             record.owner_replica = self.replica_id
         self._records[response_id] = record
-        if conv is not None:
+        if conv is not None and response_id not in conv.appended:
+            conv.appended.add(response_id)
             conv.items.extend((item["id"], orjson.dumps(item)) for item in response_items(response, items))
 
     async def get(self, response_id: str, *, owner: str | None) -> dict | None:
