@@ -18,16 +18,7 @@ from typing import Any
 import pytest
 
 from server.store import SERVER_RESTARTED, MemoryStore, open_store
-from tests.test_store import (  # noqa: F401  (fixtures used by name)
-    ROOT,
-    anyio_backend,
-    durable_engines,
-    pg_schema,
-    postgres_url,
-    response,
-    store,
-    store_spec,
-)
+from tests.test_store import ROOT, durable_engines, response
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

@@ -15,20 +15,7 @@ from typing import Any
 import pytest
 
 from server.store import ConversationNotFound, StoreRefused, open_store
-from tests.test_store import (  # noqa: F401  (fixtures used by name)
-    ROOT,
-    all_engines,
-    anyio_backend,
-    durable_engines,
-    engines,
-    ids,
-    pg_schema,
-    postgres_url,
-    response,
-    store,
-    store_spec,
-    user,
-)
+from tests.test_store import ROOT, all_engines, durable_engines, engines, ids, response, user
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 

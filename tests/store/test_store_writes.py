@@ -32,20 +32,7 @@ from server.store import (
     check_storable,
     open_store,
 )
-from tests.test_store import (  # noqa: F401  (fixtures used by name)
-    ROOT,
-    all_engines,
-    anyio_backend,
-    durable_engines,
-    engines,
-    ids,
-    pg_schema,
-    postgres_url,
-    response,
-    store,
-    store_spec,
-    user,
-)
+from tests.test_store import ROOT, all_engines, durable_engines, engines, ids, response, user
 
 pytestmark = pytest.mark.anyio
 
@@ -264,7 +251,7 @@ async def test_sqlite_full_disk_raises_store_unavailable(store: Any) -> None:
 @engines("sqlite")
 async def test_sqlite_read_only_database_raises_store_unavailable(store: Any) -> None:
     await store._run(lambda: store._db().execute("PRAGMA query_only = ON"))
-    with pytest.raises(StoreUnavailable, match="readonly|read-only|query_only"):
+    with pytest.raises(StoreUnavailable, match=r"readonly|read-only|query_only"):
         await store.put(response("resp_ro"), [], owner=None)
     with pytest.raises(StoreUnavailable):
         await store.delete("resp_ro", owner=None)
