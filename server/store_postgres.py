@@ -236,11 +236,13 @@ class PostgresStore(ItemLookup):
         max_size: int = 10,
         batch_window: float | None = None,
         max_batch: int | None = None,
+        committers: int = 2,
     ) -> None:
         """``batch_window``: seconds the committer waits for more puts after the first of a group
         (default 0: the group is whatever queued while the previous commit ran); ``max_batch``: most
         puts in one transaction (1 turns group commit off). Both may come from the spec's query
-        (``batch_window_ms``, ``max_batch``); an argument given here wins."""
+        (``batch_window_ms``, ``max_batch``); an argument given here wins. ``committers``: groups
+        in flight at once, each on its own connection (2: one group forms while the other commits)."""
         self.dsn, self.schema, options = parse_spec(spec)
         self.batch_window = batch_window if batch_window is not None else options.get("batch_window", 0.0)
         self.max_batch = max_batch if max_batch is not None else options.get("max_batch", DEFAULT_MAX_BATCH)
@@ -250,7 +252,8 @@ class PostgresStore(ItemLookup):
         self._max_size = max_size
         self._pool: Any = None
         self._queue: asyncio.Queue[_Put | None] | None = None
-        self._committer: asyncio.Task | None = None
+        self._committers: list[asyncio.Task] = []
+        self.committer_count = committers
         self._lost: tuple[type[BaseException], ...] = (OSError,)
         self._engine_error: tuple[type[BaseException], ...] = ()
         self.replica_id: str | None = None
@@ -299,14 +302,19 @@ class PostgresStore(ItemLookup):
             raise _unavailable(exc, "open") from exc
         self._pool = pool
         self._queue = asyncio.Queue()
-        self._committer = asyncio.create_task(self._commit_loop(), name="postgres-store-committer")
+        self._committers = [
+            asyncio.create_task(self._commit_loop(), name=f"postgres-store-committer-{n}")
+            for n in range(self.committer_count)
+        ]
 
     async def close(self) -> None:
-        if self._committer is not None and self._queue is not None:
-            self._queue.put_nowait(None)  # after every put already queued
-            with contextlib.suppress(Exception):
-                await self._committer
-            self._committer = None
+        if self._committers and self._queue is not None:
+            for _ in self._committers:
+                self._queue.put_nowait(None)  # after every put already queued: one stop each
+            for task in self._committers:
+                with contextlib.suppress(Exception):
+                    await task
+            self._committers = []
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
