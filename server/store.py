@@ -15,6 +15,11 @@ Engines:
 
 JSON goes through orjson everywhere. Records are scoped by ``owner`` (a fingerprint of the caller's API key,
 or None when no keys are configured): a record is visible only to the owner it was stored with.
+
+The interface, the errors (``StoreUnavailable``, ``StoreRefused``, ``ConversationNotFound``), the limits
+and ``check_storable`` live in server/store_base.py and are re-exported here; the SQL engines import only
+that module, and ``open_store`` imports an engine only when a spec names it. docs/store.md describes
+group commit, failures, limits, recovery and conversations.
 """
 
 from __future__ import annotations
