@@ -482,13 +482,23 @@ async def run_retention(store: ResponseStore, older_than_days: float, *, every_s
         await asyncio.sleep(every_seconds)
 
 
-async def run_heartbeat(store: ResponseStore, replica_id: str, *, every_seconds: float = 5.0) -> None:
+async def run_heartbeat(
+    store: ResponseStore, replica_id: str, *, every_seconds: float = 5.0, recover_after: float | None = None
+) -> None:
     """Renew this replica's heartbeat every ``every_seconds``, for ever (a lifespan task, cancelled on
     shutdown). Keep ``every_seconds`` well below the ``stale_after`` that ``recover_orphans`` is given
-    (default 30 s, i.e. six missed beats) so a busy replica is never taken for a dead one."""
+    (default 30 s, i.e. six missed beats) so a busy replica is never taken for a dead one.
+
+    With ``recover_after`` (seconds), each beat also runs ``recover_orphans(replica_id, recover_after)``,
+    so the jobs of a replica that dies while this one runs end too, not only at the next start."""
     while True:
         try:
             await store.heartbeat(replica_id)
+            if recover_after is not None:
+                ended = await store.recover_orphans(replica_id, recover_after)
+                if ended:
+                    log.warning("recovery: %d background response(s) of a stopped replica failed: %s",
+                                len(ended), ", ".join(ended))  # fmt: skip
         except Exception:
             log.warning("heartbeat of replica %s failed; trying again", replica_id, exc_info=True)
         await asyncio.sleep(every_seconds)

@@ -220,12 +220,17 @@ class SQLiteStore(ItemLookup):
                     stop = True
                     break
                 jobs.append(nxt)
-            writes = [j for j in jobs if j.write]
-            if writes:
-                self._commit_group(writes)
-            for j in jobs:
-                if not j.write:
-                    self._read(j)
+            try:
+                writes = [j for j in jobs if j.write]
+                if writes:
+                    self._commit_group(writes)
+                for j in jobs:
+                    if not j.write:
+                        self._read(j)
+            except BaseException as exc:  # a bug here must not leave writers waiting for ever
+                for j in jobs:
+                    if j.outcome[1] is None and not j.outcome[0]:
+                        j.outcome = (False, StoreUnavailable(f"SQLite store worker failed: {exc!r}"))
             for j in jobs:
                 try:
                     j.loop.call_soon_threadsafe(_settle, j.future, *j.outcome)

@@ -191,3 +191,28 @@ async def test_a_restarted_container_reusing_the_pid_is_a_predecessor(tmp_path: 
         assert await store.recover_orphans("after-restart", stale_after=30) == ["resp_c"]
     finally:
         await store.close()
+
+
+async def test_run_heartbeat_renews_and_recovers_while_running(tmp_path: Any) -> None:
+    from server.store import run_heartbeat
+
+    store = open_store(f"sqlite:///{tmp_path}/store.db")
+    await store.open()
+    try:
+        await store.register_replica("old")
+        await store.put(response("resp_h", status="in_progress", background=True), [], owner=None)
+        await store._write(lambda conn: conn.execute("UPDATE replicas SET host = 'far', heartbeat_at = 0"))
+        beats = asyncio.create_task(run_heartbeat(store, "live", every_seconds=0.05, recover_after=30))
+        try:
+            for _ in range(200):
+                if (await store.get("resp_h", owner=None))["status"] == "failed":
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            beats.cancel()
+        assert (await store.get("resp_h", owner=None))["error"]["code"] == "server_restarted"
+        rows = await store._run(lambda: store._db().execute("SELECT replica_id, heartbeat_at FROM replicas").fetchall())
+        assert {r[0] for r in rows} == {"old", "live"}
+        assert dict(rows)["live"] > 0
+    finally:
+        await store.close()
