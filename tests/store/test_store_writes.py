@@ -510,3 +510,7 @@ def test_every_store_says_whether_it_keeps_responses() -> None:
     assert all(cls.keeps_responses is True for cls in (MemoryStore, SQLiteStore, PostgresStore))
     assert open_store("none").keeps_responses is False
     assert open_store("memory").keeps_responses is True
+    from server.store import ResponseStore
+
+    for spec in ("none", "memory", "sqlite:///x.db", "postgresql://u@h/db"):
+        assert isinstance(open_store(spec), ResponseStore), spec  # every method of the interface
