@@ -124,7 +124,7 @@ def _check_storable(payload: dict[str, Any], items: list[dict[str, Any]]) -> Non
     """What the store could not hold (NUL in an id, an over-long id, over-deep JSON) is a 400 naming
     the field, the same on every engine, before the backend is asked."""
     try:
-        check_storable(payload, items)
+        check_storable({**payload, "id": "resp_check"}, items)  # the id is made later
     except StoreRefused as exc:
         raise invalid(f"Invalid value for '{exc.field}': {exc.reason}.", exc.field, "invalid_value") from None
 
