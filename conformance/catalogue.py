@@ -1,13 +1,17 @@
 """The event catalogue: every Responses event name the kit knows, and the fields each must carry.
 
-One module on purpose: the event-name sets (:data:`EVENT_TYPES`, :data:`TERMINAL_EVENT_TYPES`,
-:data:`OUTPUT_DELTA_TYPES`) are defined here and nowhere else in the kit, so that when the translator
-publishes its own catalogue the kit can take the names from there with one import. The per-event field
-specs and the delta/part tables are rules as data (see docs/wire.md §1.2 for the catalogue, §1.5-§1.7
-for how the events of one item relate). Imports nothing.
+The event-name sets (:data:`EVENT_TYPES`, :data:`TERMINAL_EVENT_TYPES`, :data:`OUTPUT_DELTA_TYPES`)
+come from the translator's catalogue (``translator/events.py``), the one list of event names in the
+project, so the bridge's producer and this judge cannot drift apart; importing this module fails if
+the field rules below ever cover a different set. ``translator.events`` is pure data with no I/O, so
+the kit still judges any Responses producer. The per-event field specs and the delta/part tables are
+rules as data (see docs/wire.md §1.2 for the catalogue, §1.5-§1.7 for how the events of one item
+relate).
 """
 
 from __future__ import annotations
+
+from translator import events as _catalogue
 
 __all__ = [
     "CALL_TEXT_KEY",
@@ -26,13 +30,9 @@ __all__ = [
 ]
 
 #: Lifecycle events before the end, each carrying the whole Response.
-LIFECYCLE_EVENT_TYPES: tuple[str, ...] = ("response.created", "response.queued", "response.in_progress")
+LIFECYCLE_EVENT_TYPES: tuple[str, ...] = tuple(sorted(_catalogue.LIFECYCLE_EVENT_TYPES))
 #: The terminal events and the Response status each must carry (§1.5).
-TERMINAL_STATUS: dict[str, str] = {
-    "response.completed": "completed",
-    "response.incomplete": "incomplete",
-    "response.failed": "failed",
-}
+TERMINAL_STATUS: dict[str, str] = dict(_catalogue.TERMINAL_STATUS)
 
 _ITEM_TEXT = {"item_id": "str", "output_index": "int", "content_index": "int"}
 _SUMMARY = {"item_id": "str", "output_index": "int", "summary_index": "int"}
@@ -126,9 +126,13 @@ PART_TEXT_KEY: dict[str, str] = {
 CALL_TEXT_KEY: dict[str, str] = {"function_call": "arguments", "custom_tool_call": "input"}
 
 
-#: Every event type the kit checks in detail (events under OPENAI_ONLY_PREFIXES are known but not followed).
-EVENT_TYPES: frozenset[str] = frozenset(EVENT_FIELDS)
+#: Every event type the kit checks in detail (events under OPENAI_ONLY_PREFIXES are known but not followed):
+#: the translator's catalogue, so producer and judge cannot drift apart.
+EVENT_TYPES: frozenset[str] = _catalogue.EVENT_TYPES
 #: The events that end a stream; exactly one of them, last (§1.5).
-TERMINAL_EVENT_TYPES: frozenset[str] = frozenset(TERMINAL_STATUS)
+TERMINAL_EVENT_TYPES: frozenset[str] = _catalogue.TERMINAL_EVENT_TYPES
 #: The events that append text to an output item (message text, refusal, reasoning, call arguments).
-OUTPUT_DELTA_TYPES: frozenset[str] = frozenset(t for t, spec in TEXT_EVENTS.items() if spec[3] == "delta")
+OUTPUT_DELTA_TYPES: frozenset[str] = _catalogue.OUTPUT_DELTA_TYPES
+
+if set(EVENT_FIELDS) != EVENT_TYPES or {t for t, spec in TEXT_EVENTS.items() if spec[3] == "delta"} != OUTPUT_DELTA_TYPES:
+    raise ImportError("conformance.catalogue: the field rules and translator.events list different events")
