@@ -32,7 +32,8 @@ CHAT_RULES: dict[str, str] = {
     "chat-one-finish": "exactly one finish_reason per choice (none when the stream ends in an error chunk)",
     "chat-finish-value": "finish_reason is stop, length, tool_calls, content_filter or function_call",
     "chat-after-finish": "no content, reasoning or tool-call delta for a choice after its finish_reason",
-    "chat-finish-tool-calls": "a choice that streamed tool calls finishes with tool_calls",
+    "chat-finish-tool-calls": "a choice that streamed tool calls finishes with tool_calls, not stop "
+                              "(length and content_filter may cut a call)",
     "chat-usage": "a usage chunk (choices: []) comes only when stream_options.include_usage asked, "
                   "exactly once then, after the finish, with integer token counts",
     "chat-error-chunk": "an error chunk is {error: {message, …}} and only [DONE] follows it",
@@ -158,7 +159,7 @@ def validate_chat_stream(raw: bytes, request: dict[str, Any] | None = None) -> l
         for index, state in choices.items():
             if state.finishes == 0:
                 out.append(Violation(None, "chat-one-finish", f"choice {index} never got a finish_reason"))
-            elif state.calls and state.finish_reason not in ("tool_calls", "function_call"):
+            elif state.calls and state.finish_reason == "stop":
                 out.append(Violation(None, "chat-finish-tool-calls",
                                      f"choice {index} streamed tool calls but finished with {state.finish_reason!r}"))
     return out
@@ -209,7 +210,7 @@ def validate_chat_completion(body: Any) -> list[Violation]:
         if choice.get("finish_reason") not in FINISH_REASONS:
             out.append(Violation(None, "chat-finish-value", f"finish_reason {choice.get('finish_reason')!r}"))
         calls = message.get("tool_calls")
-        if calls and choice.get("finish_reason") not in ("tool_calls", "function_call"):
+        if calls and choice.get("finish_reason") == "stop":
             out.append(Violation(None, "chat-finish-tool-calls", f"tool calls with {choice.get('finish_reason')!r}"))
     usage = body.get("usage")
     if usage is not None and not (isinstance(usage, dict) and all(isinstance(usage.get(k), int) for k in _USAGE_KEYS)):

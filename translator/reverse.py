@@ -160,7 +160,9 @@ class ResponsesStreamTranslator:
         self._role_sent = False
         self._items: dict[int, _Item] = {}
         self._by_item_id: dict[str, int] = {}
-        self._last_index = -1
+        self._last_key: int | None = None
+        self._next_index = 0
+        self._unplaced = 0  # keys below 0: items known by an id only
         self._calls = 0
         self._acc = ChatCompletionAccumulator()
 
@@ -240,9 +242,10 @@ class ResponsesStreamTranslator:
                 error = _obj(response.get("error"))
                 return self._fail_chunks(out, _str(error.get("message")) or "The response failed.",
                                          _str(error.get("code")) or "server_error")
-            for index, data in enumerate(_list(response.get("output"))):
+            for position, data in enumerate(_list(response.get("output"))):
                 if isinstance(data, dict):
-                    self._take_item(self._item_at(index, _str(data.get("type")), data), data, out, settle=True)
+                    self._take_item(self._item_for({"output_index": position}, _str(data.get("type")), data),
+                                    data, out, settle=True)
             return self._end(response, out)
         if kind == ERROR:
             nested = _obj(event.get("error"))
@@ -284,7 +287,9 @@ class ResponsesStreamTranslator:
             item = self._items[index] = _Item(type=type_)
         elif type_ and not item.type:
             item.type = type_
-        self._last_index = max(self._last_index, index)
+        self._last_key = index
+        if index >= 0:
+            self._next_index = max(self._next_index, index + 1)
         if data is not None:
             item_id = data.get("id")
             if isinstance(item_id, str) and item_id:
@@ -292,20 +297,29 @@ class ResponsesStreamTranslator:
         return item
 
     def _item_for(self, event: dict[str, Any], type_: str = "", data: dict[str, Any] | None = None) -> _Item:
-        """The item an event is about: by ``output_index``, else by ``item_id``, else the latest one."""
+        """The item an event is about: by ``output_index``, else by ``item_id`` (an id never seen gets
+        a key of its own, below 0, until the terminal Response names its position), else the latest."""
         index = event.get("output_index")
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            item_id = event.get("item_id") or _obj(data).get("id")
-            index = self._by_item_id.get(item_id) if isinstance(item_id, str) else None
+        item_id = event.get("item_id") or _obj(data).get("id")
+        item_id = item_id if isinstance(item_id, str) and item_id else None
+        if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
+            known = self._by_item_id.get(item_id) if item_id else None
+            if known is not None and known < 0 and index not in self._items:
+                self._items[index] = self._items.pop(known)  # its position, now known
+                self._by_item_id[item_id] = index  # type: ignore[index]
+        else:
+            index = self._by_item_id.get(item_id) if item_id else None
+            if index is None and item_id and event.get("type") != OUTPUT_ITEM_ADDED:
+                self._unplaced -= 1
+                index = self._unplaced
             if index is None:
-                last = self._items.get(self._last_index)
+                last = self._items.get(self._last_key) if self._last_key is not None else None
                 same = last is not None and (not type_ or last.type in ("", type_))
                 # a delta, or the done event of the item just added, is about the latest item
-                index = self._last_index if same and (not type_ or event.get("type") == OUTPUT_ITEM_DONE) \
-                    else self._last_index + 1
+                index = self._last_key if same and (not type_ or event.get("type") == OUTPUT_ITEM_DONE) \
+                    else self._next_index
         item = self._item_at(index, type_, data)
-        item_id = event.get("item_id")
-        if isinstance(item_id, str) and item_id:
+        if item_id:
             self._by_item_id.setdefault(item_id, index)
         return item
 
@@ -418,9 +432,12 @@ class ResponsesStreamTranslator:
         self.finish_reason = finish
         out.append(self._chunk({}, finish))
         self.usage = reverse_usage(response.get("usage"))
-        if self.usage is not None and self.include_usage:
+        if self.include_usage:
+            # asked for, the usage chunk always comes (clients wait for it); counts the backend did
+            # not report are 0, as the forward direction's map_usage reports them
+            usage = self.usage if self.usage is not None else reverse_usage({})
             out.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [], "usage": self.usage})
+                        "model": self.model, "choices": [], "usage": usage})
         return out
 
     def _fail_chunks(self, out: list[dict[str, Any]], message: str, code: str) -> list[dict[str, Any]]:
