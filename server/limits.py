@@ -29,7 +29,12 @@ class UpstreamLimitError(httpx.TransportError):
     that is too large would only be too large again."""
 
     def __init__(
-        self, message: str, *, limit: str, code: str = "upstream_too_large", request: httpx.Request | None = None
+        self,
+        message: str,
+        *,
+        limit: str,
+        code: str = "upstream_too_large",
+        request: httpx.Request | None = None,
     ) -> None:
         super().__init__(message, request=request)
         self.limit = limit
