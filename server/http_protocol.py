@@ -49,6 +49,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
+        self._head_size = (
+            0  # the parsed block: request target and header fields, as httptools hands them over
+        )
         self._refusal: bytes | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
@@ -106,6 +109,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._in_head:
+            # Raw bytes while the headers are incomplete: catches one endless header line, which
+            # httptools would otherwise keep concatenating without ever calling back.
             self._head_bytes += len(data)
             self._start_head_timer()  # a kept-alive connection: the next request's headers start now
         elif self._body_rate is not None:
@@ -134,16 +139,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             "limits.request_max_headers).", "request_headers_too_large")  # fmt: skip
 
     def on_url(self, url: bytes) -> None:
-        if self._head_bytes > self.limits.request_max_header_bytes:
+        self._head_size += len(url)
+        if self._head_size > self.limits.request_max_header_bytes:
             self._refuse_headers()
             raise _Refuse
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
+        self._head_size += len(name) + len(value) + 4
         if (
             self._header_count > self.limits.request_max_headers
-            or self._head_bytes > self.limits.request_max_header_bytes
+            or self._head_size > self.limits.request_max_header_bytes
         ):
             self._refuse_headers()
             raise _Refuse
@@ -202,6 +209,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
+        self._head_size = (
+            0  # the parsed block: request target and header fields, as httptools hands them over
+        )
         self._body_rate = None
         if self._body_timer is not None:
             self._body_timer.cancel()
