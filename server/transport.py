@@ -41,6 +41,8 @@ __all__ = ["FastTransport"]
 #: Buffered, unread body bytes above which the socket stops being read (backpressure).
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+#: The most body bytes one read hands over (see `_Connection.take`).
+_MAX_TAKE = 64 * 1024
 
 _Origin = tuple[str, int]
 
@@ -237,12 +239,28 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def take(self) -> bytes:
-        """Every buffered body byte as one piece (resuming the socket if it was paused)."""
+        """The buffered body bytes as one piece, at most about `_MAX_TAKE` (resuming the socket if
+        it was paused). Capped so that one read never hands the translator more work than a few
+        milliseconds' worth: the reader yields to the loop between reads, not within one."""
         buffer = self.buffer
-        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
-        self.buffer = []
-        self.buffered = 0
-        if self._read_paused and self.transport is not None:
+        if self.buffered <= _MAX_TAKE:
+            data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+            self.buffer = []
+            self.buffered = 0
+        else:
+            size = 0
+            count = 0
+            while count < len(buffer) and size < _MAX_TAKE:
+                size += len(buffer[count])
+                count += 1
+            data = b"".join(buffer[:count])
+            if len(data) > _MAX_TAKE:  # one socket read larger than the cap: split it
+                self.buffer = [data[_MAX_TAKE:], *buffer[count:]]
+                data = data[:_MAX_TAKE]
+            else:
+                self.buffer = buffer[count:]
+            self.buffered -= len(data)
+        if self._read_paused and self.buffered < _LOW_WATER and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
         return data
@@ -308,6 +326,10 @@ class _Body(httpx.AsyncByteStream):
                 return
             if conn.buffer:
                 yield conn.take()
+                # Let the loop run between two reads even when the next is already buffered: a
+                # backend that sends faster than the bridge translates would otherwise keep this
+                # reader running without a pause, and every other client waiting.
+                await asyncio.sleep(0)
                 continue
             if conn.error is not None:
                 error = conn.error
