@@ -8,7 +8,8 @@ with connections that never finish their headers. This subclass adds, per `serve
 - `request_max_header_bytes` / `request_max_headers`: bytes are counted as they arrive, before
   httptools assembles the header (it joins fragments by concatenation); over the limit → 431;
 - `request_header_timeout`: from connection open (or, on a kept-alive connection, from the first
-  byte of the next request) to the end of the headers; over it → 408;
+  byte of the next request) to the end of the headers; over it → 408 (a connection that sent
+  nothing at all is just closed);
 - `request_min_body_rate` over `request_body_rate_window` (`server.limits.BodyRate`): a body
   arriving slower than that on average → 408, whatever the gaps;
 - `max_client_connections`: a connection beyond it is answered 503 at once and closed, freeing its
@@ -100,7 +101,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._in_head:
+        if self._in_head and self._head_bytes == 0:
+            # Nothing of a request yet (a client's pre-opened connection): close it quietly, as a
+            # keep-alive timeout would; an unasked-for 408 would only confuse its connection pool.
+            self._answer_and_close(b"")
+        elif self._in_head:
             self._answer_and_close(raw_error_response(
                 408, f"The request headers did not arrive within {self.limits.request_header_timeout:g} seconds "
                 "(limits.request_header_timeout).", "request_timeout"))  # fmt: skip

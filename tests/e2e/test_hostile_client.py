@@ -159,7 +159,7 @@ def test_slow_headers_are_a_408_after_the_header_timeout(bridge: BridgeProcess) 
     assert "request_header_timeout" in error["message"]
 
 
-def test_connections_beyond_the_limit_get_a_503_and_idle_ones_a_408(bridge: BridgeProcess) -> None:
+def test_connections_beyond_the_limit_get_a_503_and_idle_ones_are_closed(bridge: BridgeProcess) -> None:
     limit = LIMITS["max_client_connections"]
     with measure(bridge, f"{limit + 16} idle connections (limit {limit})") as m:
         socks = [_connect(bridge) for _ in range(limit + 16)]
@@ -178,11 +178,14 @@ def test_connections_beyond_the_limit_get_a_503_and_idle_ones_a_408(bridge: Brid
         after = httpx.get(bridge.url + "/healthz", timeout=5)
     m.assert_bounded()
     statuses = [a.status_code if a is not None else None for a in answers]
+    # Beyond the limit: a 503 at once. Within it: closed quietly after the header timeout (they
+    # sent nothing), not held; every reader above returned before its 10 s socket timeout.
     assert statuses.count(503) >= 16, statuses
-    assert set(statuses) <= {503, 408}, statuses
+    assert set(statuses) <= {503, None}, statuses
     for answer in answers:
-        assert answer is not None
-        _assert_refused(answer, answer.status_code, "server_busy" if answer.status_code == 503 else "request_timeout")
+        if answer is not None:
+            _assert_refused(answer, 503, "server_busy")
+    assert m.seconds < 9
     assert after.status_code == 200  # the server serves again once the idle connections are gone
 
 
