@@ -74,7 +74,12 @@ class Limits:
     Backend side (`upstream_*`): the response header block, the bytes of one answer (streamed or
     not), and the size of a non-streamed JSON answer. Client side (`request_*`, checked before any
     API key): header block size and count, the time from connection open to the end of the headers,
-    a minimum body rate averaged over a window, and the number of open connections."""
+    a minimum body rate averaged over a window, and the number of open connections. Request shape
+    (`request_max_*`, checked after the API key): JSON objects and arrays in one body, counted on the
+    raw bytes before parsing (parsing a million small objects holds the event loop for ~0.4 s and
+    ~1 GB), then the lengths of `input` and `tools`, before any translation. Response shape: the
+    output items (messages, reasoning, tool calls) one answer may hold (the translator's
+    `max_output_items`)."""
 
     upstream_max_header_bytes: int = 64 * 1024
     upstream_max_answer_bytes: int = 64 * 1024 * 1024
@@ -85,6 +90,10 @@ class Limits:
     request_min_body_rate: int = 1024
     request_body_rate_window: float = 10.0
     max_client_connections: int = 1000
+    request_max_json_containers: int = 100_000
+    request_max_input_items: int = 20_000
+    request_max_tools: int = 2_000
+    response_max_output_items: int = 1024
 
     def __post_init__(self) -> None:
         for name in LIMIT_KEYS:
@@ -96,7 +105,8 @@ class Limits:
 LIMIT_KEYS = (
     "upstream_max_header_bytes", "upstream_max_answer_bytes", "upstream_max_json_bytes",
     "request_max_header_bytes", "request_max_headers", "request_header_timeout", "request_min_body_rate",
-    "request_body_rate_window", "max_client_connections",
+    "request_body_rate_window", "max_client_connections", "request_max_json_containers",
+    "request_max_input_items", "request_max_tools", "response_max_output_items",
 )  # fmt: skip
 _FLOAT_LIMITS = {"request_header_timeout", "request_body_rate_window"}
 
