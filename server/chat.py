@@ -32,8 +32,9 @@ import translator
 from server.accesslog import AccessRecord
 from server.body import read_body
 from server.chat_stream import ChunkStream, encode_chunk
-from server.config import BridgeConfig, Route
+from server.config import BridgeConfig, Limits, Route
 from server.errors import ApiError, JSONResponse, error_response, invalid, not_found, translator_error
+from server.limits import UpstreamLimitError
 from server.responses import ClientGone, _cancel_on_disconnect
 from server.scope import ACCESS_KEY, TOKEN_KEY
 from server.state import BridgeState
@@ -65,7 +66,8 @@ class ChatRequest:
     include_usage: bool
 
 
-def read_chat_request(body: bytes) -> ChatRequest:
+def read_chat_request(body: bytes, limits: Limits | None = None) -> ChatRequest:
+    """Parse and check the body; every refusal is a 400 naming the field."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -79,6 +81,13 @@ def read_chat_request(body: bytes) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise invalid("Missing required parameter: 'messages' (a non-empty array).", "messages",
                       "missing_required_parameter")  # fmt: skip
+    if limits is not None:
+        for name, ceiling, setting in (("messages", limits.request_max_input_items, "request_max_input_items"),
+                                       ("tools", limits.request_max_tools, "request_max_tools")):
+            value = payload.get(name)
+            if isinstance(value, list) and len(value) > ceiling:
+                raise invalid(f"'{name}' holds {len(value)} entries; the bridge's limit is {ceiling} "
+                              f"(limits.{setting}).", name, "request_too_large")
     stream = payload.get("stream", False)
     if stream is None:
         stream = False
@@ -108,7 +117,9 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     config = state.config
     if state.shutting_down:
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
-    asked = read_chat_request(await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0)))
+    body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0),
+                           max_json_containers=config.limits.request_max_json_containers)
+    asked = read_chat_request(body, config.limits)
     route = config.route(asked.model)
     if route is None:
         raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
@@ -145,7 +156,7 @@ async def _passthrough(asked: ChatRequest, route: Route, client: UpstreamClient,
         _set_usage(record, completion.get("usage"))
         return JSONResponse(scrub_value(completion, secrets) if completion.get("error") else completion)
     upstream = await client.open_stream(body, token)
-    source = RelaySource(upstream, route.upstream.name, secrets, record, asked.include_usage)
+    source = RelaySource(upstream, client, secrets, record, asked.include_usage)
     return ChunkStream(source, keepalive_interval=config.keepalive_interval)
 
 
@@ -155,10 +166,11 @@ class RelaySource:
     A stream that ends without `[DONE]` after its finish reason is complete (the tail is added);
     one that ends before any finish reason was cut, and says so in an error chunk."""
 
-    def __init__(self, upstream: httpx.Response, name: str, secrets: tuple[str, ...], record: AccessRecord,
-                 include_usage: bool) -> None:
+    def __init__(self, upstream: httpx.Response, client: UpstreamClient, secrets: tuple[str, ...],
+                 record: AccessRecord, include_usage: bool) -> None:
         self.upstream = upstream
-        self.name = name
+        self.client = client
+        self.name = client.name
         self.secrets = secrets
         self.record = record
         self.include_usage = include_usage
@@ -176,8 +188,7 @@ class RelaySource:
                 yield await self._whole_body()
                 return
             decoder = SSEDecoder()
-            reads = self.upstream.aiter_bytes() if self.upstream.headers.get("content-encoding") \
-                else self.upstream.aiter_raw()
+            reads = self.upstream.aiter_raw()  # the transport refuses encoded answers
             done = False
             try:
                 async for raw in reads:
@@ -206,6 +217,9 @@ class RelaySource:
                         yield b"".join(out)
                     if done or errored:
                         break
+            except UpstreamLimitError as exc:
+                yield self.failure(str(exc).replace("the backend", self.name, 1), exc.code)
+                return
             except httpx.TimeoutException:
                 yield self.failure(f"Upstream {self.name} sent nothing for too long.", "upstream_timeout")
                 return
@@ -234,8 +248,8 @@ class RelaySource:
     async def _whole_body(self) -> bytes:
         """A backend that ignored `stream: true` and answered one JSON body: the same answer as chunks."""
         try:
-            completion = orjson.loads(await self.upstream.aread())
-        except (orjson.JSONDecodeError, httpx.HTTPError):
+            completion = orjson.loads(await self.client._read_json_body(self.upstream))
+        except (orjson.JSONDecodeError, httpx.HTTPError):  # a limit error is an httpx error too
             completion = None
         if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
             error = completion.get("error") if isinstance(completion, dict) else None
@@ -276,7 +290,7 @@ async def _translated(asked: ChatRequest, route: Route, client: UpstreamClient, 
     if not asked.stream:
         body["stream"] = False
         upstream = await open_responses(client, body, token, stream=False)
-        response = await _read_json(upstream, client.name)
+        response = await _read_json(upstream, client)
         record.mark_first_token()
         if isinstance(response, dict) and response.get("status") == "failed":
             raise _failure_error(_error_of(response), secrets)
@@ -286,14 +300,15 @@ async def _translated(asked: ChatRequest, route: Route, client: UpstreamClient, 
         return JSONResponse(completion)
     body["stream"] = True
     upstream = await open_responses(client, body, token, stream=True)
-    events = ResponsesEvents(upstream, client.name)
+    events = ResponsesEvents(upstream, client)
     stream_translator = ResponsesStreamTranslator(asked.payload, include_usage=asked.include_usage)
     try:
         prelude = await events.first_output()
     except BaseException:
         await upstream.aclose()
         raise
-    failure = next((e for e in prelude if e.get("type") in ("response.failed", "error")), None)
+    first = next((e for e in prelude if e.get("type") not in _LIFECYCLE), None)
+    failure = first if first is not None and first.get("type") in ("response.failed", "error") else None
     if failure is not None:  # failed before any output: an HTTP error the client's SDK raises
         await upstream.aclose()
         raise _failure_error(_error_of(failure), secrets)
@@ -343,9 +358,13 @@ async def open_responses(client: UpstreamClient, body: dict[str, Any], token: st
     return response
 
 
-async def _read_json(response: httpx.Response, name: str) -> Any:
+async def _read_json(response: httpx.Response, client: UpstreamClient) -> Any:
+    """A whole Response, within the upstream's JSON size limit."""
+    name = client.name
     try:
-        body = await response.aread()
+        body = await client._read_json_body(response)
+    except UpstreamLimitError as exc:
+        raise ApiError(502, str(exc).replace("the backend", name, 1), code=exc.code) from None
     except httpx.TimeoutException:
         raise ApiError(504, f"Upstream {name} timed out sending its answer.", code="upstream_timeout") from None
     except httpx.HTTPError as exc:
@@ -373,12 +392,12 @@ class ResponsesEvents:
     `[DONE]` ends it, and so does the end of the body (DeepSeek sends no `[DONE]`: its terminal
     event is the end); a missing `sequence_number` is not our concern. Breaks raise `UpstreamBroken`."""
 
-    def __init__(self, upstream: httpx.Response, name: str) -> None:
+    def __init__(self, upstream: httpx.Response, client: UpstreamClient) -> None:
         self.upstream = upstream
-        self.name = name
+        self.client = client
+        self.name = client.name
         self._decoder = SSEDecoder()
-        self._raw = (upstream.aiter_bytes() if upstream.headers.get("content-encoding")
-                     else upstream.aiter_raw()).__aiter__()  # fmt: skip
+        self._raw = upstream.aiter_raw().__aiter__()  # the transport refuses encoded answers
         self.done = False
 
     async def first_output(self) -> list[dict[str, Any]]:
@@ -405,6 +424,8 @@ class ResponsesEvents:
                         yield [event]
                 self.done = True
                 return
+            except UpstreamLimitError as exc:  # the answer broke a [limits] ceiling: say which
+                raise UpstreamBroken(str(exc).replace("the backend", self.name, 1), exc.code) from None
             except httpx.TimeoutException:
                 raise UpstreamBroken(f"Upstream {self.name} sent nothing for too long.", "upstream_timeout") from None
             except httpx.HTTPError as exc:
@@ -435,7 +456,7 @@ class ResponsesEvents:
     async def _whole_body(self) -> list[dict[str, Any]]:
         """A backend that ignored `stream: true`: its Response as the one terminal event it amounts to."""
         try:
-            response = orjson.loads(await self.upstream.aread())
+            response = orjson.loads(await self.client._read_json_body(self.upstream))
         except (orjson.JSONDecodeError, httpx.HTTPError):
             raise UpstreamBroken(f"Upstream {self.name} sent a body that is not JSON.", "upstream_error") from None
         if not isinstance(response, dict):

@@ -1,0 +1,197 @@
+"""`POST /v1/chat/completions` on a real bridge: translated in front of the fixture Responses
+backend (`api = "responses"`, its corpus of native-Responses quirks), passed through in front of
+the fixture chat backend (`api = "chat"`), judged by the openai SDK and the chunk grammar."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from conformance.chat import accumulate_chunks, parse_chat_sse, validate_chat_stream
+from fixtures.responses_backend import SCENARIOS_DIR, create_app, scenario_names
+from tests.servers import RunningServer, run_app
+
+NAMES = scenario_names()
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(scope="module")
+def responses_backend() -> Iterator[RunningServer]:
+    with run_app(create_app()) as running:
+        yield running
+
+
+@pytest.fixture
+def reverse_bridge(make_bridge: Any, responses_backend: RunningServer) -> Any:
+    return make_bridge(upstream={"base_url": responses_backend.url + "/v1", "api": "responses"})
+
+
+def expected(name: str) -> dict[str, Any]:
+    return orjson.loads((SCENARIOS_DIR / name / "expected.json").read_bytes())
+
+
+def post_stream(url: str, body: dict[str, Any]) -> httpx.Response:
+    # the read timeout guards against a bridge that waits for the end of a body the backend holds open
+    with httpx.Client(timeout=httpx.Timeout(20.0, read=10.0)) as client:
+        response = client.post(url + "/chat/completions", json={**body, "stream": True})
+        response.read()
+        return response
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "error_event_rate_limit"])
+def test_translated_stream_per_scenario(reverse_bridge: Any, name: str) -> None:
+    request = {"model": f"fixture:{name}", "messages": HELLO, "stream_options": {"include_usage": True}}
+    reply = post_stream(reverse_bridge.url, request)
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    assert validate_chat_stream(reply.content, {**request, "stream": True}) == []
+    chunks, done, _ = parse_chat_sse(reply.content)
+    assert done
+    got = accumulate_chunks(chunks)
+    want = expected(name)
+    assert got["content"] == (want["content"] or "")
+    assert got["reasoning_content"] == (want["reasoning_content"] or "")
+    assert got["tool_calls"] == want["tool_calls"]
+    assert got["finish_reason"] == want["finish_reason"]
+    if "error" in want:
+        assert got["error"]["code"] == want["error"]["code"]
+    else:
+        assert got["usage"] == want["usage"]
+
+
+@pytest.mark.parametrize("name", ["text_openai", "parallel_calls_openai", "reasoning_text_vllm", "incomplete_length"])
+def test_translated_whole_answer_with_the_sdk(reverse_bridge: Any, name: str) -> None:
+    client = openai.OpenAI(base_url=reverse_bridge.url, api_key="x", max_retries=0)
+    completion = client.chat.completions.create(model=f"fixture:{name}", messages=HELLO)
+    want = expected(name)
+    choice = completion.choices[0]
+    assert choice.message.content == want["content"]
+    assert choice.finish_reason == want["finish_reason"]
+    assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []] == [
+        (c["id"], c["name"], c["arguments"]) for c in want["tool_calls"]]
+    assert completion.usage is not None and completion.usage.total_tokens == want["usage"]["total_tokens"]
+
+
+def test_sdk_stream_accumulates(reverse_bridge: Any) -> None:
+    client = openai.OpenAI(base_url=reverse_bridge.url, api_key="x", max_retries=0)
+    with client.chat.completions.stream(model="fixture:parallel_calls_openai", messages=HELLO) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.arguments) for c in calls] == [("call_Wq1", '{"city": "Paris"}'),
+                                                             ("call_Wq2", '{"city": "Tokyo"}')]
+
+
+def test_failure_before_output_is_an_http_error(reverse_bridge: Any) -> None:
+    client = openai.OpenAI(base_url=reverse_bridge.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="fixture:error_event_rate_limit", messages=HELLO, stream=True)
+    assert caught.value.code == "rate_limit_exceeded"
+    with pytest.raises(openai.RateLimitError):  # the whole answer: the backend's 429 keeps its status
+        client.chat.completions.create(model="fixture:error_event_rate_limit", messages=HELLO)
+
+
+def test_failure_after_output_is_an_error_chunk_the_sdk_raises(reverse_bridge: Any) -> None:
+    client = openai.OpenAI(base_url=reverse_bridge.url, api_key="x", max_retries=0)
+    seen = []
+    with pytest.raises(openai.APIError, match="The model crashed"):
+        for chunk in client.chat.completions.create(model="fixture:failed_midstream", messages=HELLO, stream=True):
+            seen.append(chunk.choices[0].delta.content if chunk.choices else None)
+    assert "Partial" in seen
+    with pytest.raises(openai.APIStatusError) as caught:  # whole: a failed Response is a 5xx
+        client.chat.completions.create(model="fixture:failed_midstream", messages=HELLO)
+    assert caught.value.status_code == 502
+
+
+def test_n_above_one_is_refused(reverse_bridge: Any) -> None:
+    reply = httpx.post(reverse_bridge.url + "/chat/completions", json={"model": "fixture:text_openai",
+                                                                       "messages": HELLO, "n": 2}, timeout=10)
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["param"] == "n" and error["type"] == "invalid_request_error" and "n" in error["message"]
+
+
+def test_what_the_responses_backend_receives(reverse_bridge: Any, responses_backend: RunningServer) -> None:
+    client = openai.OpenAI(base_url=reverse_bridge.url, api_key="x", max_retries=0)
+    client.chat.completions.create(
+        model="fixture:text_openai", max_tokens=33, temperature=0.25,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        functions=[{"name": "lookup", "parameters": {"type": "object"}}], function_call={"name": "lookup"},
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}})
+    sent = httpx.get(responses_backend.url + "/_fixture/requests", timeout=10).json()["requests"][-1]
+    assert sent["input"][0] == {"type": "message", "role": "system", "content": "Be brief."}
+    assert sent["max_output_tokens"] == 33 and sent["temperature"] == 0.25 and sent["store"] is False
+    assert sent["tools"] == [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    assert sent["tool_choice"] == {"type": "function", "name": "lookup"}
+    assert sent["text"]["format"] == {"type": "json_schema", "name": "a", "schema": {"type": "object"}}
+
+
+def test_bad_bodies_are_400s(reverse_bridge: Any) -> None:
+    for body, param in (({"model": "m"}, "messages"), ({"messages": HELLO}, "model"),
+                        ({"model": "fixture:text_openai", "messages": HELLO, "stream": "yes"}, "stream"),
+                        ({"model": "fixture:text_openai", "messages": [{"role": "wizard", "content": "x"}]},
+                         "messages[0].role")):
+        reply = httpx.post(reverse_bridge.url + "/chat/completions", json=body, timeout=10)
+        assert reply.status_code == 400, body
+        assert reply.json()["error"]["param"] == param
+
+
+# ------------------------------------------------------------------------------------- passthrough
+
+
+def test_passthrough_applies_the_profile_fixes(make_bridge: Any, backend_requests: Any,
+                                                clear_backend_requests: Any) -> None:
+    bridge = make_bridge(upstream={"aliases": {"small": "fixture-scripted"}, "options": {"developer_role": "system"}})
+    clear_backend_requests()
+    client = openai.OpenAI(base_url=bridge.url, api_key="x", max_retries=0)
+    completion = client.chat.completions.create(
+        model="small", max_completion_tokens=20, n=2,
+        messages=[{"role": "developer", "content": "D"}, {"role": "user", "content": "hello there"}])
+    assert completion.choices[0].message.content == "Echo: hello there"
+    sent = backend_requests()[-1]
+    assert sent["model"] == "fixture-scripted"  # the alias resolved
+    assert sent["messages"][0] == {"role": "system", "content": "D"}
+    assert sent["max_tokens"] == 20 and "max_completion_tokens" not in sent
+    assert sent["n"] == 2  # a chat backend answers n itself
+
+
+@pytest.mark.parametrize(("model", "error_code"), [
+    ("fixture-scripted", None), ("chaos:midstream-error", "any"), ("chaos:cut", "upstream_error"),
+    ("chaos:no-done", None), ("chaos:malformed", "upstream_malformed_chunk")])
+def test_passthrough_stream_always_ends_with_done(bridge_url: str, model: str, error_code: str | None) -> None:
+    request = {"model": model, "messages": [{"role": "user", "content": "hello there"}]}
+    reply = post_stream(bridge_url, request)
+    assert reply.status_code == 200
+    chunks, done, _ = parse_chat_sse(reply.content)
+    assert done
+    got = accumulate_chunks(chunks)
+    if error_code is None:
+        assert got["error"] is None and got["finish_reason"] == "stop"
+        assert validate_chat_stream(reply.content, {**request, "stream": True}) == []
+    else:
+        assert got["error"] is not None and chunks[-1] == {"error": got["error"]}
+        if error_code != "any":
+            assert got["error"]["code"] == error_code
+
+
+def test_auth_covers_the_chat_route(make_bridge: Any) -> None:
+    bridge = make_bridge(api_keys=("sekret-key",))
+    reply = httpx.post(bridge.url + "/chat/completions", json={"model": "m", "messages": HELLO}, timeout=10)
+    assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_api_key"
+    ok = httpx.post(bridge.url + "/chat/completions", json={"model": "fixture-scripted", "messages": HELLO},
+                    headers={"authorization": "Bearer sekret-key"}, timeout=10)
+    assert ok.status_code == 200 and ok.json()["object"] == "chat.completion"
+
+
+def test_config_refuses_an_unknown_api() -> None:
+    from server.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="api must be one of chat, responses"):
+        parse_config({"upstreams": [{"base_url": "http://x/v1", "api": "soap"}]}, env={})
+    config = parse_config({"upstreams": [{"base_url": "http://x/v1", "api": "responses"}]}, env={})
+    assert config.upstreams[0].api == "responses"
