@@ -202,6 +202,10 @@ class StartupError(Exception):
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host: {exc.strerror or text}"
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0 and os.strerror(exc.errno) not in text:
+        text = f"{os.strerror(exc.errno)}: {text}"
     return text if type(exc).__name__ in text else f"{text} ({type(exc).__name__})"
 
 
@@ -247,6 +251,7 @@ def check_store(spec: str) -> str:
         path = _sqlite_path(store)
         _check_sqlite_location(path, spec)
         described = f"SQLite file {path}"
+        shown = f"{spec}: cannot open {path}"
     try:
         asyncio.run(_open_and_close(store))
     except TimeoutError:
