@@ -246,20 +246,18 @@ def check_store(spec: str) -> str:
         return "none: responses are not stored (previous_response_id and GET /v1/responses/{id} answer 400/404)"
     if isinstance(store, MemoryStore):
         return "memory: lost on exit and not shared between workers"
-    described = shown
-    if hasattr(store, "path"):
+    if hasattr(store, "path"):  # SQLite
         path = _sqlite_path(store)
         _check_sqlite_location(path, spec)
-        described = f"SQLite file {path}"
-        shown = f"{spec}: cannot open {path}"
+        described, where = f"SQLite file {path}", f"{spec}: cannot open {path}"
+    else:  # PostgreSQL (credentials redacted in the log and in the error)
+        described, where = f"PostgreSQL {shown}", shown
     try:
         asyncio.run(_open_and_close(store))
     except TimeoutError:
-        raise StartupError(f"--store {shown}: no answer within {STORE_OPEN_TIMEOUT:g} s") from None
+        raise StartupError(f"--store {where}: no answer within {STORE_OPEN_TIMEOUT:g} s") from None
     except Exception as exc:  # any engine's failure (asyncpg missing, DNS, auth, sqlite) becomes one line
-        raise StartupError(f"--store {shown}: {_one_line(exc)}") from None
-    if described == shown and spec.lower().startswith(("postgresql://", "postgres://")):
-        described = f"PostgreSQL {shown}"
+        raise StartupError(f"--store {where}: {_one_line(exc)}") from None
     return described
 
 
