@@ -151,13 +151,34 @@ def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
         {"()": "server.accesslog._JsonFormatter"} if log_format == "json" else {"format": TEXT_LOG_FORMAT}
     )
     logger = {"handlers": ["stderr"], "level": level, "propagate": False}
+    handler = {
+        "class": "logging.StreamHandler", "formatter": "bridge", "stream": "ext://sys.stderr",
+        "filters": ["not_fixture_server"],
+    }  # fmt: skip
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"not_fixture_server": {"()": "server.cli.NotFixtureServer"}},
         "formatters": {"bridge": formatter},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "bridge", "stream": "ext://sys.stderr"}},
+        "handlers": {"stderr": handler},
         "loggers": {name: dict(logger) for name in ("responses_bridge", "uvicorn", "uvicorn.error")},
     }
+
+
+class NotFixtureServer(logging.Filter):
+    """Drops uvicorn's informational lines from the in-process fixture backend's server (its thread
+    is named `fixture-backend`): its "Shutting down" and "Finished server process" would read as the
+    bridge's. Its warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno < logging.WARNING
+            and record.name.startswith("uvicorn")
+            and record.threadName == FIXTURE_THREAD
+        )
+
+
+FIXTURE_THREAD = "fixture-backend"
 
 
 class _KeepLogging:

@@ -25,15 +25,15 @@ CLEAN_EXIT = (0, -signal.SIGTERM)
 
 
 class Process:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
         self.port = free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("RESPONSES_BRIDGE_")}
         full_env.update(env or {})
         full_env["RESPONSES_BRIDGE_PORT"] = str(self.port)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "serve", *args],
-            cwd=ROOT,
-            env=full_env,
+            cwd=cwd,
+            env={"PYTHONPATH": str(ROOT), **full_env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -68,8 +68,8 @@ class Process:
 def spawn() -> Iterator[Any]:
     started: list[Process] = []
 
-    def factory(args: list[str], env: dict[str, str] | None = None) -> Process:
-        process = Process(args, env)
+    def factory(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> Process:
+        process = Process(args, env, cwd)
         started.append(process)
         process.wait_ready()
         return process
@@ -142,6 +142,19 @@ def test_fixture_backend_keeps_uvicorns_own_lines(spawn: Any) -> None:
     assert "serving the fixture backend at" in err
     assert "Application startup complete." in err, err
     assert "Application shutdown complete." in err, err
+    # one server process, so uvicorn's lines once each (the fixture backend's own are not the bridge's)
+    assert err.count("Finished server process") == 1, err
+
+
+def test_serve_accepts_the_example_config_as_is(spawn: Any, tmp_path: Path) -> None:
+    bridge = spawn(["--config", str(ROOT / "bridge.example.toml")], cwd=tmp_path)
+    models = httpx.get(bridge.url + "/models", timeout=10)
+    assert models.status_code == 200
+    code, err = bridge.stop()
+    assert code in CLEAN_EXIT, err
+    assert "upstream local → http://127.0.0.1:11434/v1 (profile ollama)" in err, err
+    assert f"store: SQLite file {tmp_path}/responses-bridge.db" in err, err
+    assert (tmp_path / "responses-bridge.db").exists()
 
 
 def test_startup_logs_the_store_and_the_base_url(spawn: Any, tmp_path: Path) -> None:
