@@ -309,9 +309,11 @@ def base_url(host: str, port: int) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from server.app import create_app
     from server.auth import is_loopback
 
     config = build_config(args)
+    app = create_app(config)  # checks every upstream's translator options, also for --workers
     store = check_store(config.store)
     sock = bind_socket(config.host, config.port)
     port = int(sock.getsockname()[1])
@@ -358,10 +360,7 @@ def serve(args: argparse.Namespace) -> int:
             worker_config = uvicorn.Config("server.cli:worker_app", factory=True, workers=config.workers, **common)
             Multiprocess(worker_config, sockets=[sock]).run()
             return 0
-        from server.app import create_app
-
-        app = _KeepLogging(create_app(config), log_config)
-        uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(_KeepLogging(app, log_config), **common)).run(sockets=[sock])
     finally:
         sock.close()
     return 0

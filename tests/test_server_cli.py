@@ -221,6 +221,8 @@ def _one_line_failure(result: subprocess.CompletedProcess[str], *fragments: str)
         (["--upstream", "fixtures", "--store", "mongodb://x"], ["--store", "not understood"]),
         (["--upstream", "fixtures", "--upstream-key-file", "/nonexistent/key"], ["--upstream-key-file", "/nonexistent/key"]),
         (["--upstream", "fixtures", "--connect-timeout", "0"], ["timeouts.connect", "positive"]),
+        (["--upstream", "fixtures", "--workers", "0"], ["workers must be at least 1"]),
+        (["--upstream", "fixtures", "--port", "70000"], ["port must be between 0 and 65535"]),
     ],
 )  # fmt: skip
 def test_startup_failure_is_one_line_and_exit_2(args: list[str], fragments: list[str]) -> None:
@@ -296,3 +298,10 @@ def test_bad_flags_fail_clearly() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "no upstream" in result.stderr
+
+
+def test_bad_translator_option_fails_before_workers_start(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text("[[upstreams]]\nname = 'local'\nbase_url = 'http://127.0.0.1:9/v1'\n[upstreams.options]\nno_such_option = 1\n")
+    result = _run_serve(["--config", str(config), "--workers", "2", "--store", "none"])
+    _one_line_failure(result, "upstream local", "no_such_option")
