@@ -209,7 +209,6 @@ def worker_app() -> Any:
     """uvicorn factory for `--workers N` (`server.cli:worker_app`): the config from the environment
     `serve` exported, with the same logging as the parent."""
     from server.app import create_app
-
     from server.http_protocol import configure
 
     config = config_from_env()
