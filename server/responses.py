@@ -60,7 +60,7 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
     body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0),
                            max_json_containers=config.limits.request_max_json_containers)
-    asked = read_responses_request(body, limits=config.limits)
+    asked = read_responses_request(body, strict=config.strict_params, limits=config.limits)
     route = config.route(asked.model)
     if route is None:
         raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
