@@ -11,6 +11,8 @@ import httpx
 import openai
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conformance.chat import accumulate_chunks, parse_chat_sse, validate_chat_stream
 from fixtures.responses_backend import SCENARIOS_DIR, create_app, scenario_names
@@ -195,3 +197,44 @@ def test_config_refuses_an_unknown_api() -> None:
         parse_config({"upstreams": [{"base_url": "http://x/v1", "api": "soap"}]}, env={})
     config = parse_config({"upstreams": [{"base_url": "http://x/v1", "api": "responses"}]}, env={})
     assert config.upstreams[0].api == "responses"
+
+
+# ------------------------------------------------------------------------ the stream, split anywhere
+
+
+class _Client:
+    name = "fuzz"
+
+
+async def _translate_bytes(parts: list[bytes], request: dict[str, Any]) -> bytes:
+    from server.accesslog import AccessRecord
+    from server.chat import ResponsesEvents, TranslatedSource
+    from translator import ResponsesStreamTranslator
+
+    async def body() -> Any:
+        for part in parts:
+            yield part
+
+    upstream = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+    events = ResponsesEvents(upstream, _Client())  # type: ignore[arg-type]
+    prelude = await events.first_output()
+    source = TranslatedSource(events, ResponsesStreamTranslator(request), prelude, AccessRecord("POST", "/"), ())
+    return b"".join([frame async for frame in source.frames()]) + b"data: [DONE]\n\n"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([n for n in NAMES if n != "error_event_rate_limit"]), st.data())
+def test_any_byte_split_gives_the_same_chat_stream(name: str, data: st.DataObject) -> None:
+    """The same events cut into reads at random byte offsets (mid-frame, mid-UTF-8) say the same."""
+    import asyncio
+
+    raw = (SCENARIOS_DIR / name / "events.sse").read_bytes()
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(raw) - 1), max_size=12)))
+    parts = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    request = {"model": "m", "stream": True, "stream_options": {"include_usage": True}}
+    whole = asyncio.run(_translate_bytes([raw], request))
+    split = asyncio.run(_translate_bytes(parts, request))
+    assert parse_chat_sse(split)[0] == parse_chat_sse(whole)[0]
+    assert validate_chat_stream(split, request) == []
+    got = accumulate_chunks(parse_chat_sse(split)[0])
+    assert got["content"] == (expected(name)["content"] or "")
