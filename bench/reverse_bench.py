@@ -10,9 +10,11 @@ Four routes to the same answers of bench/backend.py (64 content chunks streamed,
   translation's own cost is this row minus the ``forward`` row.
 
 Every server is its own process (uvicorn, one worker), the load generator another (httpx, asyncio),
-so the figures include real sockets and SSE parsing on both sides. Per route: requests per second at
+so the figures include real sockets and SSE parsing on both sides. Per route: the CPU the bridge
+processes spent per request (user + system, from /proc: the figure other load bends least), requests per second at
 a concurrency, and the median and 95th percentile of the time to the first content chunk/event and
-to the end of the answer. ``--json`` prints the figures as JSON. The machine's load by other
+to the end of the answer, the median of ``--rounds`` rounds that interleave the routes (so a burst
+of load from elsewhere hits every route, not one). ``--json`` prints the figures as JSON. The machine's load by other
 processes shows up in the figures; docs/reverse.md records them with the conditions.
 """
 
@@ -53,6 +55,15 @@ def _bridge_code(port: int, upstream: str, api: str) -> str:
         f"uvicorn.run(create_app(config), host='127.0.0.1', port={port}, log_level='warning', access_log=False,"
         " loop='uvloop', http='httptools')\n"
     )
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/<pid>/stat), the figure a loaded machine bends least."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _start(argv: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -118,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="reverse path vs forward path on loopback")
     parser.add_argument("--requests", type=int, default=400, help="requests per route and mode (default 400)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all routes; the median round is shown")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     py = sys.executable
@@ -137,11 +149,27 @@ def main(argv: list[str] | None = None) -> int:
             ("chat-passthrough", f"http://127.0.0.1:{ports['passthrough']}/v1/chat/completions", chat),
             ("chat-over-responses", f"http://127.0.0.1:{ports['reverse']}/v1/chat/completions", chat),
         ]
+        pids = {"backend": procs[0].pid, "forward": procs[1].pid, "chat-passthrough": procs[2].pid,
+                "reverse": procs[3].pid}
+        bridges = {"backend": [], "forward": ["forward"], "chat-passthrough": ["chat-passthrough"],
+                   "chat-over-responses": ["reverse", "forward"]}
+        runs: dict[tuple[str, bool], list[dict]] = {}
+        for _round in range(args.rounds):  # rounds interleave the routes, so a burst of load hits all of them
+            for name, url, body in routes:
+                for stream in (True, False):
+                    before = {k: _cpu_seconds(pid) for k, pid in pids.items()}
+                    figures = asyncio.run(_load(url, {**body, "stream": stream}, stream, args.concurrency,
+                                                args.requests))
+                    spent = sum(_cpu_seconds(pids[k]) - before[k] for k in bridges[name])
+                    # warm-up requests are counted in the CPU too (8 per row)
+                    figures["bridge_cpu_ms_per_request"] = round(spent * 1000 / (args.requests + 8), 3)
+                    runs.setdefault((name, stream), []).append(figures)
         rows = []
-        for name, url, body in routes:
-            for stream in (True, False):
-                figures = asyncio.run(_load(url, {**body, "stream": stream}, stream, args.concurrency, args.requests))
-                rows.append({"route": name, "stream": stream, "concurrency": args.concurrency, **figures})
+        for (name, stream), figures in runs.items():
+            best = sorted(figures, key=lambda f: f["rps"])[len(figures) // 2]  # the median round
+            cpu = sorted(f["bridge_cpu_ms_per_request"] for f in figures)[len(figures) // 2]
+            rows.append({"route": name, "stream": stream, "concurrency": args.concurrency, **best,
+                         "bridge_cpu_ms_per_request": cpu, "rps_rounds": [f["rps"] for f in figures]})
     finally:
         for proc in procs:
             proc.terminate()
@@ -153,12 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"load_average": os.getloadavg(), "cpus": os.cpu_count(), "rows": rows}, indent=2))
     else:
-        print(f"{'route':<20} {'mode':<6} {'req/s':>7} {'ttft p50':>9} {'ttft p95':>9} {'total p50':>10} {'total p95':>10}")
+        print(f"{'route':<20} {'mode':<6} {'bridge CPU ms/req':>17} {'req/s':>7} {'ttft p50':>9} {'ttft p95':>9} "
+              f"{'total p50':>10} {'total p95':>10}")
         for r in rows:
-            print(f"{r['route']:<20} {'stream' if r['stream'] else 'whole':<6} {r['rps']:>7} {r['ttft_p50_ms']:>9} "
-                  f"{r['ttft_p95_ms']:>9} {r['total_p50_ms']:>10} {r['total_p95_ms']:>10}")
+            print(f"{r['route']:<20} {'stream' if r['stream'] else 'whole':<6} {r['bridge_cpu_ms_per_request']:>17} "
+                  f"{r['rps']:>7} {r['ttft_p50_ms']:>9} "
+                  f"{r['ttft_p95_ms']:>9} {r['total_p50_ms']:>10} {r['total_p95_ms']:>10}  rounds {r['rps_rounds']}")
         print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs, concurrency {args.concurrency}, "
-              f"{args.requests} requests per row")
+              f"{args.requests} requests per row and round, {args.rounds} rounds")
     return 0
 
 

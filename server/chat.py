@@ -301,7 +301,7 @@ async def _translated(asked: ChatRequest, route: Route, client: UpstreamClient, 
     body["stream"] = True
     upstream = await open_responses(client, body, token, stream=True)
     events = ResponsesEvents(upstream, client)
-    stream_translator = ResponsesStreamTranslator(asked.payload, include_usage=asked.include_usage)
+    stream_translator = ResponsesStreamTranslator(asked.payload, include_usage=asked.include_usage, accumulate=False)
     try:
         prelude = await events.first_output()
     except BaseException:
@@ -517,6 +517,7 @@ class TranslatedSource:
                 yield self.failure("The Responses stream ended without a terminal event.", "upstream_error")
         finally:
             _set_usage(self.record, tr.usage)
+            self.record.response_id = tr.id
             if tr.error is not None:
                 self.record.error_code = tr.error.get("code")
             await self.events.upstream.aclose()

@@ -256,7 +256,7 @@ def test_mangled_streams_never_crash_and_always_end(case: tuple[dict[str, Any], 
             events[i], events[i + 1] = events[i + 1], events[i]
         elif op == "junk":
             events.insert(i, data.draw(junk))
-        else:
+        elif isinstance(events[i], dict):
             events[i] = {**events[i], data.draw(st.sampled_from(["delta", "output_index", "item", "response",
                                                                  "item_id", "arguments"])): data.draw(junk)}
     request = {"model": "m", "stream_options": {"include_usage": data.draw(st.booleans())}}
