@@ -5,6 +5,7 @@ fields the route needs before anything else (`model`, `stream`), and their JSON 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +13,12 @@ import orjson
 from starlette.requests import Request
 
 from server.errors import ApiError, invalid, translator_error
+from translator import check_request
 from translator.errors import InvalidRequest
 
-__all__ = ["ResponsesRequest", "check_field_types", "read_body", "read_responses_request"]
+log = logging.getLogger("responses_bridge")
+
+__all__ = ["ResponsesRequest", "read_body", "read_responses_request"]
 
 
 async def read_body(request: Request, limit: int, gap: float) -> bytes:
@@ -54,8 +58,9 @@ class ResponsesRequest:
     store: bool  # False only when the request said `store: false`
 
 
-def read_responses_request(body: bytes) -> ResponsesRequest:
-    """Parse and check the body; every refusal is a 400 naming the field."""
+def read_responses_request(body: bytes, *, strict: bool = False) -> ResponsesRequest:
+    """Parse and check the body; every refusal is a 400 naming the field. With `strict`, an unknown
+    top-level field is refused (OpenAI's `unknown_parameter`) instead of logged and dropped."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -70,50 +75,21 @@ def read_responses_request(body: bytes) -> ResponsesRequest:
         stream = False
     if not isinstance(stream, bool):
         raise invalid("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
-    try:
-        check_field_types(payload)  # replaced by translator.check_request at merge
-    except InvalidRequest as exc:  # the translator's refusal, as the same 400 naming the field
+    try:  # the translator's one table of request fields: library users get the same 400s
+        unknown = check_request(payload, strict=strict)
+    except InvalidRequest as exc:
         raise translator_error(exc, ()) from None
+    _warn_unknown(unknown)
     return ResponsesRequest(payload, model, stream, payload.get("background") is True, payload.get("store") is not False)
 
 
-# Top-level fields whose JSON type the server checks before translation (null means absent). The
-# translator checks the inside of input, tools, text, reasoning...; these are checked here so a wrong
-# type is a 400 naming the field instead of being ignored or forwarded to the backend.
-_NUMBER = (int, float)
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "input": (str, list), "instructions": (str, list), "tools": (list,), "tool_choice": (str, dict),
-    "temperature": _NUMBER, "top_p": _NUMBER, "max_output_tokens": (int,), "store": (bool,),
-    "metadata": (dict,), "previous_response_id": (str,), "reasoning": (dict,), "text": (dict,),
-    "parallel_tool_calls": (bool,), "truncation": (str,), "user": (str,), "include": (list,),
-    "background": (bool,), "prompt_cache_key": (str,), "service_tier": (str,), "safety_identifier": (str,),
-    "top_logprobs": (int,), "max_tool_calls": (int,), "stream_options": (dict,),
-    "presence_penalty": _NUMBER, "frequency_penalty": _NUMBER, "conversation": (str, dict),
-}  # fmt: skip
-_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer",
-               float: "a number"}  # fmt: skip
+_warned_fields: set[str] = set()
 
 
-def check_field_types(payload: dict[str, Any]) -> None:
-    """The server's check of top-level field types (raises a 400 `ApiError`)."""
-    # replaced by translator.check_request at merge
-    for name, kinds in _FIELD_TYPES.items():
-        value = payload.get(name)
-        if value is None:
-            continue
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if not ok:
-            expected = " or ".join(_TYPE_NAMES[k] for k in dict.fromkeys(kinds) if k in _TYPE_NAMES)
-            raise invalid(f"Invalid type for '{name}': expected {expected}.", name, "invalid_type")
-    metadata = payload.get("metadata")
-    if isinstance(metadata, dict):
-        for key, value in metadata.items():
-            if not isinstance(value, str):
-                raise invalid(f"Invalid type for 'metadata.{key}': metadata values must be strings.",
-                              f"metadata.{key}", "invalid_type")  # fmt: skip
-    include = payload.get("include")
-    if isinstance(include, list):
-        for index, value in enumerate(include):
-            if not isinstance(value, str):
-                raise invalid(f"Invalid type for 'include[{index}]': expected a string.", f"include[{index}]",
-                              "invalid_type")  # fmt: skip
+def _warn_unknown(names: list[str]) -> None:
+    """Log each unknown request field once per process: clients add fields over time, and one line
+    per request would drown the log, but a typo such as `max_output_token` must not pass unseen."""
+    for name in names:
+        if name not in _warned_fields and len(_warned_fields) < 1000:
+            _warned_fields.add(name)
+            log.warning("ignoring unknown request field %r (strict_params refuses it)", name[:100])

@@ -59,24 +59,22 @@ import orjson
 
 from server.accesslog import AccessRecord
 from server.upstream import scrub_value
-from translator import completion_to_chunk
+from translator import OUTPUT_DELTA_TYPES, TERMINAL_EVENT_TYPES, completion_to_chunk
+from translator.errors import UpstreamError
 from translator.sse import SSEDecoder
 
 __all__ = ["STORE_UNAVAILABLE", "TERMINAL_TYPES", "Commit", "EventPump", "commit_terminal", "store_unavailable"]
 
 log = logging.getLogger("responses_bridge")
 
-TERMINAL_TYPES = frozenset(("response.completed", "response.incomplete", "response.failed"))
+TERMINAL_TYPES = TERMINAL_EVENT_TYPES
 
 #: Writes the final response durably; False means "refused on purpose" (cancelled meanwhile).
 Commit = Callable[[dict[str, Any]], Awaitable[bool | None]]
 Batch = list[dict[str, Any]]
 
-_OUTPUT_EVENT_TYPES = frozenset((
-    "response.output_text.delta", "response.reasoning_summary_text.delta", "response.reasoning_text.delta",
-    "response.function_call_arguments.delta", "response.refusal.delta", "response.output_item.added",
-    "response.custom_tool_call_input.delta", "response.reasoning.delta",
-))  # fmt: skip
+#: Events after which a client has seen output (so a failure can no longer be retried silently).
+_OUTPUT_EVENT_TYPES = OUTPUT_DELTA_TYPES | {"response.output_item.added"}
 
 _ABORTS = {"shutdown": ("The server is shutting down.", "server_shutting_down")}
 _LAST_RESORT = {"code": "server_error", "message": "The bridge failed while streaming."}
@@ -110,21 +108,6 @@ async def commit_terminal(batch: Batch, commit: Commit) -> Batch | None:
                   final.get("id"), STORE_UNAVAILABLE, exc, exc_info=exc)  # fmt: skip
         return [*batch[:-1], store_unavailable(terminal)]
     return None if kept is False else batch
-
-
-def _keep_code(events: Batch, code: str) -> Batch:
-    """Make `fail()`'s events carry `code` (a translator may narrow codes to an SDK enum)."""
-    for event in events:
-        if event.get("type") == "error":
-            if "code" in event:
-                event["code"] = code
-            if isinstance(event.get("error"), dict):
-                event["error"]["code"] = code
-        elif event.get("type") == "response.failed" and isinstance(event.get("response"), dict):
-            error = event["response"].get("error")
-            if isinstance(error, dict):
-                error["code"] = code
-    return events
 
 
 def has_output(events: Batch) -> bool:
@@ -272,7 +255,12 @@ class EventPump:
             finally:
                 self._reading = False
             out: Batch = []
-            for _name, data in decoder.feed(raw):
+            try:
+                frames = decoder.feed(raw)
+            except UpstreamError as exc:  # a frame over the decoder's ceiling: never buffered whole
+                yield await self._fail(f"Upstream {self.upstream_name}: {exc.message}", "upstream_error")
+                return
+            for _name, data in frames:
                 if data == "[DONE]":
                     saw_done = True
                     break
@@ -343,7 +331,7 @@ class EventPump:
         return chunk
 
     def _failure(self, message: str, code: str) -> Batch:
-        return _keep_code(self.translator.fail(message, code), code)
+        return self.translator.fail(message, code)
 
     async def _fail(self, message: str, code: str) -> Batch:
         return await self._release(self._failure(message, code))

@@ -26,11 +26,12 @@ from server.body import ResponsesRequest, read_body, read_responses_request
 from server.config import BridgeConfig
 from server.context_window import plan_fit
 from server.conversations import conversation_commit, conversation_of, echo_conversation, with_conversation
-from server.errors import ApiError, JSONResponse, error_response, not_found, translator_error
+from server.errors import ApiError, JSONResponse, error_response, invalid, not_found, translator_error
 from server.history import prepare_input
 from server.pump import STORE_UNAVAILABLE, Commit, EventPump
 from server.scope import ACCESS_KEY, OWNER_KEY, RESPONSES_ENDPOINT, TOKEN_KEY
 from server.state import BridgeState
+from server.store import StoreRefused, check_storable
 from server.streaming import EventStream
 
 __all__ = ["create_response"]
@@ -73,6 +74,8 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     try:
         async with _cancel_on_disconnect(request.receive):
             translated_request, items = await prepare_input(state.store, asked.payload, owner)
+            if asked.store and state.keeps_responses:  # refused now, not after the model ran
+                _check_storable(asked.payload, items)
             options = _options(config, dict(route.upstream.options))
             fit = plan_fit(state, route, translated_request, options)  # truncation: "auto"
             if fit is not None:
@@ -123,6 +126,15 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
 
 
 # --------------------------------------------------------------------------------------- steps
+
+
+def _check_storable(payload: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    """What the store could not hold (NUL in an id, an over-long id, over-deep JSON) is a 400 naming
+    the field, the same on every engine, before the backend is asked."""
+    try:
+        check_storable({**payload, "id": "resp_check"}, items)  # the id is made later
+    except StoreRefused as exc:
+        raise invalid(f"Invalid value for '{exc.field}': {exc.reason}.", exc.field, "invalid_value") from None
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import threading
 import time
@@ -24,7 +25,7 @@ from server.background import begin_background_shutdown, shutdown_background
 from server.config import BridgeConfig
 from server.errors import JSONResponse
 from server.pump import EventPump
-from server.store import open_store, run_retention
+from server.store import open_store, run_heartbeat, run_retention
 from server.upstream import FixtureBackend, UpstreamClient, is_fixtures
 
 __all__ = ["BridgeState", "healthz", "lifespan"]
@@ -46,6 +47,10 @@ class BridgeState:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app: Any = None
         self.retention: asyncio.Task[None] | None = None
+        self.heartbeat: asyncio.Task[None] | None = None
+        #: This process's id in the store's replica table: background jobs it starts record it, so
+        #: after a crash another replica (or the next start) can tell its jobs are orphans.
+        self.replica_id = f"replica_{secrets.token_hex(8)}"
 
     @property
     def keeps_responses(self) -> bool:
@@ -135,6 +140,19 @@ async def _open_upstreams(state: BridgeState) -> None:
         state.clients[upstream.name] = UpstreamClient(upstream, config, base_url)
 
 
+async def _recover(state: BridgeState) -> None:
+    """Register this replica, end the background jobs of replicas that are gone (a crash leaves them
+    `in_progress` for ever otherwise, and their followers waiting), and keep a heartbeat so the
+    other replicas on a shared store can tell this one is alive (docs/store.md, recovery)."""
+    store = state.store
+    await store.register_replica(state.replica_id)
+    ended = await store.recover_orphans(state.replica_id)
+    if ended:
+        log.warning("recovery: %d background response(s) left by a stopped bridge failed (server_restarted): %s",
+                    len(ended), ", ".join(ended[:20]) + (" …" if len(ended) > 20 else ""))  # fmt: skip
+    state.heartbeat = state.loop.create_task(run_heartbeat(store, state.replica_id, recover_after=30.0))
+
+
 def lifespan(state: BridgeState) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
     """The app's lifespan: upstream clients and the store open at start and close at the end."""
 
@@ -147,6 +165,8 @@ def lifespan(state: BridgeState) -> Callable[[Any], contextlib.AbstractAsyncCont
             state.store = app.state.store = await _open_store(state.config.store)
             if state.store is not None and state.config.store_retention_days:
                 state.retention = state.loop.create_task(run_retention(state.store, state.config.store_retention_days))
+            if state.keeps_responses:
+                await _recover(state)
             state.ready = True
             yield
         finally:
@@ -155,10 +175,11 @@ def lifespan(state: BridgeState) -> Callable[[Any], contextlib.AbstractAsyncCont
             if state.store is not None:
                 await shutdown_background(app)
             restore_signals()
-            if state.retention is not None:
-                state.retention.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await state.retention
+            for task in (state.retention, state.heartbeat):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             for client in state.clients.values():
                 await client.aclose()
             if state.store is not None:
