@@ -91,16 +91,25 @@ def _role(item: Any) -> str | None:
     return None
 
 
-def _kind(item: Any) -> str | None:
-    if not isinstance(item, dict):
-        return None
-    kind = item.get("type")
-    if kind is None and "role" in item:
-        return "message"
-    return kind if isinstance(kind, str) else None
+def _scan(items: Sequence[Any]) -> tuple[list[str | None], list[bool]]:
+    """Each item's type (a message without one is a message) and whether it is a pinned
+    (system/developer) message, in one pass: the per-item work of a 10,000-item history."""
+    kinds: list[str | None] = []
+    pinned: list[bool] = []
+    for item in items:
+        if not isinstance(item, dict):
+            kinds.append(None)
+            pinned.append(False)
+            continue
+        kind = item.get("type")
+        if kind is None and "role" in item:
+            kind = "message"
+        kinds.append(kind if isinstance(kind, str) else None)
+        pinned.append(kind == "message" and item.get("role") in _PINNED_ROLES)
+    return kinds, pinned
 
 
-def item_blocks(items: Sequence[Any]) -> list[tuple[int, int]]:
+def item_blocks(items: Sequence[Any], kinds: list[str | None] | None = None) -> list[tuple[int, int]]:
     """The input cut into blocks that are dropped whole, as `(start, end)` index ranges in order.
 
     A block is one item, widened so that every item sharing a `call_id` with a call or an output in
@@ -111,19 +120,24 @@ def item_blocks(items: Sequence[Any]) -> list[tuple[int, int]]:
     if n == 0:
         return []
     # The furthest index each item must stay with: the last item with the same call_id.
+    if kinds is None:
+        kinds = _scan(items)[0]
+    paired = _CALL_TYPES | _OUTPUT_TYPES
     last_with: dict[str, int] = {}
-    for index, item in enumerate(items):
-        if _kind(item) in _CALL_TYPES | _OUTPUT_TYPES:
-            call_id = item.get("call_id")
+    for index, kind in enumerate(kinds):
+        if kind in paired:
+            call_id = items[index].get("call_id")
             if isinstance(call_id, str):
                 last_with[call_id] = index
     blocks: list[tuple[int, int]] = []
     start = 0
     reach = -1
-    for index, item in enumerate(items):
-        if _kind(item) in _CALL_TYPES | _OUTPUT_TYPES and isinstance(item.get("call_id"), str):
-            reach = max(reach, last_with[item["call_id"]])
-        if _kind(item) == "reasoning" and index + 1 < n:
+    for index, kind in enumerate(kinds):
+        if kind in paired:
+            call_id = items[index].get("call_id")
+            if isinstance(call_id, str):
+                reach = max(reach, last_with[call_id])
+        elif kind == "reasoning" and index + 1 < n:
             reach = max(reach, index + 1)
         if index >= reach:
             blocks.append((start, index + 1))
@@ -154,24 +168,34 @@ class Truncated:
 
 def truncate_items(items: Sequence[Any], budget: int) -> Truncated:
     """Drop the oldest droppable blocks of `items` until their estimate is within `budget` (see the
-    module docstring for what is never dropped). Returns the items unchanged when they fit."""
-    costs = [estimate_tokens(item) for item in items]
-    total = sum(costs)
-    if total <= budget:
-        return Truncated(list(items), 0, total, True)
+    module docstring for what is never dropped). Returns the items unchanged when they fit.
+
+    Dropping the fewest oldest blocks is keeping the most newest ones, so the walk goes from the
+    newest block back and stops at the first that does not fit: only the kept items (and one block
+    more) are estimated, not a long conversation's whole history."""
     protected_from = _latest_turn_start(items)
-    drop = [False] * len(items)
-    for start, end in item_blocks(items):
-        if total <= budget:
+    kinds, pinned = _scan(items)
+    droppable: list[tuple[int, int]] = []
+    fixed = 0  # what is always kept: blocks holding a pinned message, and the latest turn
+    for start, end in item_blocks(items, kinds):
+        if end > protected_from or (True in pinned[start:end]):
+            fixed += sum(estimate_tokens(items[i]) for i in range(start, end))
+        else:
+            droppable.append((start, end))
+    total = fixed
+    first_kept = len(droppable)
+    for position in range(len(droppable) - 1, -1, -1):
+        start, end = droppable[position]
+        cost = sum(estimate_tokens(items[i]) for i in range(start, end))
+        if total + cost > budget:
             break
-        if end > protected_from or any(_role(items[i]) in _PINNED_ROLES for i in range(start, end)):
-            # A block reaching into the latest turn is kept, and so is one holding a system message;
-            # later blocks may still go (pinned messages stay where they are).
-            if end > protected_from:
-                break
-            continue
+        total += cost
+        first_kept = position
+    if first_kept == 0:
+        return Truncated(list(items), 0, total, total <= budget)
+    drop = [False] * len(items)
+    for start, end in droppable[:first_kept]:
         for i in range(start, end):
             drop[i] = True
-        total -= sum(costs[start:end])
     kept = [item for item, dropped in zip(items, drop, strict=True) if not dropped]
     return Truncated(kept, len(items) - len(kept), total, total <= budget)
