@@ -526,3 +526,14 @@ def test_truncation_auto_with_a_configured_window_trims_before_sending(
         has_output = any(m["role"] == "tool" for m in sent)
         assert has_call == has_output
         assert len(all_items(http, conv["id"])) == 24
+
+
+def test_context_window_is_an_upstream_setting() -> None:
+    from server.config import ConfigError, parse_config
+
+    table = {"upstreams": [{"name": "local", "base_url": "http://127.0.0.1:9/v1", "context_window": 8192}]}
+    assert parse_config(table, env={}).upstreams[0].context_window == 8192
+    assert parse_config({"upstreams": [{"base_url": "http://h/v1"}]}, env={}).upstreams[0].context_window is None
+    for bad in (0, -5, "8k", True):
+        with pytest.raises(ConfigError, match="context_window"):
+            parse_config({"upstreams": [{"base_url": "http://h/v1", "context_window": bad}]}, env={})
