@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.body import read_body
 from server.errors import ApiError, JSONResponse, error_response, invalid, not_found
 from server.scope import OWNER_KEY
 from server.store_base import StoreRefused, StoreUnavailable, response_items
@@ -216,12 +217,8 @@ async def _json_body(request: Request, *, allowed: frozenset[str]) -> dict[str, 
     """The JSON object body (an empty body is `{}`); unknown fields are refused as OpenAI does."""
     config = getattr(request.app.state, "config", None)
     limit = getattr(config, "max_body_bytes", 32 * 1024 * 1024)
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise ApiError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
+    timeouts = getattr(config, "timeouts", None)
+    raw = await read_body(request, limit, min(getattr(timeouts, "idle", 30.0), 30.0))  # bounded, no stall
     if not raw.strip():
         return {}
     try:

@@ -537,3 +537,16 @@ def test_context_window_is_an_upstream_setting() -> None:
     for bad in (0, -5, "8k", True):
         with pytest.raises(ConfigError, match="context_window"):
             parse_config({"upstreams": [{"base_url": "http://h/v1", "context_window": bad}]}, env={})
+
+
+def test_oversized_bodies_and_unstorable_ids_are_refused(make_bridge: Callable[..., Any]) -> None:
+    handle = make_bridge(store="memory", max_body_bytes=2000)
+    with httpx.Client(base_url=handle.root, timeout=30) as http:
+        big = http.post("/v1/conversations", json={"items": [user("x" * 3000)]})
+        assert big.status_code == 413 and error_of(big)["code"] == "request_too_large"
+        nul = http.post("/v1/conversations", json={"items": [{**user("hi"), "id": "msg_a\u0000b"}]})
+        assert nul.status_code == 400 and error_of(nul)["param"] == "items[0].id", nul.text
+        long_id = http.post("/v1/conversations", json={"items": [{**user("hi"), "id": "m" * 300}]})
+        assert long_id.status_code == 400, long_id.text
+        conv = http.post("/v1/conversations").json()
+        assert http.get(f"/v1/conversations/{conv['id']}").status_code == 200
