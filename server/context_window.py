@@ -11,13 +11,14 @@ The trimming itself is `translator.truncation` (pure); this module chooses the b
 - only what is sent is trimmed: the stored input, the conversation and the Response's echo of
   `truncation: "auto"` are untouched.
 
-With `truncation: "disabled"` (the default) none of this runs and the backend's error stands.
+With `truncation: "disabled"` (the default) nothing is trimmed or retried and the backend's error
+stands, with OpenAI's code: any known wording of a context overflow answered before the stream is a
+400 `context_length_exceeded` (the code clients such as Codex act on), whatever the backend called it.
 
 Hook (server/responses.py)::
 
-    fit = plan_fit(state, route, translated_request, options)   # None unless truncation is auto
-    if fit is not None:
-        translated_request, client = fit.request, fit.client(client)
+    fit = plan_fit(state, route, translated_request, options)
+    translated_request, client = fit.request, fit.client(client)
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class ContextFit:
     key: tuple[str, str]
     windows: LearnedWindows
     budget: int | None
+    auto: bool = True  # False: `truncation: "disabled"`, only the overflow's code is set
     dropped: int = 0
     retried: bool = field(default=False)
 
@@ -124,13 +126,14 @@ class ContextFit:
             self.windows.learn(self.key, self.budget)
 
 
-def plan_fit(state: Any, route: Any, request: dict[str, Any], options: dict[str, Any]) -> ContextFit | None:
-    """None unless the request asks for `truncation: "auto"`; else its input trimmed to the known
-    budget (configured window, learned window) and the means to retry once on an overflow."""
-    if request.get("truncation") != "auto":
-        return None
+def plan_fit(state: Any, route: Any, request: dict[str, Any], options: dict[str, Any]) -> ContextFit:
+    """With `truncation: "auto"`, the request's input trimmed to the known budget (configured window,
+    learned window) and the means to retry once on an overflow; otherwise a fit that changes nothing
+    and only gives an overflow error OpenAI's code."""
     windows = learned_windows(state)
     key = (route.upstream.name, route.model)
+    if request.get("truncation") != "auto":
+        return ContextFit(request=request, options=options, key=key, windows=windows, budget=None, auto=False)
     budgets = []
     window = getattr(route.upstream, "context_window", None)
     if isinstance(window, int) and window > 0:
@@ -180,7 +183,7 @@ class FittingClient:
         try:
             return await call(chat_request, token)
         except ApiError as exc:
-            if not is_overflow(exc) or self.fit.retried:
+            if not is_overflow(exc) or self.fit.retried or not self.fit.auto:
                 raise _as_overflow(exc) from None
             self.fit.retried = True
             smaller = self.fit.shrink(exc)

@@ -79,9 +79,8 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
             if asked.store and state.keeps_responses:  # refused now, not after the model ran
                 _check_storable(asked.payload, items)
             options = _options(config, dict(route.upstream.options))
-            fit = plan_fit(state, route, translated_request, options)  # truncation: "auto"
-            if fit is not None:
-                translated_request, client = fit.request, fit.client(client)
+            fit = plan_fit(state, route, translated_request, options)  # truncation; overflow code
+            translated_request, client = fit.request, fit.client(client)
             chat_request = translator.responses_to_chat_request(translated_request, **options)
             chat_request["model"] = route.model
             if asked.background:

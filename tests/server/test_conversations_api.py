@@ -497,9 +497,12 @@ def test_truncation_disabled_lets_the_overflow_stand(
     handle = small_bridge(make_bridge, running)
     with httpx.Client(base_url=handle.root, timeout=30) as http:
         conv = http.post("/v1/conversations", json={"items": long_history(20)}).json()
-        answer = http.post("/v1/responses", json={"model": MODEL, "input": "hi", "conversation": conv["id"]})
-        assert answer.status_code == 400
-        assert backend.refused == 1
+        for stream in (False, True):
+            answer = http.post("/v1/responses", json={"model": MODEL, "input": "hi", "conversation": conv["id"],
+                                                      "stream": stream})  # fmt: skip
+            assert answer.status_code == 400
+            assert error_of(answer)["code"] == "context_length_exceeded"  # llama.cpp's wording, OpenAI's code
+        assert backend.refused == 2  # no retry
         assert len(all_items(http, conv["id"])) == 20  # nothing appended
 
 
