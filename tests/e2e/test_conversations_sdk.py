@@ -236,3 +236,78 @@ def test_agents_conversation_id_survives_a_bridge_restart(
     kinds = [item.type for item in items]
     assert kinds == ["message", "function_call", "function_call_output", "message", "message", "message"]
     assert [item.role for item in items if item.type == "message"] == ["user", "assistant", "user", "assistant"]
+
+
+# ------------------------------------------------------------- a restart inside the agent's tool loop
+
+
+def serve_on_port(app: Any, port: int) -> Any:
+    """The app under uvicorn on a given loopback port (a restarted bridge keeps its address)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.servers import RunningServer, _GracefulServer
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5)  # fmt: skip
+    server = _GracefulServer(config, app)
+    thread = threading.Thread(target=lambda: server.run(sockets=[sock]), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "bridge did not start"
+        time.sleep(0.01)
+    return RunningServer(app=app, host="127.0.0.1", port=port, server=server, thread=thread)
+
+
+def test_agents_conversation_survives_a_restart_inside_the_tool_loop(
+    backend_url: str, durable_store: str, backend_requests: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """The bridge is stopped and a new one started on the same address and store while the agent's
+    tool runs, between the response that called the tool and the request carrying its output: the
+    new process finds the conversation (question and call) in the store and the run completes."""
+    from server.app import create_app
+    from tests.conftest import bridge_config
+
+    key = secrets.token_hex(6)
+    config = bridge_config(backend_url, api_keys=(KEY,), store=durable_store)
+    first = serve_on_port(create_app(config), 0)
+    port = first.port
+    servers = [first]
+    restarts: list[str] = []
+
+    def restart() -> None:
+        servers[-1].stop()
+        servers.append(serve_on_port(create_app(config), port))
+
+    @function_tool
+    async def lookup_ledger(key: str) -> str:
+        """Look up the ledger entry stored under a key."""
+        await asyncio.to_thread(restart)
+        restarts.append(key)
+        return f"ledger-entry-{key[::-1]}"
+
+    async def scenario(client: AsyncOpenAI) -> tuple[Any, Any]:
+        agent = Agent(name="ledger clerk", instructions="Use the ledger tool.",
+                      model=OpenAIResponsesModel(model=MODEL, openai_client=client), tools=[lookup_ledger])  # fmt: skip
+        conv = await client.conversations.create()
+        result = await Runner.run(agent, ask(key), conversation_id=conv.id, run_config=RunConfig(tracing_disabled=True))
+        page = await client.conversations.items.list(conv.id, order="asc", limit=100)
+        return result, page.data
+
+    try:
+        result, items = run(f"http://127.0.0.1:{port}/v1", scenario)
+    finally:
+        servers[-1].stop()
+    assert restarts == [key] and len(servers) == 2
+    assert result.final_output == f"Tool results: ledger-entry-{key[::-1]}"
+    tool_round = chat_requests_with(backend_requests(), key)[-1]["messages"]
+    assert any(m["role"] == "assistant" and m.get("tool_calls") for m in tool_round)  # read back by process two
+    assert [item.type for item in items] == ["message", "function_call", "function_call_output", "message"]
