@@ -553,3 +553,41 @@ def test_oversized_bodies_and_unstorable_ids_are_refused(make_bridge: Callable[.
         assert long_id.status_code == 400, long_id.text
         conv = http.post("/v1/conversations").json()
         assert http.get(f"/v1/conversations/{conv['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["json", "stream", "background"])
+def test_a_failed_append_is_never_acknowledged(make_bridge: Callable[..., Any], mode: str) -> None:
+    """The store fails the write that appends the turn: the client is told `store_unavailable`, not
+    `completed`, and the conversation does not hold half a turn."""
+    from server.store_base import StoreUnavailable
+
+    handle = make_bridge(store="memory")
+    store = handle.app.state.store
+    real_put = store.put
+
+    async def failing_put(response: dict, items: list, *, owner: Any, conversation_id: Any = None) -> None:
+        if conversation_id is not None:
+            raise StoreUnavailable("disk on fire")
+        await real_put(response, items, owner=owner, conversation_id=conversation_id)
+
+    with httpx.Client(base_url=handle.root, timeout=30) as http:
+        conv = http.post("/v1/conversations", json={"items": [user("before")]}).json()
+        store.put = failing_put
+        body: dict[str, Any] = {"model": MODEL, "input": "@text lost", "conversation": conv["id"]}
+        if mode == "json":
+            answer = http.post("/v1/responses", json=body)
+            assert answer.status_code == 503 and error_of(answer)["code"] == "store_unavailable"
+        elif mode == "stream":
+            with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as answer:
+                events = sse_events(answer)
+            assert events[-1]["type"] == "response.failed"
+            assert events[-1]["response"]["error"]["code"] == "store_unavailable"
+            assert not any(e["type"] == "response.completed" for e in events)
+        else:
+            queued = http.post("/v1/responses", json={**body, "background": True}).json()
+            deadline = time.monotonic() + 20
+            while (final := http.get(f"/v1/responses/{queued['id']}").json())["status"] in ("queued", "in_progress"):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert final["status"] == "failed" and final["error"]["code"] == "store_unavailable"
+        assert texts(all_items(http, conv["id"])) == [("user", "before")]
