@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from server import stored
+from server import conversations, stored
 from server.chat import CHAT_ENDPOINT, create_chat_completion
 from server.config import BridgeConfig, ConfigError
 from server.errors import error_response, handle_http_exception, handle_unexpected
@@ -42,6 +42,7 @@ def create_app(config: BridgeConfig) -> Starlette:
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         *stored.routes(),
+        *conversations.routes(),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: handle_http_exception,

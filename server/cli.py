@@ -121,12 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bridge")
     _add_serve_arguments(serve)
     check = sub.add_parser("check", help="conformance check of a /v1/responses server")
-    try:
-        from conformance import check as check_module
-    except ImportError:
-        check.set_defaults(check_missing=True)
-    else:
-        check_module.add_arguments(check)
+    from conformance import check as check_module
+
+    check_module.add_arguments(check)
     return parser
 
 
@@ -256,10 +253,8 @@ async def _open_and_close(store: Any) -> None:
 
 def check_store(spec: str) -> str:
     """Open the store once and close it; a description for the log, or StartupError."""
-    try:
-        from server.store import MemoryStore, NullStore, StoreSpecError, open_store
-    except ImportError:
-        return "none (server.store is not available)"
+    from server.store import MemoryStore, NullStore, StoreSpecError, StoreUnavailable, open_store
+
     shown = redact_url(spec)
     try:
         store = open_store(spec)
@@ -280,6 +275,8 @@ def check_store(spec: str) -> str:
     except TimeoutError:
         raise StartupError(f"--store {where}: no answer within {STORE_OPEN_TIMEOUT:g} s") from None
     except Exception as exc:  # any engine's failure (asyncpg missing, DNS, auth, sqlite) becomes one line
+        if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None:
+            exc = exc.__cause__  # the wrapper says "failed during open"; the engine's error says why
         raise StartupError(f"--store {where}: {_one_line(exc)}") from None
     return described
 
@@ -382,9 +379,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
-        if getattr(args, "check_missing", False):
-            print("responses-bridge check is not available in this build", file=sys.stderr)
-            return 2
         from conformance import check as check_module
 
         return int(check_module.run(args))

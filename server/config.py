@@ -168,6 +168,9 @@ class Upstream:
     profile: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: The backend model's context window in tokens, for `truncation: "auto"` (docs/conversations.md);
+    #: None: learned from the backend's first `context_length_exceeded` answer instead.
+    context_window: int | None = None
     api: str = "chat"
 
     def __post_init__(self) -> None:
@@ -383,7 +386,7 @@ def _secret(table: Mapping[str, Any], key: str, where: str, env: Mapping[str, st
 
 _UPSTREAM_KEYS = {
     "name", "base_url", "api_key", "api_key_env", "models", "aliases", "prefix", "profile", "options",
-    "headers", "api",
+    "headers", "context_window", "api",
 }  # fmt: skip
 
 
@@ -402,6 +405,9 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
     aliases = _expect(table.get("aliases", {}), dict, f"{where}.aliases")
     headers = _expect(table.get("headers", {}), dict, f"{where}.headers")
     prefix = table.get("prefix")
+    context_window = table.get("context_window")
+    if context_window is not None and (_expect(context_window, int, f"{where}.context_window") <= 0):
+        raise ConfigError(f"{where}.context_window must be a positive number of tokens")
     return Upstream(
         name=str(_expect(table.get("name", f"upstream{index}"), str, f"{where}.name")),
         base_url=base_url,
@@ -412,6 +418,7 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
         profile=profile,
         options=resolve_options(profile, options),
         headers={str(k): str(v) for k, v in headers.items()},
+        context_window=context_window,
         api=str(_expect(table.get("api", "chat"), str, f"{where}.api")),
     )
 
