@@ -238,3 +238,15 @@ def test_any_byte_split_gives_the_same_chat_stream(name: str, data: st.DataObjec
     assert validate_chat_stream(split, request) == []
     got = accumulate_chunks(parse_chat_sse(split)[0])
     assert got["content"] == (expected(name)["content"] or "")
+
+
+SECRET = "sk-fixture-secret-0000"
+
+
+def test_secrets_are_scrubbed_from_errors(make_bridge: Any, responses_backend: RunningServer) -> None:
+    bridge = make_bridge(upstream={"base_url": responses_backend.url + "/v1", "api": "responses", "api_key": SECRET})
+    reply = post_stream(bridge.url, {"model": "fixture:failed_echoes_key", "messages": HELLO})
+    assert SECRET.encode() not in reply.content and b"***" in reply.content
+    whole = httpx.post(bridge.url + "/chat/completions", json={"model": "fixture:failed_echoes_key",
+                                                               "messages": HELLO}, timeout=10)
+    assert whole.status_code == 502 and SECRET not in whole.text and "***" in whole.json()["error"]["message"]
