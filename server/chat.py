@@ -18,10 +18,12 @@ same connection pool, auth header, timeouts and error mapping as chat calls.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -49,6 +51,7 @@ __all__ = ["CHAT_ENDPOINT", "create_chat_completion"]
 log = logging.getLogger("responses_bridge")
 
 CHAT_ENDPOINT = "/v1/chat/completions"
+T = TypeVar("T")
 
 #: Response error codes → the HTTP status a failure before any output is answered with.
 _FAILURE_STATUS = {"rate_limit_exceeded": 429, "invalid_prompt": 400, "context_length_exceeded": 400,
@@ -130,9 +133,12 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     secrets = config.secrets + ((token,) if route.upstream.passthrough and token else ())
     try:
         async with _cancel_on_disconnect(request.receive):
+            def shutting_down() -> bool:
+                return state.shutting_down
+
             if route.upstream.api == "responses":
-                return await _translated(asked, route, client, token, secrets, record, config)
-            return await _passthrough(asked, route, client, token, secrets, record, config)
+                return await _translated(asked, route, client, token, secrets, record, config, shutting_down)
+            return await _passthrough(asked, route, client, token, secrets, record, config, shutting_down)
     except (translator.InvalidRequest, translator.UpstreamError) as exc:
         raise translator_error(exc, secrets) from None
 
@@ -147,7 +153,8 @@ def _set_usage(record: AccessRecord, usage: Any) -> None:
 
 
 async def _passthrough(asked: ChatRequest, route: Route, client: UpstreamClient, token: str | None,
-                       secrets: tuple[str, ...], record: AccessRecord, config: BridgeConfig) -> Response | ChunkStream:
+                       secrets: tuple[str, ...], record: AccessRecord, config: BridgeConfig,
+                       shutting_down: Callable[[], bool]) -> Response | ChunkStream:
     body = fix_chat_request(asked.payload, **dict(route.upstream.options))
     body["model"] = route.model
     if not asked.stream:
@@ -157,7 +164,8 @@ async def _passthrough(asked: ChatRequest, route: Route, client: UpstreamClient,
         return JSONResponse(scrub_value(completion, secrets) if completion.get("error") else completion)
     upstream = await client.open_stream(body, token)
     source = RelaySource(upstream, client, secrets, record, asked.include_usage)
-    return ChunkStream(source, keepalive_interval=config.keepalive_interval)
+    return ChunkStream(source, keepalive_interval=config.keepalive_interval, shutting_down=shutting_down,
+                       grace=config.shutdown_grace)
 
 
 class RelaySource:
@@ -281,7 +289,8 @@ class RelaySource:
 
 
 async def _translated(asked: ChatRequest, route: Route, client: UpstreamClient, token: str | None,
-                      secrets: tuple[str, ...], record: AccessRecord, config: BridgeConfig) -> Response | ChunkStream:
+                      secrets: tuple[str, ...], record: AccessRecord, config: BridgeConfig,
+                      shutting_down: Callable[[], bool]) -> Response | ChunkStream:
     body = translator.chat_to_responses_request(asked.payload)
     body["model"] = route.model
     dropped = dropped_fields(asked.payload)
@@ -303,7 +312,7 @@ async def _translated(asked: ChatRequest, route: Route, client: UpstreamClient, 
     events = ResponsesEvents(upstream, client)
     stream_translator = ResponsesStreamTranslator(asked.payload, include_usage=asked.include_usage, accumulate=False)
     try:
-        prelude = await events.first_output()
+        prelude = await _unless_shutdown(events.first_output(), shutting_down, config.shutdown_grace)
     except BaseException:
         await upstream.aclose()
         raise
@@ -313,7 +322,28 @@ async def _translated(asked: ChatRequest, route: Route, client: UpstreamClient, 
         await upstream.aclose()
         raise _failure_error(_error_of(failure), secrets)
     source = TranslatedSource(events, stream_translator, prelude, record, secrets)
-    return ChunkStream(source, keepalive_interval=config.keepalive_interval)
+    return ChunkStream(source, keepalive_interval=config.keepalive_interval, shutting_down=shutting_down,
+                       grace=config.shutdown_grace)
+
+
+async def _unless_shutdown(awaitable: Awaitable[T], shutting_down: Callable[[], bool], grace: float) -> T:
+    """`awaitable`, unless a shutdown began and its grace ran out first (then a 503 before any stream)."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=0.25)
+            if done:
+                return task.result()
+            if shutting_down():
+                done, _ = await asyncio.wait((task,), timeout=grace)
+                if done:
+                    return task.result()
+                raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 def _error_of(event_or_response: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,10 @@ translation share the wire rules:
   cancellation);
 - `: keep-alive` comments after `keepalive_interval` seconds without a write (chat clients skip
   SSE comments);
-- a client disconnect cancels the source at once, which closes the backend connection.
+- a client disconnect cancels the source at once, which closes the backend connection;
+- a shutdown (`shutting_down()` turning true) gives the stream `grace` seconds, then ends it with an
+  error chunk (code `server_shutting_down`) and `[DONE]`. Only a wait on the source is interrupted,
+  never a write, so no frame is cut in two.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -57,12 +60,17 @@ class ChunkSource(Protocol):
 class ChunkStream:
     """The 200 `text/event-stream` answer fed by `source`."""
 
-    def __init__(self, source: ChunkSource, *, keepalive_interval: float) -> None:
+    def __init__(self, source: ChunkSource, *, keepalive_interval: float,
+                 shutting_down: Callable[[], bool] = lambda: False, grace: float = 10.0) -> None:
         self.source = source
         self.record = source.record
         self.keepalive_interval = keepalive_interval
+        self.shutting_down = shutting_down
+        self.grace = grace
         self.ended = False
         self._last_write = 0.0
+        self._reading = False  # the writer waits on the source (the one place a shutdown may cut in)
+        self._aborted = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
@@ -73,11 +81,13 @@ class ChunkStream:
         writer = loop.create_task(self._write(send))
         listener = loop.create_task(self._listen(receive, writer))
         keepalive = loop.create_task(self._keepalive(send))
+        watcher = loop.create_task(self._watch_shutdown(writer))
         try:
             await asyncio.wait((writer,))
         finally:
             listener.cancel()
             keepalive.cancel()
+            watcher.cancel()
             if not writer.done():
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -88,7 +98,21 @@ class ChunkStream:
         tail = DONE
         try:
             async with contextlib.aclosing(self.source.frames()) as frames:
-                async for body in frames:
+                iterator = frames.__aiter__()
+                while True:
+                    self._reading = True
+                    try:
+                        body = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if self._aborted and task is not None and task.uncancel() == 0:
+                            tail = self.source.failure("The server is shutting down.", "server_shutting_down") + DONE
+                            break
+                        raise
+                    finally:
+                        self._reading = False
                     if body:
                         self._last_write = loop.time()
                         await send({"type": "http.response.body", "body": body, "more_body": True})
@@ -103,6 +127,17 @@ class ChunkStream:
             self.ended = True
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _watch_shutdown(self, writer: asyncio.Task[None]) -> None:
+        while not self.shutting_down():
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(self.grace)
+        self._aborted = True
+        while not self.ended and not writer.done():
+            if self._reading:
+                writer.cancel()
+                return
+            await asyncio.sleep(0.01)
 
     def _gone(self) -> None:
         self.ended = True

@@ -45,7 +45,7 @@ def post_stream(url: str, body: dict[str, Any]) -> httpx.Response:
         return response
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "error_event_rate_limit"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("error_event_rate_limit", "stall_after_text")])
 def test_translated_stream_per_scenario(reverse_bridge: Any, name: str) -> None:
     request = {"model": f"fixture:{name}", "messages": HELLO, "stream_options": {"include_usage": True}}
     reply = post_stream(reverse_bridge.url, request)
@@ -250,3 +250,42 @@ def test_secrets_are_scrubbed_from_errors(make_bridge: Any, responses_backend: R
     whole = httpx.post(bridge.url + "/chat/completions", json={"model": "fixture:failed_echoes_key",
                                                                "messages": HELLO}, timeout=10)
     assert whole.status_code == 502 and SECRET not in whole.text and "***" in whole.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "translated"])
+def test_shutdown_ends_a_stalled_chat_stream_with_an_error_chunk(make_bridge: Any, responses_backend: RunningServer,
+                                                                 mode: str) -> None:
+    """A stream waiting on a silent backend gets the shutdown grace, then an error chunk and [DONE]."""
+    overrides: dict[str, Any] = {"shutdown_grace": 0.3}
+    model = "chaos:stall"  # the role chunk, then silence
+    if mode == "translated":
+        overrides["upstream"] = {"base_url": responses_backend.url + "/v1", "api": "responses"}
+        model = "fixture:stall_after_text"
+    bridge = make_bridge(**overrides)
+    state = bridge.app.state.bridge
+    body = {"model": model, "messages": HELLO, "stream": True}
+    with httpx.Client(timeout=httpx.Timeout(20.0, read=10.0)) as client, \
+            client.stream("POST", bridge.url + "/chat/completions", json=body) as reply:
+        assert reply.status_code == 200
+        parts = reply.iter_raw()
+        received = next(parts)
+        state.loop.call_soon_threadsafe(state.begin_shutdown)
+        received += b"".join(parts)
+    chunks, done, _ = parse_chat_sse(received)
+    assert done and chunks[-1]["error"]["code"] == "server_shutting_down"
+
+
+def test_shutdown_before_the_first_output_is_a_503(make_bridge: Any, bridge_url: str) -> None:
+    """The reverse path waits for the first output before answering; a shutdown then is a plain 503."""
+    import threading
+
+    bridge = make_bridge(shutdown_grace=0.3, upstream={"base_url": bridge_url, "api": "responses"})
+    state = bridge.app.state.bridge
+    timer = threading.Timer(0.5, lambda: state.loop.call_soon_threadsafe(state.begin_shutdown))
+    timer.start()
+    try:
+        reply = httpx.post(bridge.url + "/chat/completions", timeout=httpx.Timeout(20.0, read=10.0),
+                           json={"model": "chaos:stall", "messages": HELLO, "stream": True})
+    finally:
+        timer.cancel()
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "server_shutting_down"
