@@ -129,13 +129,18 @@ def mark_dead_workers(directory: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a killed worker its supervisor has not reaped yet is a zombie: dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (not Linux): signal 0 is all there is
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 class ModelLabels:
