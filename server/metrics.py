@@ -55,6 +55,7 @@ from server.accesslog import AccessRecord
 from server.auth import caller_token, check_key
 from server.config import BridgeConfig
 from server.errors import ApiError, error_response
+from translator.events import RESPONSE_ERROR_CODES
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -83,9 +84,10 @@ MODEL_NAME_MAX = 128
 OTHER = "other"
 UNMATCHED_ROUTE = "unmatched"
 
-#: Error codes kept as they are in the `code` label (the bridge's own upstream codes and the OpenAI
-#: codes backends commonly answer); any other code is `other`, a missing one `http_<status>`.
-KNOWN_ERROR_CODES = frozenset({
+#: Error codes kept as they are in the `code` label (the bridge's own upstream codes, the OpenAI codes
+#: backends commonly answer, and the codes a failed response may carry); any other code is `other`,
+#: a missing one `http_<status>`.
+KNOWN_ERROR_CODES = RESPONSE_ERROR_CODES | frozenset({
     "upstream_error", "upstream_timeout", "upstream_busy", "upstream_unavailable",
     "upstream_malformed_chunk", "upstream_too_large", "upstream_unsupported_encoding",
     "context_length_exceeded", "rate_limit_exceeded", "insufficient_quota", "invalid_api_key",
