@@ -32,7 +32,7 @@ class AccessRecord:
     """What is known about one request; endpoints fill it in, `emit` writes it once."""
 
     __slots__ = (
-        "error_code", "first_token", "input_tokens", "method", "model", "output_tokens", "path",
+        "error_code", "first_token", "input_tokens", "method", "metrics", "model", "output_tokens", "path",
         "response_id", "start", "status", "stream", "upstream",
     )  # fmt: skip
 
@@ -49,6 +49,8 @@ class AccessRecord:
         self.output_tokens: int | None = None
         self.response_id: str | None = None
         self.error_code: str | None = None
+        #: The app's `server.metrics.BridgeMetrics` (None: metrics off); the pump counts streams with it.
+        self.metrics: Any = None
 
     def mark_first_token(self) -> None:
         if self.first_token is None:

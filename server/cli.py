@@ -97,6 +97,14 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--strict-params", action="store_true", default=None,
         help="reject requests naming an unknown field (OpenAI's 400 unknown_parameter) instead of "
              "logging and dropping it [RESPONSES_BRIDGE_STRICT_PARAMS=1]")
+    add("--metrics", action="store_true", default=None,
+        help="serve Prometheus metrics at GET /metrics, behind --api-key when keys are set (docs/metrics.md) "
+             "[RESPONSES_BRIDGE_METRICS=1]")
+    add("--metrics-port", type=int, metavar="PORT",
+        help="serve the metrics on a listener of their own instead (no API key; implies --metrics) "
+             "[RESPONSES_BRIDGE_METRICS_PORT]")
+    add("--metrics-host", metavar="HOST",
+        help="address of the --metrics-port listener (default 127.0.0.1) [RESPONSES_BRIDGE_METRICS_HOST]")
     add("--connect-timeout", type=float, metavar="SECONDS",
         help="backend connect timeout (default 10) [RESPONSES_BRIDGE_CONNECT_TIMEOUT]")
     add("--first-byte-timeout", type=float, metavar="SECONDS",
@@ -316,6 +324,7 @@ def serve(args: argparse.Namespace) -> int:
     store = check_store(config.store)
     sock = bind_socket(config.host, config.port)
     port = int(sock.getsockname()[1])
+    metrics = _start_metrics(config, app, sock)
     # Only now, with nothing left that can fail, does anything reach the log.
     log_config = logging_config(config.log_format)
     logging.config.dictConfig(log_config)
@@ -335,6 +344,7 @@ def serve(args: argparse.Namespace) -> int:
         where = "the built-in fixture backend" if upstream.base_url == FIXTURES_UPSTREAM else redact_url(upstream.base_url)
         log.info("upstream %s → %s (profile %s)", upstream.name, where, upstream.profile or "none")
     log.info("store: %s", store)
+    log.info("metrics: %s", metrics.description)
     log.info("listening; base URL for clients: %s", base_url(config.host, port))
 
     import uvicorn
@@ -366,7 +376,23 @@ def serve(args: argparse.Namespace) -> int:
         uvicorn.Server(uvicorn.Config(_KeepLogging(app, log_config), **common)).run(sockets=[sock])
     finally:
         sock.close()
+        metrics.close()
     return 0
+
+
+def _start_metrics(config: BridgeConfig, app: Any, sock: socket.socket) -> Any:
+    """The metrics' share of this process (server/metrics.py): the workers' shared directory, the
+    `--metrics-port` listener. A port that cannot be bound is a start-up failure like the main one."""
+    from server.metrics import MetricsRuntime
+
+    try:
+        return MetricsRuntime(config, getattr(app.state, "metrics", None))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"--metrics-host {config.metrics_host} --metrics-port {config.metrics_port}: cannot listen: "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

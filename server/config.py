@@ -216,6 +216,11 @@ class BridgeConfig:
     strict_params: bool = False
     """Reject a request naming a field the bridge does not know (OpenAI's 400 `unknown_parameter`)
     instead of logging a warning and dropping the field."""
+    metrics: bool = False
+    """Prometheus metrics (docs/metrics.md): `/metrics` on the main port behind the API keys, or on
+    `metrics_host:metrics_port` when a port is given (a port alone turns metrics on)."""
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -231,6 +236,15 @@ class BridgeConfig:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be between 0 and 65535, got {self.metrics_port}")
+        if self.metrics_port and self.metrics_port == self.port and self.metrics_host == self.host:
+            raise ConfigError(f"metrics_port {self.metrics_port} is the bridge's own port; pick another")
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Metrics are on when asked for, or when a metrics port is given."""
+        return self.metrics or self.metrics_port is not None
 
     def route(self, model: str) -> Route | None:
         """The upstream serving `model`, or None (→ 404 model_not_found).
@@ -426,7 +440,8 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
 _TOP_KEYS = {
     "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
     "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
-    "port", "workers", "store_retention_days", "limits", "strict_params",
+    "port", "workers", "store_retention_days", "limits", "strict_params", "metrics", "metrics_port",
+    "metrics_host",
 }  # fmt: skip
 
 
@@ -460,17 +475,18 @@ def parse_config(
     kwargs["timeouts"] = Timeouts(
         **{k: float(_expect(v, (int, float), f"timeouts.{k}")) for k, v in timeouts.items()}
     )
-    for key in ("store", "log_format", "host"):
+    for key in ("store", "log_format", "host", "metrics_host"):
         if key in data:
             kwargs[key] = _expect(data[key], str, key)
-    for key in ("max_body_bytes", "max_connections", "port", "workers"):
+    for key in ("max_body_bytes", "max_connections", "port", "workers", "metrics_port"):
         if key in data:
             kwargs[key] = int(_expect(data[key], int, key))
     for key in ("keepalive_interval", "shutdown_grace", "store_retention_days"):
         if key in data:
             kwargs[key] = float(_expect(data[key], (int, float), key))
-    if "strict_params" in data:
-        kwargs["strict_params"] = _expect(data["strict_params"], bool, "strict_params")
+    for key in ("strict_params", "metrics"):
+        if key in data:
+            kwargs[key] = _expect(data[key], bool, key)
     kwargs["encryption_key"] = _secret(data, "encryption_key", "config", env)
     if "limits" in data:
         kwargs["limits"] = parse_limits(data["limits"])
@@ -569,6 +585,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", int, "max_body_bytes"),
     Setting("encryption_key", str, "encryption_key"),
     Setting("strict_params", _bool, "strict_params"),
+    Setting("metrics", _bool, "metrics"),
+    Setting("metrics_port", int, "metrics_port"),
+    Setting("metrics_host", str, "metrics_host"),
     Setting("connect_timeout", float),
     Setting("first_byte_timeout", float),
     Setting("idle_timeout", float),

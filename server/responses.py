@@ -86,6 +86,7 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
             if asked.background:
                 job_record = AccessRecord("POST", RESPONSES_ENDPOINT)
                 job_record.model, job_record.upstream, job_record.stream = asked.model, route.upstream.name, True
+                job_record.metrics = record.metrics  # the job's stream counts in the in-flight gauge
                 start = BackgroundStart(
                     client=client, chat_request=chat_request,
                     translator=echo_conversation(translator.ChatStreamTranslator(translated_request, **options),
