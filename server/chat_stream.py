@@ -9,6 +9,7 @@ translation share the wire rules:
   cancellation);
 - `: keep-alive` comments after `keepalive_interval` seconds without a write (chat clients skip
   SSE comments);
+- the streams-in-flight gauge (server/metrics.py) counts it while it runs, when metrics are on;
 - a client disconnect cancels the source at once, which closes the backend connection;
 - a shutdown (`shutting_down()` turning true) gives the stream `grace` seconds, then ends it with an
   error chunk (code `server_shutting_down`) and `[DONE]`. Only a wait on the source is interrupted,
@@ -75,6 +76,17 @@ class ChunkStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
         self.record.status = 200
+        metrics = getattr(self.record, "metrics", None)  # the streams-in-flight gauge, when metrics are on
+        upstream = self.record.upstream or "unknown"
+        if metrics is not None:
+            metrics.stream_opened(upstream)
+        try:
+            await self._serve(scope, receive, send, loop)
+        finally:
+            if metrics is not None:
+                metrics.stream_closed(upstream)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, loop: asyncio.AbstractEventLoop) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         send = scope.get(RAW_SEND_KEY) or send
         self._last_write = loop.time()

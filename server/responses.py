@@ -72,6 +72,11 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     owner = request.scope.get(OWNER_KEY)
     token = request.scope.get(TOKEN_KEY)
     secrets = _request_secrets(config, route.upstream.passthrough, token)
+    if route.upstream.api == "responses":  # a native Responses backend: relayed, not translated
+        from server.responses_passthrough import relay_responses
+
+        return await relay_responses(asked.payload, route, client, token, secrets, record, config,  # type: ignore[return-value]
+                                     lambda: state.shutting_down)  # fmt: skip
 
     try:
         async with _cancel_on_disconnect(request.receive):

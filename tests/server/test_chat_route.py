@@ -289,3 +289,57 @@ def test_shutdown_before_the_first_output_is_a_503(make_bridge: Any, bridge_url:
     finally:
         timer.cancel()
     assert reply.status_code == 503 and reply.json()["error"]["code"] == "server_shutting_down"
+
+
+# ------------------------------------------------------------- Responses clients, same upstream
+
+
+def test_responses_clients_reach_a_responses_upstream_untranslated(reverse_bridge: Any,
+                                                                  responses_backend: RunningServer) -> None:
+    """/v1/responses to an `api = "responses"` upstream is relayed: the SDK gets the backend's events
+    (DeepSeek's stream without [DONE] ends at its terminal event) and its whole Response."""
+    client = openai.OpenAI(base_url=reverse_bridge.url, api_key="x", max_retries=0)
+    whole = client.responses.create(model="fixture:text_openai", input="Hello")
+    assert whole.output_text == "Hello! How can I help?" and whole.id == "resp_68f0a1text"
+    with client.responses.stream(model="fixture:no_done_deepseek", input="Hello") as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_response()
+    assert final.output_text == "Bonjour le monde"
+    sent = httpx.get(responses_backend.url + "/_fixture/requests", timeout=10).json()["requests"][-1]
+    assert sent["input"] == "Hello" and sent["model"] == "fixture:no_done_deepseek"
+    cut = post_responses_stream(reverse_bridge.url, "fixture:cut_no_terminal")
+    assert cut.endswith(b"data: [DONE]\n\n") and b'"code":"upstream_error"' in cut
+
+
+def post_responses_stream(url: str, model: str) -> bytes:
+    with httpx.Client(timeout=httpx.Timeout(20.0, read=10.0)) as client:
+        reply = client.post(url + "/responses", json={"model": model, "input": "Hello", "stream": True})
+        return reply.read()
+
+
+def test_metrics_count_chat_requests_and_streams(make_bridge: Any) -> None:
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape(root: str) -> list[tuple[str, dict[str, str], float]]:
+        text = httpx.get(root + "/metrics", timeout=30).text
+        return [(s.name, dict(s.labels), s.value) for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def value(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+        return sum(v for n, ls, v in samples if n == name and all(ls.get(k) == w for k, w in labels.items()))
+
+    bridge = make_bridge(metrics=True, store="none")
+    httpx.post(bridge.url + "/chat/completions", json={"model": "fixture-scripted", "messages": HELLO}, timeout=30)
+    body = {"model": "chaos:stall", "messages": HELLO, "stream": True}
+    with httpx.Client(timeout=30) as http, http.stream("POST", bridge.url + "/chat/completions", json=body) as stream:
+        chunks = stream.iter_raw()
+        assert b'"role":"assistant"' in next(chunks)
+        now = scrape(bridge.root)
+        assert value(now, "responses_bridge_streams_in_flight", upstream="fixture") == 1
+    assert value(now, "responses_bridge_requests_total", route="/v1/chat/completions", status="200") >= 1
+    deadline = time.monotonic() + 20
+    while value(scrape(bridge.root), "responses_bridge_streams_in_flight") != 0:
+        assert time.monotonic() < deadline, "the gauge never went back to 0"
+        time.sleep(0.05)
