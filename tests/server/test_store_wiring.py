@@ -106,7 +106,7 @@ def test_the_shape_meter_lets_a_request_under_the_ceiling_through() -> None:
 
 
 @pytest.mark.parametrize("store_spec", ["memory", "sqlite", "postgresql"], indirect=True)
-def test_ids_with_nul_or_over_long_are_not_found_on_every_engine(make_bridge: Any, store_spec: str) -> None:
+def test_ids_with_nul_or_over_long_are_not_found_on_every_engine(make_bridge: Any, store_spec: str) -> None:  # noqa: F811
     bridge = make_bridge(store=store_spec)
     for bad in ("resp_\x00x", "resp_" + "y" * 5000):
         quoted = httpx.URL(bridge.url + "/responses/").copy_with().join(httpx.URL(bad.replace("\x00", "%00")))
