@@ -24,7 +24,6 @@ __all__ = [
     "REQUEST_FIELDS",
     "ToolMap",
     "build_tool_map",
-    "chat_to_responses_request",
     "check_request",
     "items_to_messages",
     "messages_to_items",
@@ -1018,12 +1017,3 @@ def _obj(value: Any) -> dict[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def chat_to_responses_request(request: Any, **options: Any) -> dict[str, Any]:
-    """A chat completions request → a Responses request (for chat clients in front of Responses).
-
-    The translation lives in reverse_request.py (imported here lazily: it builds on this module)."""
-    from .reverse_request import chat_to_responses_request as translate
-
-    return translate(request, **options)
