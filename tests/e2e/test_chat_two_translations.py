@@ -122,3 +122,21 @@ def test_reasoning_replays_to_the_backend(reverse_url: str, backend_requests: An
     assistant = next(m for m in sent if m["role"] == "assistant")
     assert assistant["reasoning_content"] == "I should look it up"
     assert assistant["tool_calls"][0]["id"] == call["id"]
+
+
+def test_sdk_parse_with_a_pydantic_model(reverse_url: str, backend_url: str) -> None:
+    """`chat.completions.parse` (strict json_schema from a pydantic model) gives the same parsed value
+    through both translations as straight from the backend."""
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+        population: int
+
+    messages = [{"role": "user", "content": "Largest city of France?"}]
+    direct = openai.OpenAI(base_url=backend_url, api_key="x", max_retries=0).chat.completions.parse(
+        model="fixture-scripted", messages=messages, response_format=City)
+    through = openai.OpenAI(base_url=reverse_url, api_key="x", max_retries=0).chat.completions.parse(
+        model="fixture-scripted", messages=messages, response_format=City)
+    assert through.choices[0].message.parsed == direct.choices[0].message.parsed
+    assert isinstance(through.choices[0].message.parsed, City)
