@@ -52,9 +52,16 @@ if [[ ! -x "$dest/bin/llama-server" ]]; then
   echo "llama-server b$version built in $(( $(date +%s) - start )) s" | tee "$dest/build-time.txt" >&2
 fi
 
-# 3. The tiny deterministic model, written with the tree's own gguf-py (needs numpy).
+# 3. The tiny deterministic model, written with the tree's own gguf-py, which needs numpy and PyYAML:
+#    a venv of its own, so the host's packages (or their absence) do not matter.
+py="$dest/py/bin/python"
+if ! "$py" -c "import numpy, yaml" >/dev/null 2>&1; then
+  rm -rf "$dest/py"
+  python3 -m venv "$dest/py"
+  "$dest/py/bin/pip" install -q numpy pyyaml
+fi
 mkdir -p "$dest/models"
-PYTHONPATH="$src/llama.cpp/gguf-py${PYTHONPATH:+:$PYTHONPATH}" python3 "$here/make_model.py" \
+PYTHONPATH="$src/llama.cpp/gguf-py" "$py" "$here/make_model.py" \
   --vocab "$src/llama.cpp/models/ggml-vocab-qwen2.gguf" --out "$dest/models/tiny-qwen3.gguf"
 
 date -u +%FT%TZ >"$stamp"

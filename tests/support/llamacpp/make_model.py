@@ -38,9 +38,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import gguf  # llama.cpp's gguf-py, from the source tree (PYTHONPATH)
+import numpy as np
 
 N_EMBD = 128
 HEAD_DIM = 128
@@ -219,7 +218,9 @@ def build_weights(ids: dict[str, int], n_vocab: int) -> dict[str, np.ndarray]:
     gate = np.zeros((N_FF, N_EMBD), dtype=np.float32)
     up = np.zeros((N_FF, N_EMBD), dtype=np.float32)
     down = np.zeros((N_EMBD, N_FF), dtype=np.float32)
-    for unit, (feature, out_dim) in enumerate(((SEEN_TOOLS_DIM, DO_TOOL_DIM), (SEEN_RESPONSE_DIM, DO_ANSWER_DIM))):
+    for unit, (feature, out_dim) in enumerate(
+        ((SEEN_TOOLS_DIM, DO_TOOL_DIM), (SEEN_RESPONSE_DIM, DO_ANSWER_DIM))
+    ):
         gate[unit, decision_dim] = 5.0
         gate[unit, BIAS_DIM] = -3.0
         up[unit, feature] = 1.0
