@@ -17,7 +17,8 @@ dest="$root/b$version"
 stamp="$dest/BUILT"
 jobs="${LLAMACPP_JOBS:-2}"
 
-if [[ -f "$stamp" && -x "$dest/bin/llama-server" && -f "$dest/models/tiny-qwen3.gguf" ]]; then
+# (the model is rewritten whenever its generator changed)
+if [[ -f "$stamp" && -x "$dest/bin/llama-server" && "$dest/models/tiny-qwen3.gguf" -nt "$here/make_model.py" ]]; then
   echo "$dest"
   exit 0
 fi

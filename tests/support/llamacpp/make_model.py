@@ -124,7 +124,10 @@ CHAINS: dict[str, list[str]] = {
     "Ġtool": ["Ġreturned"],
     "Ġreturned": [EOS, "<tool_call>"],
     # One tool call: {"name": "get_weather", "arguments":{"city":"Paris"}}, every token distinct.
-    "<tool_call>": ['{"'],
+    # llama.cpp's parser wants "<tool_call>\n"; "\n" alone is the prompt's last token (taken above),
+    # and "\n\n" is the decision point, so the newline comes as "\n\n\n" (its grammar allows that).
+    "<tool_call>": ["ĊĊĊ"],
+    "ĊĊĊ": ['{"'],
     '{"': ["name"],
     "name": ['":'],
     '":': ['Ġ"'],
