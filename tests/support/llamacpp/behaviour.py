@@ -25,7 +25,7 @@ SHELL_COMMAND = "touch llama.txt"
 
 SHELL_FILE = "llama.txt"
 
-TOOL_PREFERENCE = ("get_weather", "get_time", "exec_command")
+TOOL_PREFERENCE = ("exec_command", "get_weather", "get_time")
 """The tool the model calls is the first of these that is offered (a grammar may force another)."""
 
 GENERATED_TOKENS = 24

@@ -14,7 +14,7 @@ gives the same answer):
   How can I help you today?`
 * tools offered (the template's `<tools>` block is in the prompt), no tool result yet: one tool call,
   `<tool_call>{"name": "get_weather", "arguments":{"city":"Paris"}}</tool_call>`. The name is the first
-  offered one in the preference order get_weather, get_time, exec_command, and the argument follows the
+  offered one in the preference order exec_command, get_weather, get_time, and the argument follows the
   tool's first parameter: `city` -> "Paris", `cmd` -> "touch llama.txt" (Codex's shell tool). Under a
   grammar (tool calls, `json_schema`) any other name or schema still gives valid output, because every
   token the model prefers is only taken when the grammar allows it, and its fallback preferences close
@@ -131,7 +131,7 @@ CHAINS: dict[str, list[str]] = {
     '{"': ["name"],
     "name": ['":'],
     '":': ['Ġ"'],
-    'Ġ"': ["get", "exec"],
+    'Ġ"': ["exec", "get"],  # exec_command first: Codex also offers tools named get_*
     "get": ["_weather", "_time"],
     "exec": ["_command"],
     "_weather": ['","'],
