@@ -112,6 +112,7 @@ def server_command(build: LlamaBuild, port: int, context_size: int, extra: Seque
     return [
         str(build.server_binary),
         "--model", str(build.model),
+        "--alias", "tiny-qwen3",  # the name llama-server reports (else the model file's path)
         "--host", "127.0.0.1",
         "--port", str(port),
         "--ctx-size", str(context_size),

@@ -13,12 +13,16 @@ gives the same answer):
 * no tools offered and no tool result in the prompt: `Hello! This tiny model says hello to everyone.
   How can I help you today?`
 * tools offered (the template's `<tools>` block is in the prompt), no tool result yet: one tool call,
-  `<tool_call>{"name": "get_weather", "arguments":{"city":"Paris"}}</tool_call>`. The name is the first
-  offered one in the preference order exec_command, get_weather, get_time, and the argument follows the
-  tool's first parameter: `city` -> "Paris", `cmd` -> "touch llama.txt" (Codex's shell tool). Under a
-  grammar (tool calls, `json_schema`) any other name or schema still gives valid output, because every
-  token the model prefers is only taken when the grammar allows it, and its fallback preferences close
-  strings and objects as early as possible.
+  `<tool_call>` + "\n\n\n" + `{"name": "<tool>","arguments":{...}}</tool_call>`, which llama-server
+  parses into `tool_calls`. The name is the first offered in the preference order exec_command,
+  get_weather, get_time (llama.cpp's tool-call grammar rejects a name not offered, so the next one is
+  taken), and the arguments follow the tool's first parameter: `city` -> "Paris", `cmd` ->
+  "touch llama.txt" (Codex's shell tool). Without a grammar (tool_choice "none" with the tools still
+  in the prompt) nothing corrects the first choice: the text is the exec_command markup with "city".
+  Under any grammar (tool calls, `json_schema`) other names and schemas still give valid output: a
+  preferred token is only taken when the grammar allows it, and the fallback preferences close strings
+  and objects as early as possible (the `json_schema` answer for {city, population} is
+  `{"city":"touch llama.txt","population":0}`).
 * a tool result (`<tool_response>`) in the prompt: `Here is what the tool returned`.
 
 How: one transformer layer on a 128-dim residual stream. The embedding of each token the model ever

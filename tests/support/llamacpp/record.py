@@ -68,7 +68,12 @@ CAPTURES: dict[str, tuple[dict[str, Any], str]] = {
         "plain text after a <think> block, split into reasoning_content",
     ),
     "tool_call": (
-        {"model": behaviour.MODEL, "input": "What is the weather in Paris?", "tools": [WEATHER], "stream": True},
+        {
+            "model": behaviour.MODEL,
+            "input": "What is the weather in Paris?",
+            "tools": [WEATHER],
+            "stream": True,
+        },
         "one tool call, parsed from <tool_call> markup",
     ),
     "after_tool_result": (
@@ -126,7 +131,9 @@ CAPTURES: dict[str, tuple[dict[str, Any], str]] = {
         {
             "model": behaviour.MODEL,
             "input": "The largest city of France, as JSON.",
-            "text": {"format": {"type": "json_schema", "name": "city", "schema": CITY_SCHEMA, "strict": True}},
+            "text": {
+                "format": {"type": "json_schema", "name": "city", "schema": CITY_SCHEMA, "strict": True}
+            },
             "stream": True,
         },
         "text.format json_schema, turned into a grammar by llama-server",
@@ -138,16 +145,24 @@ CAPTURES: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def translator_options(profile: str = "llamacpp") -> dict[str, Any]:
+# The captures of llama-server's tool_choice quirks show what it does with the choice sent as is, so
+# the profile's workarounds for them are switched off there.
+NATIVE_TOOL_CHOICE = {"named_tool_choice": "native", "tool_choice_none": "native"}
+QUIRK_CAPTURES = {"named_tool_choice_ignored", "tool_choice_none_markup"}
+
+
+def translator_options(profile: str = "llamacpp", **overrides: Any) -> dict[str, Any]:
     """The profile's options that this translator knows (see tests/e2e/test_llamacpp.py)."""
     from server.config import load_profile
 
     known = {f.name for f in dataclasses.fields(TranslatorOptions)}
-    return {k: v for k, v in load_profile(profile).options.items() if k in known}
+    options = {**load_profile(profile).options, **overrides}
+    return {k: v for k, v in options.items() if k in known}
 
 
 def record(name: str, request: dict[str, Any], base_url: str, out_dir: Path) -> str:
-    chat = responses_to_chat_request(request, **translator_options())
+    overrides = NATIVE_TOOL_CHOICE if name in QUIRK_CAPTURES else {}
+    chat = responses_to_chat_request(request, **translator_options(**overrides))
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     stored_request = dict(request)
@@ -160,7 +175,9 @@ def record(name: str, request: dict[str, Any], base_url: str, out_dir: Path) -> 
     (folder / "chat_request.json").write_text(json.dumps(chat_to_store, indent=2) + "\n", encoding="utf-8")
     with httpx.stream("POST", base_url + "/chat/completions", json=chat, timeout=300) as answer:
         raw = answer.read()
-        if answer.status_code != 200 or not answer.headers.get("content-type", "").startswith("text/event-stream"):
+        if answer.status_code != 200 or not answer.headers.get("content-type", "").startswith(
+            "text/event-stream"
+        ):
             error = {"status": answer.status_code, "body": json.loads(raw)}
             (folder / "chat_error.json").write_text(json.dumps(error, indent=2) + "\n", encoding="utf-8")
             return f"{name}: HTTP {answer.status_code}"
