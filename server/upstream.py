@@ -1,7 +1,7 @@
 """Talking to a chat backend: one shared httpx.AsyncClient per upstream, errors mapped to HTTP.
 
 Every failure before a stream starts becomes an `ApiError` carrying the status the client should
-see (REFERENCE §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
+see (docs/wire.md §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
 the backend's 4xx keeps its status and message, 429 keeps its Retry-After, refused/reset/5xx become
 502, timeouts 504. Messages, and every header passed through to the client, are scrubbed of
 configured secrets before they leave the process (also base64-encoded and in any letter case).
@@ -28,7 +28,7 @@ import orjson
 from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
 from server.limits import UpstreamLimitError, too_large
 from server.transport import FastTransport
-from translator.errors import UpstreamError, error_type_for_status
+from translator.errors import UpstreamError, classify_backend_error, error_type_for_status
 
 __all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub", "scrub_value"]
 
@@ -334,6 +334,9 @@ class UpstreamClient:
         message = scrub(message, self.secrets)
         type_, param, code = (scrub(v, self.secrets) if isinstance(v, str) else v for v in (type_, param, code))
         passed = {k: scrub(headers[k], self.secrets) for k in _PASS_HEADERS if k in headers}
+        if classify_backend_error(err if isinstance(err, dict) else message) == "context_length_exceeded":
+            # Every backend words "prompt too long" its own way; clients act on OpenAI's code (they compact).
+            return ApiError(400, message, type="invalid_request_error", code="context_length_exceeded", headers=passed)
         if 400 <= status < 500 and status != 408:
             return ApiError(status, message, type=type_, param=param, code=code, headers=passed)
         if status in (408, 504):
