@@ -22,7 +22,7 @@ import pytest
 
 from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from translator.validate import parse_sse, validate_events
+from conformance import parse_sse, validate_events
 
 pytestmark = pytest.mark.timeout(60)
 

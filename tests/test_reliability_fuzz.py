@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import bridge_config
-from translator.validate import parse_sse, validate_events
+from conformance import parse_sse, validate_events
 
 pytestmark = pytest.mark.timeout(300)
 

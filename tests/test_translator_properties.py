@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_translator_support import check_stream, run_stream
+from tests.support.stream_check import check_stream, run_stream
 
 from translator import (
     ResponsesStreamTranslator,
@@ -27,7 +27,7 @@ from translator import (
     messages_to_items,
     response_to_chat_completion,
 )
-from translator.validate import validate_events
+from conformance import validate_events
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OPTS = {"response_id": "resp_prop", "created_at": 1, "completed_at": 2}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from openai.types.responses import ResponseUsage
-from test_translator_support import check_stream, run_stream
+from tests.support.stream_check import check_stream, run_stream
 
 import translator
 from translator import (

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from test_translator_support import check_stream, run_stream
+from tests.support.stream_check import check_stream, run_stream
 
 from translator import ChatStreamTranslator, chat_completion_to_response, unpack_reasoning
 
