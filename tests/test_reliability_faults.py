@@ -20,9 +20,9 @@ import httpx
 import openai
 import pytest
 
+from conformance import parse_sse, validate_events
 from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from conformance import parse_sse, validate_events
 
 pytestmark = pytest.mark.timeout(60)
 

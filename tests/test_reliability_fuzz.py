@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import bridge_config
 from conformance import parse_sse, validate_events
+from tests.conftest import bridge_config
 
 pytestmark = pytest.mark.timeout(300)
 

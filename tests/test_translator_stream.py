@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.support.stream_check import check_stream, run_stream
 
+from tests.support.stream_check import check_stream, run_stream
 from translator import ChatStreamTranslator, chat_completion_to_response, unpack_reasoning
 
 REQ: dict[str, Any] = {

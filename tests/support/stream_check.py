@@ -95,7 +95,8 @@ def rebuild(events: list[dict[str, Any]]) -> dict[str, Any]:
             items[event["output_index"]]["status"] = event["item"].get("status", "completed")
         elif kind == "response.content_part.added" and event["part"].get("type") in ("output_text", "refusal"):
             parts = items[event["output_index"]]["parts"]
-            _grow(parts, event["content_index"], lambda: [event["part"]["type"], ""])
+            part_type = event["part"]["type"]
+            _grow(parts, event["content_index"], lambda part_type=part_type: [part_type, ""])
         elif kind == "response.content_part.added" and event["part"].get("type") == "reasoning_text":
             _grow(items[event["output_index"]]["text"], event["content_index"], "")
         elif kind == "response.reasoning_summary_part.added":
@@ -106,7 +107,7 @@ def rebuild(events: list[dict[str, Any]]) -> dict[str, Any]:
             if index_key is None:
                 item[field] += event["delta"]
             elif field == "parts":
-                _grow(item["parts"], event[index_key], lambda: [_PART_KIND[kind], ""])
+                _grow(item["parts"], event[index_key], lambda kind=kind: [_PART_KIND[kind], ""])
                 item["parts"][event[index_key]][1] += event["delta"]
             else:
                 _grow(item[field], event[index_key], "")
@@ -150,23 +151,27 @@ def expected_from_answer(message: dict[str, Any], finish: str, *, reasoning_mode
     The rules are the documented mapping (docs/wire.md §2): reasoning first (as the summary in
     ``summary`` mode, as reasoning text otherwise), then the message text, then the calls in order;
     ``length`` → incomplete ``max_output_tokens``, ``content_filter`` → incomplete ``content_filter``,
-    any other finish reason → completed. Only for answers without ``<think>`` tags in the content.
+    any other finish reason → completed. Each item is closed when the next one begins, so when the
+    answer is cut (incomplete) only the last item is ``incomplete``. Only for answers without
+    ``<think>`` tags in the content.
     """
     status, details = {"length": ("incomplete", {"reason": "max_output_tokens"}),
                        "content_filter": ("incomplete", {"reason": "content_filter"})}.get(finish, ("completed", None))
-    item_status = "incomplete" if status == "incomplete" else "completed"
+    item_status = "completed"
     output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning:
         summary, text = ([reasoning], []) if reasoning_mode == "summary" else ([], [reasoning])
         output.append({"type": "reasoning", "status": item_status, "summary": summary, "text": text})
-    if message.get("content"):
+    if (message.get("content") or "").strip():  # content of whitespace only is no message
         output.append(_text_item("output_text", message["content"], item_status))
     if message.get("refusal"):
         output.append(_text_item("refusal", message["refusal"], item_status))
     for call in message.get("tool_calls") or []:
         output.append({"type": "function_call", "status": item_status, "call_id": call["id"],
                        "name": call["function"]["name"], "arguments": call["function"]["arguments"]})
+    if output and status == "incomplete":
+        output[-1]["status"] = "incomplete"
     return {"status": status, "incomplete_details": details, "parallel_tool_calls": parallel_tool_calls,
             "output": output}
 
