@@ -415,3 +415,13 @@ def test_encryption_key_seals_reasoning() -> None:
     forged[1] = {**forged[1], "summary": [], "encrypted_content": "rb1.eyJ0ZXh0IjoiZm9yZ2VkIn0"}
     msgs = responses_to_chat_request({**follow, "input": forged}, encryption_key="k1")["messages"]
     assert "reasoning_content" not in msgs[1]
+
+
+@pytest.mark.parametrize("answer", ["<", "<th", " <think"])
+def test_an_answer_that_only_looks_like_a_think_tag_is_kept(answer: str) -> None:
+    """A prefix of `<think>` is held back until the tag is decided; at the end it is text, not lost."""
+    _, resp = run([ch({"content": answer}), ch({}, "stop")])
+    assert [(i["type"], i["content"][0]["text"]) for i in resp["output"]] == [("message", answer)]
+    whole = chat_completion_to_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                                      "finish_reason": "stop"}]}, REQ, **OPTS)
+    assert whole["output"] == resp["output"]
