@@ -189,6 +189,7 @@ def test_a_store_error_in_the_cancel_watcher_does_not_kill_the_job(caplog: pytes
     with caplog.at_level(logging.WARNING, logger="responses_bridge"):
         store, final, events, _frames = asyncio.run(main())
     assert final["status"] == "completed" and events[-1]["type"] == "response.completed"
+    assert store.checks >= 4
     warnings = [r for r in caplog.records if "could not check the cancel flag of resp_bg1" in r.getMessage()]
     assert len(warnings) == 2 and all(r.exc_info for r in warnings)
 
