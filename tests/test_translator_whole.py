@@ -136,3 +136,14 @@ def test_deepseek_cache_hits_count_as_cached_tokens() -> None:
 
 def test_no_usage_is_null() -> None:
     assert chat_completion_to_response(completion({"content": "Hi"}, "stop"), REQUEST, **OPTS)["usage"] is None
+
+
+def test_calls_without_ids_stay_apart_by_position() -> None:
+    """A whole message's calls are distinct by their position even without ids (the bridge makes
+    the call ids up, so only their shape is checked)."""
+    calls = [{"type": "function", "function": {"name": "f", "arguments": '{"a":1}'}},
+             {"type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    got = chat_completion_to_response(completion({"content": None, "tool_calls": calls}, "tool_calls"), REQUEST, **OPTS)
+    call_ids = [item["call_id"] for item in got["output"]]
+    assert all(c.startswith("call_") for c in call_ids) and len(set(call_ids)) == 2
+    assert got == response(output=[call(call_ids[0], "f", '{"a":1}', 0), call(call_ids[1], "f", "{}", 1)])
