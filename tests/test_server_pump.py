@@ -547,3 +547,53 @@ def test_oserror_writing_to_the_client_ends_the_stream_and_closes_the_backend() 
     assert stream.ended and stream.record.error_code == "client_disconnected"
     assert len(sink.bodies) == 1 and b"response.created" in sink.bodies[0]
     assert backend_closed
+
+
+class _GoneBeforeHeaders(_Sink):
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            raise ConnectionResetError("client gone")
+        await super().send(message)
+
+
+def test_a_client_gone_before_the_headers_still_closes_the_backend_and_untracks_the_pump() -> None:
+    """Writing the response start fails: the pump never runs, yet its backend response is closed and
+    `on_close` runs (the server stops tracking it, so a shutdown does not wait for it)."""
+    from server.streaming import EventStream
+
+    async def run() -> tuple[Any, list[Any], Any]:
+        closed: list[Any] = []
+        pump = _pump(ANSWER, on_close=closed.append)
+        stream = EventStream(pump, keepalive_interval=60)
+        sink = _GoneBeforeHeaders(fail_at=0)
+        await asyncio.wait_for(stream({"type": "http"}, sink.receive, sink.send), timeout=10)
+        return stream, closed, pump
+
+    stream, closed, pump = asyncio.run(run())
+    assert stream.ended and stream.record.error_code == "client_disconnected"
+    assert closed == [pump] and pump.upstream.is_closed
+
+
+def test_a_client_message_other_than_disconnect_is_ignored() -> None:
+    """The listener reads on after a stray `http.request` message and still ends the stream normally."""
+    from server.streaming import EventStream
+
+    class Chatty(_Sink):
+        def __init__(self) -> None:
+            super().__init__(fail_at=0)
+            self.sent_request = False
+
+        async def receive(self) -> dict[str, Any]:
+            if not self.sent_request:
+                self.sent_request = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return await super().receive()
+
+    async def run() -> _Sink:
+        sink = Chatty()
+        await asyncio.wait_for(EventStream(_pump(ANSWER), keepalive_interval=60)({"type": "http"}, sink.receive,
+                                                                                  sink.send), timeout=10)  # fmt: skip
+        return sink
+
+    sink = asyncio.run(run())
+    assert assert_well_ended(parse_frames(b"".join(sink.bodies)))["type"] == "response.completed"
