@@ -597,3 +597,48 @@ def test_a_client_message_other_than_disconnect_is_ignored() -> None:
 
     sink = asyncio.run(run())
     assert assert_well_ended(parse_frames(b"".join(sink.bodies)))["type"] == "response.completed"
+
+
+def test_pump_abort_between_reads_ends_at_the_next_read_without_cutting_a_batch() -> None:
+    """`abort` while the consumer holds a batch (no read in progress): that batch stays whole and the
+    pump ends before its next read; a second `abort` changes nothing."""
+
+    async def run() -> list[list[dict[str, Any]]]:
+        import contextlib
+
+        pump = _pump(ANSWER)
+        batches: list[list[dict[str, Any]]] = []
+        async with contextlib.aclosing(pump.events()) as stream:
+            async for batch in stream:
+                batches.append(batch)
+                if any(e["type"] == "response.output_text.delta" for e in batch):
+                    pump.abort("shutdown")
+                    pump.abort("shutdown")
+        return batches
+
+    batches = asyncio.run(run())
+    events = _flat(batches)
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hel"
+    assert [e["type"] for e in batches[-1]][-1] == "response.failed"
+    assert events[-1]["response"]["error"] == {"code": "server_shutting_down", "message": "The server is shutting down."}
+    assert [e for e in events if e["type"] in TERMINAL] == [events[-1]]
+
+
+def test_pump_drain_after_done_gives_up_on_a_lingering_backend() -> None:
+    """After [DONE] the pump reads on to put the connection back in the pool, but a backend that
+    sends nothing more (and never ends its body) is given up on after a bounded wait."""
+
+    async def run() -> tuple[list[dict[str, Any]], Any]:
+        pump = _pump(ANSWER, stall=asyncio.Event())  # never set: the body never ends
+        return _flat(await asyncio.wait_for(_collect(pump), timeout=10)), pump
+
+    events, pump = asyncio.run(run())
+    assert events[-1]["type"] == "response.completed" and pump.upstream.is_closed
+
+
+def test_pump_fails_a_frame_over_the_decoder_ceiling_without_buffering_it() -> None:
+    from translator.sse import MAX_FRAME_BYTES
+
+    events = _flat(asyncio.run(_collect(_pump([_chunk({"content": "x"}), b"data: " + b"a" * (MAX_FRAME_BYTES + 1)]))))
+    assert events[-1]["type"] == "response.failed" and events[-1]["response"]["error"]["code"] == "upstream_error"
+    assert events[-1]["response"]["error"]["message"].startswith("Upstream upstream: ")
