@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -642,3 +643,62 @@ def test_pump_fails_a_frame_over_the_decoder_ceiling_without_buffering_it() -> N
     events = _flat(asyncio.run(_collect(_pump([_chunk({"content": "x"}), b"data: " + b"a" * (MAX_FRAME_BYTES + 1)]))))
     assert events[-1]["type"] == "response.failed" and events[-1]["response"]["error"]["code"] == "upstream_error"
     assert events[-1]["response"]["error"]["message"].startswith("Upstream upstream: ")
+
+
+def test_a_stream_cancelled_by_the_server_closes_the_backend() -> None:
+    """The server force-exits while a stream waits on its backend: the task running the SSE response
+    is cancelled, and the writer it started is cancelled and awaited, so the backend response is
+    closed rather than left to the garbage collector."""
+    from server.streaming import EventStream
+
+    async def run() -> tuple[Any, list[Any]]:
+        closed: list[Any] = []
+        pump = _pump(ANSWER[:1], stall=asyncio.Event(), on_close=closed.append)
+        sink = _Sink(fail_at=0)
+        task = asyncio.get_running_loop().create_task(EventStream(pump, keepalive_interval=60)(
+            {"type": "http"}, sink.receive, sink.send))  # fmt: skip
+        while len(sink.bodies) < 2:  # the opening batch and the first delta went out
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+        return pump, closed
+
+    pump, closed = asyncio.run(run())
+    assert pump.upstream.is_closed and closed == [pump]
+
+
+def test_an_exception_after_the_terminal_batch_is_not_a_second_terminal() -> None:
+    """Draining the backend after [DONE] raises something unexpected: the client already has its
+    terminal event, so the pump ends quietly instead of yielding the last-resort event too."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in ANSWER:
+            yield part
+        raise RuntimeError("odd transport failure while draining")
+
+    async def run() -> list[list[dict[str, Any]]]:
+        from server.pump import EventPump
+        from translator import ChatStreamTranslator
+
+        upstream = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+        return await _collect(EventPump(upstream, ChatStreamTranslator({"model": "m", "input": "hi"})))
+
+    events = _flat(asyncio.run(run()))
+    assert [e["type"] for e in events if e["type"] in TERMINAL] == ["response.completed"]
+    assert events[-1]["type"] == "response.completed"
+
+
+def test_a_translator_that_cannot_describe_itself_still_gets_a_last_resort_event() -> None:
+    from server.pump import EventPump
+    from translator import ChatStreamTranslator
+
+    class Broken(ChatStreamTranslator):
+        @property
+        def response(self) -> dict[str, Any]:  # type: ignore[override]
+            raise RuntimeError("no response")
+
+    translator = Broken({"model": "m", "input": "hi"}, response_id="resp_broken")
+    event = EventPump(httpx.Response(200), translator).last_resort_event()
+    assert event["response"] == {"id": "resp_broken", "object": "response", "status": "failed", "output": [],
+                                 "error": {"code": "server_error", "message": "The bridge failed while streaming."}}
