@@ -179,7 +179,9 @@ def test_a_store_error_in_the_cancel_watcher_does_not_kill_the_job(caplog: pytes
 
         async def run() -> AsyncIterator[list[dict[str, Any]]]:
             yield tr.start()
-            while store.checks < 4:  # the watcher failed twice and then looked again
+            for _ in range(300):  # until the watcher failed twice and then looked again (3 s at most)
+                if store.checks >= 4:
+                    break
                 await asyncio.sleep(0.01)
             yield tr.feed(_chunk({"content": "ok"}, "stop")) + tr.finish()
 

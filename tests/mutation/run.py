@@ -66,7 +66,7 @@ def run_one(mutant: Mutant) -> tuple[str, float, str]:
             raise SystemExit(f"could not restore {mutant.path}")
     elapsed = time.monotonic() - started
     lines = proc.stdout.strip().splitlines()
-    tail = next((line for line in lines if line.startswith(("FAILED", "ERROR"))), lines[-1] if lines else "")
+    tail = next((line for line in lines if line.startswith(("FAILED ", "ERROR tests/"))), lines[-1] if lines else "")
     if proc.returncode == 1:
         return "killed", elapsed, tail
     if proc.returncode == 0:
