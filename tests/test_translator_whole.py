@@ -1,9 +1,9 @@
 """`chat_completion_to_response` against Responses written out by hand, field by field.
 
 The property tests prove a stream and the same answer whole agree; these prove what both must say:
-each expected value below is written from the mapping in docs/wire.md §2 (finish reasons, items in
-order reasoning → message → calls, ids `<prefix><response id without resp_>_<index>`, usage with
-zeros where the backend gave no details), never taken from the translator's output.
+each expected value below is written from the mapping in docs/wire.md §3.1 and §1.3-§1.4 (finish
+reasons, items in order reasoning → message → calls, ids `<prefix><response id without resp_>_<index>`,
+usage with zeros where the backend gave no details), never taken from the translator's output.
 """
 
 from __future__ import annotations

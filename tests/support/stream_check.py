@@ -148,8 +148,9 @@ def expected_from_answer(message: dict[str, Any], finish: str, *, reasoning_mode
                          parallel_tool_calls: bool = True) -> dict[str, Any]:
     """What a stream of this chat answer must say, derived from the answer (not from any translator).
 
-    The rules are the documented mapping (docs/wire.md §2): reasoning first (as the summary in
-    ``summary`` mode, as reasoning text otherwise), then the message text, then the calls in order;
+    The rules are the documented mapping (docs/wire.md §3.1, rules 4, 5 and 8): reasoning first (as
+    the summary in ``summary`` mode, as reasoning text otherwise), then the message text, then the
+    calls in order;
     ``length`` → incomplete ``max_output_tokens``, ``content_filter`` → incomplete ``content_filter``,
     any other finish reason → completed. Each item is closed when the next one begins, so when the
     answer is cut (incomplete) only the last item is ``incomplete``. Only for answers without
