@@ -2,7 +2,8 @@
 
 Each piece lives in a module of its own (docs/architecture.md): `server.responses` (`POST
 /v1/responses`), `server.models`, `server.stored` (stored responses), `server.state` (shared state,
-lifespan, health), `server.middleware` (auth, access log), `server.errors` (the error shape).
+lifespan, health), `server.middleware` (auth, access log), `server.errors` (the error shape),
+`server.metrics` (Prometheus, when on).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from server import stored
+from server import conversations, stored
 from server.config import BridgeConfig, ConfigError
 from server.errors import error_response, handle_http_exception, handle_unexpected
+from server.metrics import BridgeMetrics
 from server.middleware import BridgeMiddleware
 from server.models import list_models, retrieve_model
 from server.responses import create_response
@@ -34,24 +36,29 @@ def create_app(config: BridgeConfig) -> Starlette:
     """The ASGI app for `config`. Upstream clients and the store open in the lifespan."""
     _check_options(config)
     state = BridgeState(config)
+    metrics = BridgeMetrics(config) if config.metrics_enabled else None
     routes: list[BaseRoute] = [
         Route(RESPONSES_ENDPOINT, create_response, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         *stored.routes(),
+        *conversations.routes(),
+        *(metrics.routes() if metrics is not None else ()),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: handle_http_exception,
         Exception: handle_unexpected,
     }
-    app = BridgeApp(routes=routes, lifespan=lifespan(state), exception_handlers=handlers)
+    run = lifespan(state) if metrics is None else metrics.lifespan(lifespan(state), state)
+    app = BridgeApp(routes=routes, lifespan=run, exception_handlers=handlers)
+    app.state.metrics = metrics  # server/cli.py serves it on --metrics-port
     app.state.bridge = state
     app.state.config = config
     app.state.store = None  # set by the lifespan; server/stored.py and server/background.py read it
     app.state.begin_shutdown = state.begin_shutdown
     state.app = app
-    app.add_middleware(BridgeMiddleware, config=config)
+    app.add_middleware(BridgeMiddleware, config=config, metrics=metrics)
     return app
 
 
@@ -77,6 +84,9 @@ def _check_options(config: BridgeConfig) -> None:
 def app_from_env() -> Starlette:
     """uvicorn factory (`server.app:app_from_env`, used for --workers N): config from the
     RESPONSES_BRIDGE_* environment, as `responses-bridge serve` left it for its workers."""
-    from server.cli import config_from_env
+    from server.config import config_from_env
+    from server.http_protocol import configure
 
-    return create_app(config_from_env())
+    config = config_from_env()
+    configure(config.limits)  # the worker's protocol class is named by path, so it is told the limits here
+    return create_app(config)

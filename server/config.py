@@ -22,14 +22,19 @@ __all__ = [
     "PROFILES_DIR",
     "BridgeConfig",
     "ConfigError",
+    "Limits",
     "Profile",
     "Route",
     "Timeouts",
     "Upstream",
+    "base_url_warnings",
+    "check_base_url",
+    "config_from_env",
     "list_profiles",
     "load_config",
     "load_profile",
     "parse_config",
+    "resolve_config",
 ]
 
 PASSTHROUGH = "passthrough"
@@ -59,6 +64,75 @@ class Timeouts:
     connect: float = 10.0
     first_byte: float = 600.0
     idle: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "first_byte", "idle"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"timeouts.{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# [limits]: ceilings against hostile peers (enforced by server/transport.py, server/upstream.py and
+# server/http_protocol.py; what a client gets when one is hit is listed in docs/failure-behaviour.md)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ceilings on what one peer may cost the bridge, each with a safe default.
+
+    Backend side (`upstream_*`): the response header block, the bytes of one answer (streamed or
+    not), and the size of a non-streamed JSON answer. Client side (`request_*`, checked before any
+    API key): header block size and count, the time from connection open to the end of the headers,
+    a minimum body rate averaged over a window, and the number of open connections. Request shape
+    (`request_max_*`, checked after the API key): JSON objects and arrays in one body, counted on the
+    raw bytes before parsing (parsing a million small objects holds the event loop for ~0.4 s and
+    ~1 GB), then the lengths of `input` and `tools`, before any translation. Response shape: the
+    output items (messages, reasoning, tool calls) one answer may hold (the translator's
+    `max_output_items`)."""
+
+    upstream_max_header_bytes: int = 64 * 1024
+    upstream_max_answer_bytes: int = 64 * 1024 * 1024
+    upstream_max_json_bytes: int = 32 * 1024 * 1024
+    request_max_header_bytes: int = 64 * 1024
+    request_max_headers: int = 100
+    request_header_timeout: float = 10.0
+    request_min_body_rate: int = 1024
+    request_body_rate_window: float = 10.0
+    max_client_connections: int = 1000
+    request_max_json_containers: int = 100_000
+    request_max_input_items: int = 20_000
+    request_max_tools: int = 2_000
+    response_max_output_items: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in LIMIT_KEYS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"limits.{name} must be a positive number, got {value!r}")
+
+
+LIMIT_KEYS = (
+    "upstream_max_header_bytes", "upstream_max_answer_bytes", "upstream_max_json_bytes",
+    "request_max_header_bytes", "request_max_headers", "request_header_timeout", "request_min_body_rate",
+    "request_body_rate_window", "max_client_connections", "request_max_json_containers",
+    "request_max_input_items", "request_max_tools", "response_max_output_items",
+)  # fmt: skip
+_FLOAT_LIMITS = {"request_header_timeout", "request_body_rate_window"}
+
+
+def parse_limits(table: Any) -> Limits:
+    """The `[limits]` table: every key optional, unknown keys are errors."""
+    table = _expect(table, dict, "limits")
+    unknown = set(table) - set(LIMIT_KEYS)
+    if unknown:
+        raise ConfigError(f"limits: unknown keys {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _FLOAT_LIMITS:
+            values[key] = float(_expect(value, (int, float), f"limits.{key}"))
+        else:
+            values[key] = int(_expect(value, int, f"limits.{key}"))
+    return Limits(**values)
 
 
 @dataclass(frozen=True)
@@ -90,6 +164,9 @@ class Upstream:
     profile: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: The backend model's context window in tokens, for `truncation: "auto"` (docs/conversations.md);
+    #: None: learned from the backend's first `context_length_exceeded` answer instead.
+    context_window: int | None = None
 
     @property
     def passthrough(self) -> bool:
@@ -126,6 +203,15 @@ class BridgeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    limits: Limits = field(default_factory=Limits)
+    strict_params: bool = False
+    """Reject a request naming a field the bridge does not know (OpenAI's 400 `unknown_parameter`)
+    instead of logging a warning and dropping the field."""
+    metrics: bool = False
+    """Prometheus metrics (docs/metrics.md): `/metrics` on the main port behind the API keys, or on
+    `metrics_host:metrics_port` when a port is given (a port alone turns metrics on)."""
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -137,6 +223,19 @@ class BridgeConfig:
             raise ConfigError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
         if self.max_body_bytes <= 0 or self.keepalive_interval <= 0:
             raise ConfigError("max_body_bytes and keepalive_interval must be positive")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be between 0 and 65535, got {self.metrics_port}")
+        if self.metrics_port and self.metrics_port == self.port and self.metrics_host == self.host:
+            raise ConfigError(f"metrics_port {self.metrics_port} is the bridge's own port; pick another")
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Metrics are on when asked for, or when a metrics port is given."""
+        return self.metrics or self.metrics_port is not None
 
     def route(self, model: str) -> Route | None:
         """The upstream serving `model`, or None (→ 404 model_not_found).
@@ -194,6 +293,43 @@ def redact_url(url: str) -> str:
     if sep and "@" in host_part:
         host_part = "***@" + host_part.rsplit("@", 1)[1]
     return f"{scheme}{sep}{host_part}{slash}{path}" if sep else url
+
+
+_BASE_URL_SCHEMES = ("http", "https")
+
+
+def check_base_url(url: str, setting: str) -> str:
+    """`url` without a trailing slash, or a ConfigError naming `setting` when no request could reach it.
+
+    httpx refuses a URL without `http://` or `https://` on every request (UnsupportedProtocol), so a
+    missing scheme is caught here, at start-up, instead of as a 502 on each call."""
+    url = url.strip().rstrip("/")
+    if url == FIXTURES_UPSTREAM:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in _BASE_URL_SCHEMES:
+        raise ConfigError(
+            f"{setting}: {redact_url(url)!r} has no http:// or https:// scheme "
+            f"(write e.g. http://{rest if sep else url})"
+        )
+    host = rest.partition("/")[0].rpartition("@")[2]
+    if not host or host.startswith(":"):
+        raise ConfigError(f"{setting}: {redact_url(url)!r} names no host")
+    return url
+
+
+def base_url_warnings(config: BridgeConfig) -> list[str]:
+    """One line per upstream whose base URL looks wrong but may be intended (the bridge appends
+    `/chat/completions`, and nearly every backend serves that under `/v1`)."""
+    warnings = []
+    for upstream in config.upstreams:
+        url = upstream.base_url
+        if url != FIXTURES_UPSTREAM and not url.endswith("/v1"):
+            warnings.append(
+                f"upstream {upstream.name}: base URL {redact_url(url)} does not end in /v1; requests go to "
+                f"{redact_url(url)}/chat/completions (most backends serve /v1/chat/completions)"
+            )
+    return warnings
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +391,7 @@ def _secret(table: Mapping[str, Any], key: str, where: str, env: Mapping[str, st
 
 _UPSTREAM_KEYS = {
     "name", "base_url", "api_key", "api_key_env", "models", "aliases", "prefix", "profile", "options",
-    "headers",
+    "headers", "context_window",
 }  # fmt: skip
 
 
@@ -266,7 +402,7 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     if "base_url" not in table:
         raise ConfigError(f"{where}.base_url is required")
-    base_url = str(_expect(table["base_url"], str, f"{where}.base_url")).rstrip("/")
+    base_url = check_base_url(str(_expect(table["base_url"], str, f"{where}.base_url")), f"{where}.base_url")
     profile = table.get("profile")
     if profile is not None:
         _expect(profile, str, f"{where}.profile")
@@ -274,6 +410,9 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
     aliases = _expect(table.get("aliases", {}), dict, f"{where}.aliases")
     headers = _expect(table.get("headers", {}), dict, f"{where}.headers")
     prefix = table.get("prefix")
+    context_window = table.get("context_window")
+    if context_window is not None and (_expect(context_window, int, f"{where}.context_window") <= 0):
+        raise ConfigError(f"{where}.context_window must be a positive number of tokens")
     return Upstream(
         name=str(_expect(table.get("name", f"upstream{index}"), str, f"{where}.name")),
         base_url=base_url,
@@ -284,18 +423,27 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
         profile=profile,
         options=resolve_options(profile, options),
         headers={str(k): str(v) for k, v in headers.items()},
+        context_window=context_window,
     )
 
 
 _TOP_KEYS = {
     "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
     "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
-    "port", "workers", "store_retention_days",
+    "port", "workers", "store_retention_days", "limits", "strict_params", "metrics", "metrics_port",
+    "metrics_host",
 }  # fmt: skip
 
 
-def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> BridgeConfig:
-    """Build a `BridgeConfig` from a parsed TOML document (unknown keys are errors: typos matter)."""
+def parse_config(
+    data: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BridgeConfig:
+    """Build a `BridgeConfig` from a parsed TOML document (unknown keys are errors: typos matter).
+
+    `overrides` (BridgeConfig fields, from flags and environment) win over the file; they are applied
+    before the config is checked, so a file that sets only `[timeouts]` works with `--upstream`."""
     env = os.environ if env is None else env
     unknown = set(data) - _TOP_KEYS
     if unknown:
@@ -317,20 +465,30 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     kwargs["timeouts"] = Timeouts(
         **{k: float(_expect(v, (int, float), f"timeouts.{k}")) for k, v in timeouts.items()}
     )
-    for key in ("store", "log_format", "host"):
+    for key in ("store", "log_format", "host", "metrics_host"):
         if key in data:
             kwargs[key] = _expect(data[key], str, key)
-    for key in ("max_body_bytes", "max_connections", "port", "workers"):
+    for key in ("max_body_bytes", "max_connections", "port", "workers", "metrics_port"):
         if key in data:
             kwargs[key] = int(_expect(data[key], int, key))
     for key in ("keepalive_interval", "shutdown_grace", "store_retention_days"):
         if key in data:
             kwargs[key] = float(_expect(data[key], (int, float), key))
+    for key in ("strict_params", "metrics"):
+        if key in data:
+            kwargs[key] = _expect(data[key], bool, key)
     kwargs["encryption_key"] = _secret(data, "encryption_key", "config", env)
+    if "limits" in data:
+        kwargs["limits"] = parse_limits(data["limits"])
+    kwargs.update(overrides or {})
     return BridgeConfig(**kwargs)
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> BridgeConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BridgeConfig:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -338,7 +496,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(data, env)
+    return parse_config(data, env, overrides)
 
 
 def single_upstream(
@@ -346,11 +504,12 @@ def single_upstream(
     api_key: str | None = None,
     profile: str | None = None,
     name: str = "default",
+    setting: str = "--upstream",
 ) -> Upstream:
     """The upstream described by `--upstream URL [--upstream-key KEY] [--profile NAME]`."""
     return Upstream(
         name=name,
-        base_url=base_url.rstrip("/"),
+        base_url=check_base_url(base_url, setting),
         api_key=api_key or None,
         profile=profile,
         options=resolve_options(profile, None),
@@ -360,3 +519,176 @@ def single_upstream(
 def split_keys(values: Iterable[str]) -> tuple[str, ...]:
     """API keys from repeated flags and/or comma-separated env values."""
     return tuple(k.strip() for v in values for k in v.split(",") if k.strip())
+
+
+# --------------------------------------------------------------------------------------------------
+# flags and environment
+
+ENV_PREFIX = "RESPONSES_BRIDGE_"
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `serve` setting given as a flag (`--name-with-dashes`) or as `RESPONSES_BRIDGE_<NAME>`.
+
+    `field` is the BridgeConfig field it sets (None: handled by `resolve_config` itself), `cast` turns
+    an environment string into the field's type."""
+
+    name: str
+    cast: Any = str
+    field: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("upstream"),
+    Setting("upstream_key"),
+    Setting("upstream_key_file"),
+    Setting("profile"),
+    Setting("config"),
+    Setting("api_key"),
+    Setting("host", str, "host"),
+    Setting("port", int, "port"),
+    Setting("store", str, "store"),
+    Setting("store_retention_days", float, "store_retention_days"),
+    Setting("workers", int, "workers"),
+    Setting("log_format", str, "log_format"),
+    Setting("keepalive_interval", float, "keepalive_interval"),
+    Setting("max_body_bytes", int, "max_body_bytes"),
+    Setting("encryption_key", str, "encryption_key"),
+    Setting("strict_params", _bool, "strict_params"),
+    Setting("metrics", _bool, "metrics"),
+    Setting("metrics_port", int, "metrics_port"),
+    Setting("metrics_host", str, "metrics_host"),
+    Setting("connect_timeout", float),
+    Setting("first_byte_timeout", float),
+    Setting("idle_timeout", float),
+)
+"""Every `serve` setting; the flag table in server/cli.py and the worker environment follow it."""
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+_TIMEOUT_SETTINGS = {"connect_timeout": "connect", "first_byte_timeout": "first_byte", "idle_timeout": "idle"}
+
+
+class _Sources:
+    """Flag values over environment values, remembering which one a value came from."""
+
+    def __init__(self, flags: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self.flags = flags
+        self.env = env
+
+    def flag(self, name: str) -> Any:
+        return self.flags.get(name)
+
+    def env_value(self, name: str) -> str | None:
+        return self.env.get(_BY_NAME[name].env) or None
+
+    def get(self, name: str) -> tuple[Any, str]:
+        """(value or None, the setting's name as the operator wrote it)."""
+        setting = _BY_NAME[name]
+        value = self.flag(name)
+        if value is not None:
+            return value, setting.flag
+        value = self.env_value(name)
+        return (value, setting.env) if value is not None else (None, setting.flag)
+
+    def cast(self, name: str) -> Any:
+        value, where = self.get(name)
+        if value is None:
+            return None
+        setting = _BY_NAME[name]
+        try:
+            return setting.cast(value)
+        except (TypeError, ValueError):
+            kind = "boolean" if setting.cast is _bool else setting.cast.__name__
+            raise ConfigError(f"{where}: not a valid {kind}: {value!r}") from None
+
+
+def read_key_file(path: str, setting: str) -> str:
+    """The key in `path` (surrounding whitespace and the trailing newline dropped)."""
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
+    if not key:
+        raise ConfigError(f"{setting}: {path} is empty")
+    return key
+
+
+def _upstream_key(sources: _Sources) -> str | None:
+    """`--upstream-key` or `--upstream-key-file`; a flag beats the environment, both at one level is an error."""
+    for level in (sources.flag, sources.env_value):
+        key, key_file = level("upstream_key"), level("upstream_key_file")
+        if key is not None and key_file is not None:
+            raise ConfigError("give the upstream key once: --upstream-key or --upstream-key-file, not both")
+        if key is not None:
+            return str(key)
+        if key_file is not None:
+            where = "--upstream-key-file" if level == sources.flag else _BY_NAME["upstream_key_file"].env
+            return read_key_file(str(key_file), where)
+    return None
+
+
+def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """The config for `serve`: flags (by setting name; None = not given) over `RESPONSES_BRIDGE_*`
+    environment over the config file (`config`) over defaults."""
+    env = os.environ if env is None else env
+    sources = _Sources(flags, env)
+    config_file = sources.get("config")[0]
+    upstream_url, upstream_where = sources.get("upstream")
+    profile = sources.get("profile")[0]
+    overrides: dict[str, Any] = {}
+    if upstream_url:
+        upstream = single_upstream(str(upstream_url), _upstream_key(sources), profile, setting=upstream_where)
+        overrides["upstreams"] = (upstream,)
+    elif profile:
+        raise ConfigError("--profile applies to --upstream; in a config file, set profile per [[upstreams]]")
+    keys = flags.get("api_key")
+    if not keys and sources.env_value("api_key"):
+        keys = [sources.env_value("api_key")]
+    if keys:
+        overrides["api_keys"] = split_keys([keys] if isinstance(keys, str) else keys)
+    for setting in SETTINGS:
+        if setting.field is not None:
+            value = sources.cast(setting.name)
+            if value is not None:
+                overrides[setting.field] = value
+    timeouts = {field: sources.cast(name) for name, field in _TIMEOUT_SETTINGS.items()}
+    timeouts = {k: v for k, v in timeouts.items() if v is not None}
+    if config_file:
+        config = load_config(str(config_file), env, overrides)
+    elif "upstreams" not in overrides:
+        raise ConfigError("no upstream: pass --upstream URL (or --upstream fixtures), or --config FILE")
+    else:
+        config = BridgeConfig(**overrides)
+    if timeouts:
+        import dataclasses
+
+        config = dataclasses.replace(config, timeouts=dataclasses.replace(config.timeouts, **timeouts))
+    return config
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """The config a worker process builds from `RESPONSES_BRIDGE_*` alone (the parent `serve` exports
+    its flags there for `--workers N`)."""
+    return resolve_config({}, env)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from server.conversations import conversation_history, conversation_of
 from server.errors import invalid, not_found
 
 __all__ = ["ID_PREFIXES", "item_id", "normalise_input", "prepare_input"]
@@ -44,15 +45,18 @@ async def prepare_input(
     """The request the translator sees (stored history prepended, item references resolved) and the
     input items to store with the answer. `store` is None when the bridge keeps nothing."""
     previous_id = payload.get("previous_response_id")
+    conversation_id = conversation_of(payload)  # a 400 with previous_response_id too
     raw_input = payload.get("input")
     has_refs = isinstance(raw_input, list) and any(
         isinstance(i, dict) and i.get("type") == "item_reference" for i in raw_input
     )
-    if previous_id is None and not has_refs:
+    if previous_id is None and conversation_id is None and not has_refs:
         return payload, normalise_input(raw_input) if store is not None else []
     if previous_id is not None and not isinstance(previous_id, str):
         raise invalid("previous_response_id must be a string.", "previous_response_id")
     history: list[dict[str, Any]] = []
+    if conversation_id is not None:  # its items come first, oldest first (404 when missing)
+        history = await conversation_history(store, conversation_id, owner)
     if previous_id is not None:
         if store is None:
             raise not_found(f"Previous response with id '{previous_id}' not found: this bridge runs without a "

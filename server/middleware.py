@@ -7,6 +7,8 @@ configured, the caller's owner fingerprint (so stored responses stay per key).
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.accesslog import AccessRecord, emit
@@ -23,16 +25,18 @@ _UNAUTHORISED = "Missing or invalid API key. Send it as 'Authorization: Bearer K
 class BridgeMiddleware:
     """Access log and API-key auth around the whole app (health checks are not logged)."""
 
-    def __init__(self, app: ASGIApp, config: BridgeConfig) -> None:
+    def __init__(self, app: ASGIApp, config: BridgeConfig, metrics: Any = None) -> None:
         self.app = app
         self.config = config
         self.keys = config.api_keys
+        self.metrics = metrics  # server.metrics.BridgeMetrics when metrics are on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         record = AccessRecord(scope["method"], scope["path"])
+        record.metrics = self.metrics
         scope[ACCESS_KEY] = record
 
         async def send_wrapper(message: Message) -> None:
@@ -58,3 +62,5 @@ class BridgeMiddleware:
         finally:
             if scope["path"] != "/healthz":
                 emit(record, self.config.log_format)
+            if self.metrics is not None:
+                self.metrics.observe(record, scope)

@@ -58,6 +58,7 @@ import httpx
 import orjson
 
 from server.accesslog import AccessRecord
+from server.limits import UpstreamLimitError
 from server.upstream import scrub_value
 from translator import OUTPUT_DELTA_TYPES, TERMINAL_EVENT_TYPES, completion_to_chunk
 from translator.errors import UpstreamError
@@ -185,6 +186,9 @@ class EventPump:
     async def events(self) -> AsyncIterator[Batch]:
         """The batches (see the module docstring). Never raises except CancelledError."""
         inner = self._batches()
+        metrics = self.record.metrics  # the streams-in-flight gauge (server/metrics.py), when on
+        if metrics is not None:
+            metrics.stream_opened(self.upstream_name)
         try:
             while True:
                 try:
@@ -210,6 +214,8 @@ class EventPump:
             try:
                 await inner.aclose()
             finally:
+                if metrics is not None:
+                    metrics.stream_closed(self.upstream_name)
                 await self.upstream.aclose()
                 if self.on_close is not None:
                     self.on_close(self)
@@ -226,9 +232,7 @@ class EventPump:
             # Some backends ignore `stream: true` (tools on older Ollama): one JSON body instead.
             yield await self._whole_body()
             return
-        raw_iter = (
-            self.upstream.aiter_bytes() if self.upstream.headers.get("content-encoding") else self.upstream.aiter_raw()
-        ).__aiter__()
+        raw_iter = self.upstream.aiter_raw().__aiter__()  # encoded answers never get here (server/transport.py)
         decoder = SSEDecoder()
         loads = orjson.loads
         self._reader = asyncio.current_task()
@@ -245,6 +249,9 @@ class EventPump:
                     yield await self._abort_batch()
                     return
                 raise
+            except UpstreamLimitError as exc:  # the answer broke a [limits] ceiling: say which
+                yield await self._fail(str(exc).replace("the backend", self.upstream_name, 1), exc.code)
+                return
             except httpx.TimeoutException:
                 yield await self._fail(f"Upstream {self.upstream_name} sent nothing for too long.", "upstream_timeout")
                 return

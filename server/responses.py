@@ -24,6 +24,8 @@ from server.accesslog import AccessRecord
 from server.background import BackgroundStart, background_stream, start_job
 from server.body import ResponsesRequest, read_body, read_responses_request
 from server.config import BridgeConfig
+from server.context_window import plan_fit
+from server.conversations import conversation_commit, conversation_of, echo_conversation, with_conversation
 from server.errors import ApiError, JSONResponse, error_response, invalid, not_found, translator_error
 from server.history import prepare_input
 from server.pump import STORE_UNAVAILABLE, Commit, EventPump
@@ -58,7 +60,9 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     config = state.config
     if state.shutting_down:
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
-    asked = read_responses_request(await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0)))
+    body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0),
+                           max_json_containers=config.limits.request_max_json_containers)
+    asked = read_responses_request(body, strict=config.strict_params, limits=config.limits)
     route = config.route(asked.model)
     if route is None:
         raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
@@ -75,14 +79,18 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
             if asked.store and state.keeps_responses:  # refused now, not after the model ran
                 _check_storable(asked.payload, items)
             options = _options(config, dict(route.upstream.options))
+            fit = plan_fit(state, route, translated_request, options)  # truncation; overflow code
+            translated_request, client = fit.request, fit.client(client)
             chat_request = translator.responses_to_chat_request(translated_request, **options)
             chat_request["model"] = route.model
             if asked.background:
                 job_record = AccessRecord("POST", RESPONSES_ENDPOINT)
                 job_record.model, job_record.upstream, job_record.stream = asked.model, route.upstream.name, True
+                job_record.metrics = record.metrics  # the job's stream counts in the in-flight gauge
                 start = BackgroundStart(
                     client=client, chat_request=chat_request,
-                    translator=translator.ChatStreamTranslator(translated_request, **options),
+                    translator=echo_conversation(translator.ChatStreamTranslator(translated_request, **options),
+                                                 translated_request),
                     input_items=items, owner=owner, token=token, secrets=secrets, record=job_record,
                     store_requested=asked.store,
                 )  # fmt: skip
@@ -96,9 +104,11 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
                 chat_request.pop("stream_options", None)
                 completion = await client.complete(chat_request, token)
                 record.mark_first_token()
-                response = _translate_completion(completion, translated_request, options)
+                response = with_conversation(_translate_completion(completion, translated_request, options),
+                                             translated_request)
             else:
-                stream_translator = translator.ChatStreamTranslator(translated_request, **options)
+                stream_translator = echo_conversation(translator.ChatStreamTranslator(translated_request, **options),
+                                                      translated_request)
                 upstream_response = await client.open_stream(chat_request, token)
     except (translator.InvalidRequest, translator.UpstreamError) as exc:
         raise translator_error(exc, config.secrets) from None
@@ -158,7 +168,7 @@ async def _cancel_on_disconnect(receive: Receive) -> AsyncIterator[None]:
 
 
 def _options(config: BridgeConfig, upstream_options: dict[str, Any]) -> dict[str, Any]:
-    options = dict(upstream_options)
+    options = {"max_output_items": config.limits.response_max_output_items, **upstream_options}
     if config.encryption_key is not None:
         options.setdefault("encryption_key", config.encryption_key)
     return options
@@ -188,6 +198,9 @@ def _translate_completion(
 def _commit(state: BridgeState, asked: ResponsesRequest, items: list[dict[str, Any]], owner: str | None) -> Commit | None:
     """The store write of this request's final response, or None when nothing is to be stored."""
     store = state.store
+    conversation_id = conversation_of(asked.payload)
+    if conversation_id is not None and state.keeps_responses:  # items appended with the response
+        return conversation_commit(store, items, owner, conversation_id, keep_response=asked.store)
     if not asked.store or not state.keeps_responses:
         return None
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from server.store import open_store
+from tests.test_store import pg_schema, postgres_url, store_spec  # noqa: F401  (engine fixtures)
 
 
 def _post(url: str, body: dict[str, Any]) -> httpx.Response:
@@ -72,3 +73,47 @@ def test_a_background_job_left_by_a_stopped_bridge_fails_at_the_next_start(tmp_p
         text = "".join(live.iter_text())
     assert "event: response.failed" in text
     assert text.rstrip().endswith("data: [DONE]")
+
+
+# ------------------------------------------------------------------ request shape, before parsing
+
+
+def test_the_shape_meter_names_the_field_and_finds_names_split_across_reads() -> None:
+    from server.body import JSONShapeMeter
+    from server.errors import ApiError
+
+    body = b'{"model":"m","input":"hi","to' + b'ols":[' + b'{"type":"function","name":"f"},' * 300 + b'{}]}'
+    meter = JSONShapeMeter(200)
+    with pytest.raises(ApiError) as refused:
+        for at in range(0, len(body), 29):  # reads that cut the field name in two
+            meter.feed(body[at:at + 29])
+    assert refused.value.status == 400
+    assert refused.value.param == "tools"
+    assert meter.total == 201  # refused at the first container past the ceiling, not at the end
+
+
+def test_the_shape_meter_lets_a_request_under_the_ceiling_through() -> None:
+    from server.body import JSONShapeMeter
+
+    meter = JSONShapeMeter(200)
+    body = b'{"model":"m","input":[' + b'{"role":"user","content":"x"},' * 150 + b'{}]}'
+    for at in range(0, len(body), 64):
+        meter.feed(body[at:at + 64])
+    assert meter.total == 153 and meter.by_field["input"] == 152  # the outer object comes before the name
+
+
+# ------------------------------------------------------------------ ids no engine can look up
+
+
+@pytest.mark.parametrize("store_spec", ["memory", "sqlite", "postgresql"], indirect=True)
+def test_ids_with_nul_or_over_long_are_not_found_on_every_engine(make_bridge: Any, store_spec: str) -> None:  # noqa: F811
+    bridge = make_bridge(store=store_spec)
+    for bad in ("resp_\x00x", "resp_" + "y" * 5000):
+        quoted = httpx.URL(bridge.url + "/responses/").copy_with().join(httpx.URL(bad.replace("\x00", "%00")))
+        got = httpx.get(str(quoted), timeout=10)
+        assert got.status_code == 404, got.text
+        assert got.json()["error"]["type"] == "invalid_request_error"
+        answer = _post(bridge.url, {"model": "m", "input": "hi", "previous_response_id": bad})
+        assert answer.status_code == 404, answer.text  # the same "not found" as any unknown id, never a 500
+        assert answer.json()["error"]["param"] == "previous_response_id"
+        assert answer.json()["error"]["code"] == "previous_response_not_found"
