@@ -351,8 +351,8 @@ def test_slow_reader_backpressure_bounds_memory() -> None:
         BridgeProcess("--upstream", server.url + "/v1", "--store", "none") as bridge,
     ):
         warm = httpx.post(bridge.url + "/responses", json={"model": "probe", "input": "warm-up"}, timeout=60)
-        # the probe streams SSE whatever it is asked, so a whole-answer request gets a body that is not JSON
-        assert assert_openai_error(warm, 502)["code"] == "upstream_error"
+        # the probe streams 256 MiB of SSE whatever it is asked: a whole answer that size is refused
+        assert assert_openai_error(warm, 502)["code"] == "upstream_too_large"
         backend.sent, backend.finished = 0, False
         rss_before = bridge.rss_kib()
         sock = _raw_request(

@@ -71,8 +71,8 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_server_stream.py",), "framing"),
     # ----------------------------------------------------------------------- background + stores
     Mutant("a background job's final write ignores the cancel", "server/background.py",
-           "return bool(await self.store.update_response(response, owner=owner))",
-           "await self.store.update_response(response, owner=owner)\n            return True",
+           "if not await self.store.update_response(response, owner=owner):\n                return False",
+           "if not await self.store.update_response(response, owner=owner) and False:\n                return False",
            ("tests/test_background_jobs.py",)),
     Mutant("a store error kills the cancel watcher", "server/background.py",
            "except Exception:  # a database hiccup must not kill the job",
