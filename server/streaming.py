@@ -72,6 +72,10 @@ class EventStream:
         except OSError:  # the client's socket went away while we wrote
             self._gone()
         finally:
+            if writer is None:  # gone before the headers went out: the pump never ran, so close it here
+                await self.pump.upstream.aclose()
+                if self.pump.on_close is not None:
+                    self.pump.on_close(self.pump)
             if writer is not None and not writer.done():  # we were cancelled ourselves (server force-exit)
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
+from conformance import validate_events
 from fixtures import corpus
 from fixtures.corpus import check_against_expected, compare_output
 from fixtures.replay import SCENARIOS_DIR, assemble, scenario_names
 from translator import ChatStreamTranslator, SSEDecoder, chat_completion_to_response
-from translator.validate import validate_events
 
 SCENARIOS = scenario_names(SCENARIOS_DIR)
 SPLIT_SEEDS = (0, 1, 2, 3)

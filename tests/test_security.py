@@ -29,6 +29,7 @@ from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle
 from tests.servers import RunningServer, run_app
 from tests.test_reliability_client import BridgeProcess
+from tests.test_server_stream import assert_well_ended, parse_frames
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -226,6 +227,19 @@ def echo_backend() -> Iterator[tuple[EchoBackend, RunningServer]]:
 
 ECHO_MODELS = ["echo-401", "echo-400", "echo-429", "echo-500-text", "echo-detail", "echo-200-error",
                "echo-stream-error", "echo-ok"]  # fmt: skip
+#: model → {stream: (HTTP status, error code of the stream's response.failed or None for completed)}.
+#: A backend's 4xx is passed on with its status; its 5xx or a body that is not an answer is a 502; a
+#: stream request answered with a JSON error body, or an error chunk mid-stream, is a failed stream.
+ECHO_OUTCOMES: dict[str, dict[bool, tuple[int, str | None]]] = {
+    "echo-401": {False: (401, None), True: (401, None)},
+    "echo-400": {False: (400, None), True: (400, None)},
+    "echo-429": {False: (429, None), True: (429, None)},
+    "echo-500-text": {False: (502, None), True: (502, None)},
+    "echo-detail": {False: (422, None), True: (422, None)},
+    "echo-200-error": {False: (502, None), True: (200, "server_error")},
+    "echo-stream-error": {False: (502, None), True: (200, "server_error")},  # SSE answering a whole request
+    "echo-ok": {False: (200, None), True: (200, None)},
+}
 
 
 def assert_no_leak(response: httpx.Response) -> None:
@@ -249,13 +263,22 @@ def test_upstream_key_never_reaches_the_client(
                           timeout=30)  # fmt: skip
     assert backend.seen_auth[-1] == f"Bearer {UPSTREAM_KEY}", "the backend did get the key"
     assert_no_leak(response)
-    assert response.status_code < 500 or response.status_code in (502, 504)
-    if model == "echo-429":
-        assert response.status_code == 429 and response.headers.get("retry-after") == "3"
-    if model in ("echo-401", "echo-400", "echo-429") and response.status_code >= 400:
-        assert response.json()["error"]["message"], "the backend's message is passed on (scrubbed)"
-    if model == "echo-stream-error" and stream:
-        assert b"response.failed" in response.content and b"stream broke" in response.content
+    status, failed_code = ECHO_OUTCOMES[model][stream]
+    if status != 200:
+        error = assert_openai_error(response, status)
+        assert error["message"], "the backend's message is passed on (scrubbed)"
+        if model == "echo-429":
+            assert response.headers.get("retry-after") == "3"
+        return
+    assert response.status_code == 200, response.text[:300]
+    if not stream:
+        assert response.json()["status"] == "completed"
+        return
+    terminal = assert_well_ended(parse_frames(response.content))
+    if failed_code is None:
+        assert terminal["type"] == "response.completed", terminal
+    else:
+        assert terminal["type"] == "response.failed" and terminal["response"]["error"]["code"] == failed_code
 
 
 def test_upstream_key_not_in_model_list(
@@ -356,7 +379,8 @@ def test_stored_responses_scoped_to_their_key(keyed_bridge: BridgeHandle) -> Non
     rid = created.json()["id"]
 
     error = assert_openai_error(httpx.get(f"{url}/responses/{rid}", headers=b, timeout=10), 404)
-    assert rid in error["message"] or error["code"] in ("not_found", "response_not_found"), error
+    assert error == {"message": f"No response found with id '{rid}'.", "type": "invalid_request_error",
+                     "param": "response_id", "code": "not_found"}
     assert_openai_error(httpx.get(f"{url}/responses/{rid}/input_items", headers=b, timeout=10), 404)
     assert_openai_error(httpx.delete(f"{url}/responses/{rid}", headers=b, timeout=10), 404)
     follow = {"model": "fixture-scripted", "input": "and then?", "previous_response_id": rid}

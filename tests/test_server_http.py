@@ -11,16 +11,8 @@ import openai
 import orjson
 import pytest
 
+from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle
-
-
-def _error(response: httpx.Response) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 def _post(url: str, body: Any = None, *, content: bytes | None = None, **kwargs: Any) -> httpx.Response:
@@ -66,8 +58,7 @@ def test_alias_routes_to_backend_model(
 def test_unknown_model_is_404_model_not_found(make_bridge: Callable[..., BridgeHandle]) -> None:
     handle = make_bridge(upstream={"models": ("fixture-scripted",)})
     response = _post(handle.url, {"model": "no-such-model", "input": "hi"})
-    assert response.status_code == 404
-    error = _error(response)
+    error = assert_openai_error(response, 404)
     assert error["code"] == "model_not_found"
     assert error["param"] == "model"
 
@@ -76,10 +67,9 @@ def test_auth_required_when_keys_configured(make_bridge: Callable[..., BridgeHan
     handle = make_bridge(api_keys=("sk-good-key-1", "sk-good-key-2"))
     request = {"model": "fixture-scripted", "input": "@text authed"}
     missing = _post(handle.url, request)
-    assert missing.status_code == 401
-    assert _error(missing)["type"] == "authentication_error"
+    assert assert_openai_error(missing, 401)["type"] == "authentication_error"
     wrong = _post(handle.url, request, headers={"authorization": "Bearer sk-wrong"})
-    assert wrong.status_code == 401
+    assert_openai_error(wrong, 401)
     assert "sk-wrong" not in wrong.text and "sk-good" not in wrong.text
     bearer = _post(handle.url, request, headers={"authorization": "Bearer sk-good-key-2"})
     assert bearer.status_code == 200, bearer.text
@@ -99,19 +89,17 @@ def test_auth_required_when_keys_configured(make_bridge: Callable[..., BridgeHan
 def test_body_too_large_is_413(make_bridge: Callable[..., BridgeHandle]) -> None:
     handle = make_bridge(max_body_bytes=1024)
     response = _post(handle.url, {"model": "fixture-scripted", "input": "x" * 4096})
-    assert response.status_code == 413
-    assert _error(response)["code"] == "request_too_large"
+    assert assert_openai_error(response, 413)["code"] == "request_too_large"
     # chunked upload without content-length is counted too
     chunks = (b'{"model":"fixture-scripted","input":"' + b"y" * 512 for _ in range(4))
     response = httpx.post(handle.url + "/responses", content=chunks, timeout=30)
-    assert response.status_code == 413
+    assert_openai_error(response, 413)
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"", b'{"model": "x", "input": "a"', b"\xff\xfe"])
 def test_malformed_json_is_400(bridge_url: str, content: bytes) -> None:
     response = _post(bridge_url, content=content, headers={"content-type": "application/json"})
-    assert response.status_code == 400
-    assert _error(response)["type"] == "invalid_request_error"
+    assert assert_openai_error(response, 400)["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize(
@@ -126,8 +114,7 @@ def test_malformed_json_is_400(bridge_url: str, content: bytes) -> None:
 )
 def test_invalid_request_is_400_naming_param(bridge_url: str, body: Any, param: str | None) -> None:
     response = _post(bridge_url, body)
-    assert response.status_code == 400
-    error = _error(response)
+    error = assert_openai_error(response, 400)
     assert error["param"] == param
     assert error["type"] == "invalid_request_error"
 
@@ -135,15 +122,13 @@ def test_invalid_request_is_400_naming_param(bridge_url: str, body: Any, param: 
 def test_translator_invalid_request_names_param(bridge_url: str) -> None:
     """Per-field checks are the translator's InvalidRequest; the server passes its param through."""
     response = _post(bridge_url, {"model": "fixture-scripted", "input": [{"type": "no_such_item_type"}]})
-    assert response.status_code == 400, response.text
-    error = _error(response)
+    error = assert_openai_error(response, 400)
     assert error["param"] is not None and error["param"].startswith("input")
 
 
 def test_unknown_route_is_openai_shaped_404(bridge: BridgeHandle) -> None:
     response = httpx.get(bridge.root + "/v1/nothing-here", timeout=10)
-    assert response.status_code == 404
-    _error(response)
+    assert_openai_error(response, 404)
 
 
 # ------------------------------------------------------------------------------ backend failures
@@ -156,9 +141,8 @@ BACKEND_STATUS = [(400, 400), (401, 401), (403, 403), (404, 404), (422, 422), (4
 @pytest.mark.parametrize(("backend_status", "client_status"), BACKEND_STATUS)
 def test_backend_status_maps(bridge_url: str, backend_status: int, client_status: int, stream: bool) -> None:
     response = _post(bridge_url, {"model": f"chaos:status-{backend_status}", "input": "hi", "stream": stream})
-    assert response.status_code == client_status, response.text
     assert response.headers["content-type"].startswith("application/json")
-    error = _error(response)
+    error = assert_openai_error(response, client_status)
     if backend_status < 500:
         assert error["message"].startswith("Chaos:"), "the backend's own message is passed through"
     if backend_status == 429:
@@ -167,8 +151,7 @@ def test_backend_status_maps(bridge_url: str, backend_status: int, client_status
 
 def test_backend_status_without_body(bridge_url: str) -> None:
     response = _post(bridge_url, {"model": "chaos:status-503-nobody", "input": "hi", "stream": True})
-    assert response.status_code == 502
-    assert _error(response)["type"] == "server_error"
+    assert assert_openai_error(response, 502)["type"] == "server_error"
 
 
 def test_sdk_sees_rate_limit(bridge_url: str) -> None:
@@ -181,8 +164,7 @@ def test_sdk_sees_rate_limit(bridge_url: str) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 def test_backend_refusing_is_502(bridge_url: str, stream: bool) -> None:
     response = _post(bridge_url, {"model": "chaos:refuse", "input": "hi", "stream": stream})
-    assert response.status_code == 502
-    assert _error(response)["type"] == "server_error"
+    assert assert_openai_error(response, 502)["type"] == "server_error"
 
 
 def test_backend_not_listening_is_502(make_bridge: Callable[..., BridgeHandle]) -> None:
@@ -190,8 +172,7 @@ def test_backend_not_listening_is_502(make_bridge: Callable[..., BridgeHandle]) 
 
     handle = make_bridge(upstream={"base_url": closed_port_url()})
     response = _post(handle.url, {"model": "any", "input": "hi", "stream": True})
-    assert response.status_code == 502
-    assert _error(response)["code"] == "upstream_unavailable"
+    assert assert_openai_error(response, 502)["code"] == "upstream_unavailable"
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -200,14 +181,12 @@ def test_backend_hanging_is_504(make_bridge: Callable[..., BridgeHandle], stream
 
     handle = make_bridge(timeouts=Timeouts(connect=5, first_byte=0.5, idle=0.5))
     response = _post(handle.url, {"model": "chaos:hang", "input": "hi", "stream": stream})
-    assert response.status_code == 504
-    assert _error(response)["code"] == "upstream_timeout"
+    assert assert_openai_error(response, 504)["code"] == "upstream_timeout"
 
 
 def test_backend_html_page_is_not_a_500(bridge_url: str) -> None:
     response = _post(bridge_url, {"model": "chaos:html", "input": "hi"})
-    assert response.status_code == 502
-    assert _error(response)["type"] == "server_error"
+    assert assert_openai_error(response, 502)["type"] == "server_error"
 
 
 def test_upstream_key_never_leaks(
@@ -241,8 +220,7 @@ def test_internal_error_is_generic_500(make_bridge: Callable[..., BridgeHandle])
 
     client.complete = explode
     response = _post(handle.url, {"model": "fixture-scripted", "input": "hi"})
-    assert response.status_code == 500
-    error = _error(response)
+    error = assert_openai_error(response, 500)
     assert error["type"] == "server_error"
     assert "boom" not in response.text and "Traceback" not in response.text
 
@@ -255,8 +233,7 @@ def test_internal_error_is_generic_500(make_bridge: Callable[..., BridgeHandle])
 )  # fmt: skip
 def test_wrong_top_level_types_name_the_param(bridge_url: str, field: str, value: Any, param: str) -> None:
     response = _post(bridge_url, {"model": "fixture-scripted", "input": "hi", field: value})
-    assert response.status_code == 400, response.text
-    assert _error(response)["param"] == param
+    assert assert_openai_error(response, 400)["param"] == param
 
 
 def test_null_fields_are_absent(bridge_url: str) -> None:

@@ -253,8 +253,10 @@ def test_shutdown_fails_inflight_stream_cleanly(backend_url: str) -> None:
 def test_odd_backend_bodies_still_end_well(bridge_url: str, fault: str) -> None:
     response = stream_raw(bridge_url, {"model": f"chaos:{fault}", "input": "hi"}, timeout=60)
     if fault == "html":  # a 200 HTML page where a stream was expected: no chunk, no finish reason
-        frames = parse_frames(response.content)
-        assert assert_well_ended(frames)["type"] in ("response.failed", "response.incomplete")
+        terminal = assert_well_ended(parse_frames(response.content))
+        assert terminal["type"] == "response.failed"
+        assert terminal["response"]["error"] == {
+            "code": "server_error", "message": "The upstream stream ended before the answer was finished."}
         return
     frames = parse_frames(response.content)
     terminal = assert_well_ended(frames)
@@ -346,3 +348,81 @@ def test_backend_connections_are_reused_after_streams() -> None:
             handle.stop()
     assert len(client_ports) == 8
     assert len(set(client_ports)) == 1, client_ports
+
+
+# ------------------------------------------------------------------ backends that write raw bytes
+
+
+def raw_backend(pieces: list[bytes], gap: float = 0.0, content_type: bytes = b"text/event-stream") -> Any:
+    """A chat backend that answers every request with exactly these body writes, `gap` seconds apart,
+    then ends the body (the connection is closed cleanly: no [DONE] unless a piece holds one)."""
+    import asyncio
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
+        for piece in pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if gap:
+                await asyncio.sleep(gap)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+def sse_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + orjson.dumps(chunk)
+
+
+def stream_from(app: Any, body: dict[str, Any], **config: Any) -> list[tuple[str, Any]]:
+    with run_app(app) as running:
+        handle = start_bridge(bridge_config(running.url + "/v1", store="none", **config))
+        try:
+            response = stream_raw(handle.url, body)
+        finally:
+            handle.stop()
+    assert response.status_code == 200, response.text[:300]
+    return parse_frames(response.content)
+
+
+def delta_text(frames: list[tuple[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events_of(frames) if e["type"] == "response.output_text.delta")
+
+
+def test_last_frame_without_blank_line_or_done_still_completes() -> None:
+    """The finish chunk is the body's last bytes, with no blank line after it and no [DONE]: the SSE
+    decoder holds it until the body ends, and the pump must flush it then (`decoder.close()`)."""
+    pieces = [sse_chunk({"role": "assistant", "content": "Hel"}) + b"\n\n", sse_chunk({"content": "lo"}) + b"\n\n",
+              sse_chunk({"content": " world"}, "stop")]
+    frames = stream_from(raw_backend(pieces), {"model": "m", "input": "hi"})
+    terminal = assert_well_ended(frames)
+    assert terminal["type"] == "response.completed", terminal["response"].get("error")
+    assert delta_text(frames) == "Hello world"
+    assert terminal["response"]["output"][0]["content"][0]["text"] == "Hello world"
+
+
+def test_last_frame_without_blank_line_that_is_not_json_fails_as_cut() -> None:
+    """The same flush with a leftover that is not a chunk: nothing says how the answer ended."""
+    pieces = [sse_chunk({"role": "assistant", "content": "Hel"}) + b"\n\n", b"data: {not json"]
+    frames = stream_from(raw_backend(pieces), {"model": "m", "input": "hi"})
+    terminal = assert_well_ended(frames)
+    assert terminal["type"] == "response.failed"
+    assert terminal["response"]["error"] == {
+        "code": "server_error", "message": "The upstream stream ended before the answer was finished."}
+
+
+def test_no_keepalive_while_data_flows() -> None:
+    """Keep-alives fill silence only: with a 0.2 s interval and a chunk every 50 ms, every data write
+    resets the keep-alive timer, so none is written."""
+    pieces = [sse_chunk({"role": "assistant", "content": ""}) + b"\n\n"]
+    pieces += [sse_chunk({"content": f"{i} "}) + b"\n\n" for i in range(24)]
+    pieces += [sse_chunk({}, "stop") + b"\n\ndata: [DONE]\n\n"]
+    frames = stream_from(raw_backend(pieces, gap=0.05), {"model": "m", "input": "hi"}, keepalive_interval=0.2)
+    assert [payload for name, payload in frames if name == "comment"] == []
+    assert assert_well_ended(frames)["type"] == "response.completed"
+    assert delta_text(frames) == "".join(f"{i} " for i in range(24))

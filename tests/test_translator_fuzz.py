@@ -11,8 +11,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_translator_support import check_stream
 
+from tests.support.stream_check import check_stream
 from translator import (
     ChatStreamTranslator,
     InvalidRequest,

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from openai.types.responses import ResponseUsage
-from test_translator_support import check_stream, run_stream
 
 import translator
+from tests.support.stream_check import check_stream, run_stream
 from translator import (
     EVENT_TYPES,
     ITEM_ID_PREFIXES,

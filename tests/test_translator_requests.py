@@ -313,7 +313,7 @@ def test_response_to_chat_completion() -> None:
 def test_wrong_types_name_the_field(field: str, value: Any) -> None:
     with pytest.raises(InvalidRequest) as info:
         responses_to_chat_request({"model": "m", "input": "x", field: value})
-    assert info.value.param == field and info.value.code in ("invalid_type", "invalid_value")
+    assert (info.value.param, info.value.code) == (field, "invalid_type")  # each value is of a wrong JSON type
 
 
 def test_metadata_limits_and_string_values() -> None:

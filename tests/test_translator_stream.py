@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
-from test_translator_support import check_stream, run_stream
 
+from tests.support.stream_check import check_stream, run_stream
 from translator import ChatStreamTranslator, chat_completion_to_response, unpack_reasoning
 
 REQ: dict[str, Any] = {
@@ -49,16 +49,35 @@ def calls_of(response: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(i["call_id"], i["name"], i["arguments"]) for i in response["output"] if i["type"] == "function_call"]
 
 
-def run(chunks: list[dict[str, Any]], request: dict[str, Any] = REQ, done_seen: bool = True, **options: Any):
+def run(chunks: list[dict[str, Any]], request: dict[str, Any] = REQ, done_seen: bool = True,
+        expected: dict[str, Any] | None = None, **options: Any):
+    """Translate, check the stream (with `expected`: what the deltas must say, written by hand)."""
     events, tr = run_stream(request, chunks, done_seen=done_seen, **{**OPTS, **options})
-    check_stream(events, request, sdk=True, profile="openai")
+    check_stream(events, request, sdk=True, profile="openai", expected=expected)
     return events, tr.response
+
+
+def said(status: str, *output: dict[str, Any], details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An expected stream in the oracle's form (tests/support/stream_check.py)."""
+    return {"status": status, "incomplete_details": details, "output": list(output)}
+
+
+def msg(text: str, status: str = "completed", kind: str = "output_text") -> dict[str, Any]:
+    return {"type": "message", "status": status, "parts": [(kind, text)]}
+
+
+def fc(call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments}
+
+
+def rs(summary: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "reasoning", "status": status, "summary": [summary], "text": []}
 
 
 def test_role_and_empty_content_on_every_chunk_ollama() -> None:
     chunks = [ch({"role": "assistant", "content": ""})] + [ch({"role": "assistant", "content": t}) for t in "abc"]
     chunks.append(ch({"role": "assistant", "content": ""}, "stop"))
-    events, resp = run(chunks)
+    events, resp = run(chunks, expected=said("completed", msg("abc")))
     assert resp["output"][0]["content"][0]["text"] == "abc"
     assert sum(e["type"] == "response.output_item.added" for e in events) == 1
 
@@ -74,7 +93,7 @@ def test_arguments_split_anywhere_and_id_name_only_on_first_delta() -> None:
     chunks = [ch({"tool_calls": [tc(0, "call_a", "get_weather", "")]})]
     chunks += [ch({"tool_calls": [tc(0, args=args[i : i + 3])]}) for i in range(0, len(args), 3)]
     chunks.append(ch({}, "tool_calls"))
-    _, resp = run(chunks)
+    _, resp = run(chunks, expected=said("completed", fc("call_a", "get_weather", args)))
     assert calls_of(resp) == [("call_a", "get_weather", args)]
 
 
@@ -89,7 +108,8 @@ def test_tool_call_without_index_gemini() -> None:
     chunks = [ch({"tool_calls": [tc(None, "call_a", "get_weather", '{"ci')]}),
               ch({"tool_calls": [tc(None, None, None, 'ty":"x"}')]}),
               ch({"tool_calls": [tc(None, "call_b", "get_time", "{}")]}), ch({}, "stop")]
-    _, resp = run(chunks)
+    _, resp = run(chunks, expected=said("completed", fc("call_a", "get_weather", '{"city":"x"}'),
+                                        fc("call_b", "get_time", "{}")))
     assert calls_of(resp) == [("call_a", "get_weather", '{"city":"x"}'), ("call_b", "get_time", "{}")]
     assert resp["status"] == "completed"
 
@@ -97,7 +117,8 @@ def test_tool_call_without_index_gemini() -> None:
 def test_parallel_calls_all_on_index_zero_with_distinct_ids() -> None:
     chunks = [ch({"tool_calls": [tc(0, "call_a", "get_weather", '{"a":1}')]}),
               ch({"tool_calls": [tc(0, "call_b", "get_time", '{"b":2}')]}), ch({}, "tool_calls")]
-    events, resp = run(chunks)
+    events, resp = run(chunks, expected=said("completed", fc("call_a", "get_weather", '{"a":1}'),
+                                             fc("call_b", "get_time", '{"b":2}')))
     assert calls_of(resp) == [("call_a", "get_weather", '{"a":1}'), ("call_b", "get_time", '{"b":2}')]
     # call 0 is closed before call 1 is added
     types = [(e["type"], e.get("output_index")) for e in events]
@@ -162,11 +183,12 @@ def test_deepseek_cache_hit_tokens() -> None:
 def test_reasoning_field_variants_then_text(field: str) -> None:
     chunks = [ch({"role": "assistant", field: "Let me "}), ch({field: "think.", "content": None}),
               ch({"content": "Answer"}), ch({}, "stop")]
-    events, resp = run(chunks)
-    rs, msg = resp["output"]
-    assert rs["type"] == "reasoning" and rs["summary"] == [{"type": "summary_text", "text": "Let me think."}]
-    assert unpack_reasoning(rs["encrypted_content"]) == {"text": "Let me think."}
-    assert msg["content"][0]["text"] == "Answer"
+    events, resp = run(chunks, expected=said("completed", rs("Let me think."), msg("Answer")))
+    reasoning, message = resp["output"]
+    assert reasoning["type"] == "reasoning"
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "Let me think."}]
+    assert unpack_reasoning(reasoning["encrypted_content"]) == {"text": "Let me think."}
+    assert message["content"][0]["text"] == "Answer"
     assert "response.reasoning_summary_text.delta" in {e["type"] for e in events}
 
 
@@ -203,10 +225,10 @@ def test_openrouter_reasoning_details_kept_for_replay() -> None:
 def test_think_tags_split_anywhere(split: int) -> None:
     content = "<think>\nweighing options</think>\n\nThe answer</th"
     chunks = [ch({"content": content[i : i + split]}) for i in range(0, len(content), split)]
-    _, resp = run([*chunks, ch({}, "stop")])
-    rs, msg = resp["output"]
-    assert rs["summary"][0]["text"] == "\nweighing options"
-    assert msg["content"][0]["text"] == "The answer</th"
+    _, resp = run([*chunks, ch({}, "stop")], expected=said("completed", rs("\nweighing options"), msg("The answer</th")))
+    reasoning, message = resp["output"]
+    assert reasoning["summary"][0]["text"] == "\nweighing options"
+    assert message["content"][0]["text"] == "The answer</th"
 
 
 def test_think_tags_option_off_keeps_content() -> None:
@@ -218,7 +240,7 @@ def test_think_tags_option_off_keeps_content() -> None:
 def test_text_and_tool_call_in_one_answer() -> None:
     chunks = [ch({"content": "Checking."}), ch({"tool_calls": [tc(0, "call_a", "get_weather", "{}")]}),
               ch({}, "tool_calls")]
-    _, resp = run(chunks)
+    _, resp = run(chunks, expected=said("completed", msg("Checking."), fc("call_a", "get_weather", "{}")))
     assert [i["type"] for i in resp["output"]] == ["message", "function_call"]
 
 
@@ -228,20 +250,24 @@ def test_empty_answer() -> None:
 
 
 def test_refusal_part() -> None:
-    _, resp = run([ch({"refusal": "I can't"}), ch({"refusal": " help."}, "stop")])
+    _, resp = run([ch({"refusal": "I can't"}), ch({"refusal": " help."}, "stop")],
+                  expected=said("completed", msg("I can't help.", kind="refusal")))
     assert resp["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help."}]
 
 
 @pytest.mark.parametrize(("finish", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")])
 def test_incomplete_finishes(finish: str, reason: str) -> None:
-    events, resp = run([ch({"content": "partial"}), ch({}, finish)])
+    events, resp = run([ch({"content": "partial"}), ch({}, finish)],
+                       expected=said("incomplete", msg("partial", "incomplete"), details={"reason": reason}))
     assert events[-1]["type"] == "response.incomplete"
     assert resp["status"] == "incomplete" and resp["incomplete_details"] == {"reason": reason}
     assert resp["output"][-1]["status"] == "incomplete"
 
 
 def test_truncated_tool_call_is_incomplete() -> None:
-    _, resp = run([ch({"tool_calls": [tc(0, "call_a", "get_weather", '{"ci')]}), ch({}, "length")])
+    _, resp = run([ch({"tool_calls": [tc(0, "call_a", "get_weather", '{"ci')]}), ch({}, "length")],
+                  expected=said("incomplete", fc("call_a", "get_weather", '{"ci', "incomplete"),
+                                details={"reason": "max_output_tokens"}))
     assert resp["status"] == "incomplete" and resp["output"][0]["arguments"] == '{"ci'
     assert resp["output"][0]["status"] == "incomplete"
 
@@ -278,7 +304,7 @@ def test_stream_cut_without_finish_or_done_fails() -> None:
 def test_done_without_finish_reason_is_never_completed() -> None:
     """A stream that ends without a finish reason never ends silently `completed`, even after
     [DONE]; what arrived is kept in the failed response's output."""
-    events, resp = run([ch({"content": "whole"})], done_seen=True)
+    events, resp = run([ch({"content": "whole"})], done_seen=True, expected=said("failed", msg("whole", "incomplete")))
     assert events[-1]["type"] == "response.failed" and resp["status"] == "failed"
     assert "finish reason" in resp["error"]["message"]
     assert resp["output"][0]["content"][0]["text"] == "whole" and resp["output"][0]["status"] == "incomplete"
@@ -415,3 +441,13 @@ def test_encryption_key_seals_reasoning() -> None:
     forged[1] = {**forged[1], "summary": [], "encrypted_content": "rb1.eyJ0ZXh0IjoiZm9yZ2VkIn0"}
     msgs = responses_to_chat_request({**follow, "input": forged}, encryption_key="k1")["messages"]
     assert "reasoning_content" not in msgs[1]
+
+
+@pytest.mark.parametrize("answer", ["<", "<th", " <think"])
+def test_an_answer_that_only_looks_like_a_think_tag_is_kept(answer: str) -> None:
+    """A prefix of `<think>` is held back until the tag is decided; at the end it is text, not lost."""
+    _, resp = run([ch({"content": answer}), ch({}, "stop")])
+    assert [(i["type"], i["content"][0]["text"]) for i in resp["output"]] == [("message", answer)]
+    whole = chat_completion_to_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                                      "finish_reason": "stop"}]}, REQ, **OPTS)
+    assert whole["output"] == resp["output"]

@@ -492,9 +492,13 @@ class ChatStreamTranslator:
             self._reason(buf)
 
     def _flush_think(self) -> None:
-        """At the end: an unclosed <think> is all reasoning; undecided whitespace is dropped."""
+        """At the end: an unclosed <think> is all reasoning; undecided whitespace is dropped, but an
+        answer that only looked like the start of a tag (``<``, ``<th``) is text and is kept."""
         if self._think == _T_INSIDE and self._think_buf:
             self._reason(self._think_buf)
+        elif self._think == _T_UNDECIDED and self._think_buf.strip():
+            self._think = _T_PLAIN
+            self._emit_text(self._think_buf, None)
         self._think_buf = ""
 
     # ------------------------------------------------------------------ the one open item
