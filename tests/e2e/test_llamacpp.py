@@ -27,7 +27,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from server import check
+from conformance import check
 from tests.clients_codex import run_codex
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
 from tests.support.llamacpp import behaviour

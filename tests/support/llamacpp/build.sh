@@ -3,7 +3,7 @@
 # whole llama.cpp source tree, into a version-keyed cache folder. Idempotent: a finished build (marked by
 # the `llama-server` binary and a stamp file) is left alone, so CI only pays the build on a fresh machine.
 #
-#   tests/support/llamacpp/build.sh            # build into .cache/llamacpp/b11434/
+#   tests/support/llamacpp/build.sh            # build into ~/.cache/responses-bridge/llamacpp/b11434/
 #   LLAMACPP_CACHE=/some/dir build.sh          # another cache root
 #
 # Prints the cache folder on its last line. The tiny test model is generated afterwards by make_model.py
@@ -12,7 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
 version="${LLAMACPP_VERSION:-11434}"
-root="${LLAMACPP_CACHE:-$repo/.cache/llamacpp}"
+root="${LLAMACPP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/responses-bridge/llamacpp}"
 dest="$root/b$version"
 stamp="$dest/BUILT"
 jobs="${LLAMACPP_JOBS:-2}"

@@ -1,7 +1,8 @@
 """Find the cached llama.cpp build and run its `llama-server` on a loopback port for a test session.
 
 The build (tests/support/llamacpp/build.sh) leaves `bin/llama-server` and `models/tiny-qwen3.gguf` under
-`.cache/llamacpp/b<version>/`. Tests call `require_build()`: without a build they are skipped on a
+`~/.cache/responses-bridge/llamacpp/b<version>/` (outside the checkout, so a fresh clone on the same
+machine, CI's, reuses it). Tests call `require_build()`: without a build they are skipped on a
 developer machine, but fail under CI (`CI` set), where `.ci/run` must have built it.
 """
 
@@ -62,7 +63,8 @@ class LlamaBuild:
 
 def cache_root() -> Path:
     """Where build.sh caches builds (`LLAMACPP_CACHE` overrides, as for the script)."""
-    return Path(os.environ.get("LLAMACPP_CACHE") or REPO / ".cache" / "llamacpp")
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "responses-bridge" / "llamacpp"
+    return Path(os.environ.get("LLAMACPP_CACHE") or default)
 
 
 def find_build() -> LlamaBuild | None:
