@@ -242,21 +242,25 @@ def test_a_300_deep_chunk_ends_the_stream_with_failed_and_done(deep_backend: Run
         terminal = assert_well_ended(frames)  # gapless sequence numbers, one terminal, then [DONE]
         assert terminal["type"] == "response.failed", [e["type"] for e in events_of(frames)]
         terminals = [terminal]
-        # the translator cannot seal reasoning details that deep (orjson's limit), whatever the store
-        assert terminals[0]["response"]["error"] == {"code": "server_error", "message": "The bridge failed while streaming."}
+        # reasoning details that deep cannot be sealed (orjson's limit): the backend's fault, whatever the store
+        assert terminals[0]["response"]["error"] == {
+            "code": "upstream_malformed_chunk",
+            "message": "The backend sent reasoning that cannot be carried back (Recursion limit reached)."}
         # the bridge goes on serving
         assert httpx.get(handle.root + "/healthz", timeout=10).status_code == 200
     finally:
         handle.stop()
 
 
-def test_a_300_deep_answer_is_a_clean_error_without_stream(deep_backend: RunningServer) -> None:
+def test_a_300_deep_answer_is_a_failed_response_without_stream(deep_backend: RunningServer) -> None:
     handle = start_bridge(bridge_config(deep_backend.url + "/v1", store="memory"))
     try:
         response = httpx.post(handle.url + "/responses", json={"model": "m", "input": "hi"}, timeout=30)
-        error = assert_openai_error(response, 500)
-        assert error == {"message": "The bridge failed while translating the backend's answer.", "type": "server_error",
-                         "param": None, "code": "server_error"}
+        assert response.status_code == 200, response.text  # a Response that failed, as a failed stream ends
+        body = response.json()
+        assert body["status"] == "failed"
+        assert body["error"] == {"code": "upstream_malformed_chunk",
+                                 "message": "The backend sent reasoning that cannot be carried back (Recursion limit reached)."}
     finally:
         handle.stop()
 

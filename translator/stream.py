@@ -46,7 +46,7 @@ from .builders import (
     carrier_item,
     map_logprobs,
 )
-from .errors import InvalidRequest, classify_backend_error
+from .errors import InvalidRequest, UpstreamError, classify_backend_error
 from .events import (
     CREATED,
     ERROR,
@@ -188,6 +188,8 @@ class ChatStreamTranslator:
             except _TooManyItems:
                 self._fail(f"The backend sent more than {self.options.max_output_items} output items in one "
                            "response (max_output_items).", "upstream_too_large")  # fmt: skip
+            except UpstreamError as exc:  # what the backend sent cannot be represented (e.g. too deep)
+                self._fail(exc.message, exc.code)
         return self._em.take()
 
     def _chunk(self, chunk: dict[str, Any]) -> None:
@@ -309,7 +311,10 @@ class ChatStreamTranslator:
         if self.finished:
             return []
         self._start()
-        self._finish(done_seen)
+        try:
+            self._finish(done_seen)
+        except UpstreamError as exc:
+            self._fail(exc.message, exc.code)
         return self._em.take()
 
     def _finish(self, done_seen: bool) -> None:
