@@ -35,10 +35,7 @@ from server.config import (
     resolve_config,
 )
 
-__all__ = ["build_config", "config_from_env", "logging_config", "main", "version", "worker_app"]
-
-# `server.cli.config_from_env` is kept as an alias of `server.config.config_from_env` while
-# `server.app.app_from_env` still imports it from here.
+__all__ = ["build_config", "logging_config", "main", "version", "worker_app"]
 
 log = logging.getLogger("responses_bridge")
 

@@ -11,19 +11,13 @@ from typing import Any
 
 from server.conversations import conversation_history, conversation_of
 from server.errors import invalid, not_found
+from translator.events import ITEM_ID_PREFIXES
 
-__all__ = ["ID_PREFIXES", "item_id", "normalise_input", "prepare_input"]
-
-#: Id prefix per item type, as OpenAI's own ids start (`msg_…`, `fc_…`).
-ID_PREFIXES = {
-    "message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
-    "custom_tool_call": "ctc", "custom_tool_call_output": "ctco",
-}  # fmt: skip
-
+__all__ = ["item_id", "normalise_input", "prepare_input"]
 
 def item_id(kind: str) -> str:
-    """A fresh id for an input item of type `kind`."""
-    return f"{ID_PREFIXES.get(kind, 'item')}_{uuid.uuid4().hex}"
+    """A fresh id for an input item of type `kind` (prefixes: translator/events.py, the one table)."""
+    return f"{ITEM_ID_PREFIXES.get(kind, 'item_')}{uuid.uuid4().hex}"
 
 
 def normalise_input(value: Any) -> list[dict[str, Any]]:

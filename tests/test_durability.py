@@ -1,4 +1,4 @@
-"""Durability (issue 7): with the SQLite store, `kill -9` in the middle of a burst of stored requests
+"""Durability: with the SQLite store, `kill -9` in the middle of a burst of stored requests
 loses none that were acknowledged.
 
 "Acknowledged" is what a client can rely on: a 200 with the Response for a non-streaming request, the

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(90)
 
 REPO = Path(__file__).resolve().parents[1]
 DISCONNECT_BOUND = 0.1
-"""Issue 7: the upstream connection is closed within 100 ms of the client hanging up."""
+"""The upstream connection is closed within 100 ms of the client hanging up."""
 
 
 # --------------------------------------------------------------------------- the bridge as a process

@@ -338,11 +338,9 @@ def test_upstream_key_file(tmp_path: Path) -> None:
         build_config(_args(upstream="http://h/v1", upstream_key_file=str(tmp_path / "empty")), {})
 
 
-def test_config_from_env_lives_in_config_and_cli_keeps_the_alias() -> None:
-    import server.cli
+def test_config_from_env_reads_the_environment_workers_are_given() -> None:
     import server.config
 
-    assert server.cli.config_from_env is server.config.config_from_env
     env = {"RESPONSES_BRIDGE_UPSTREAM": "fixtures", "RESPONSES_BRIDGE_PORT": "4321", "RESPONSES_BRIDGE_STRICT_PARAMS": "1"}
     config = server.config.config_from_env(env)
     assert (config.port, config.strict_params, config.upstreams[0].base_url) == (4321, True, "fixtures")

@@ -54,7 +54,8 @@ def test_catalogue_sets_are_consistent() -> None:
     assert LIFECYCLE_EVENT_TYPES <= EVENT_TYPES
     assert all(t.endswith(".delta") for t in OUTPUT_DELTA_TYPES)
     assert ITEM_ID_PREFIXES == {"message": "msg_", "function_call": "fc_", "custom_tool_call": "ctc_",
-                                "reasoning": "rs_", "compaction": "cmp_"}
+                                "reasoning": "rs_", "compaction": "cmp_", "function_call_output": "fco_",
+                                "custom_tool_call_output": "ctco_"}
 
 
 def test_every_emitted_event_type_is_in_the_catalogue() -> None:
