@@ -1,6 +1,6 @@
 """The README's "Chat Completions clients" section: its TOML is a valid config with both kinds of
 upstream, and its library session runs as written (doctest). The section's Python example is run by
-tests/test_readme.py with the other README examples."""
+tests/e2e/test_readme.py with the other README examples."""
 
 from __future__ import annotations
 

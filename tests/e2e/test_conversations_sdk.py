@@ -32,8 +32,8 @@ from agents import (
 from agents.memory import OpenAIConversationsSession
 from openai import AsyncOpenAI, OpenAI
 
-from tests.clients_backend import chat_requests_with, message_text
-from tests.test_store import pg_schema, postgres_url  # noqa: F401  (fixtures)
+from tests.server.test_store import pg_schema, postgres_url  # noqa: F401  (fixtures)
+from tests.support.clients_backend import chat_requests_with, message_text
 
 set_tracing_disabled(True)
 
@@ -249,7 +249,7 @@ def serve_on_port(app: Any, port: int) -> Any:
 
     import uvicorn
 
-    from tests.servers import RunningServer, _GracefulServer
+    from tests.support.servers import RunningServer, _GracefulServer
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -28,8 +28,8 @@ import pytest
 from pydantic import BaseModel
 
 from conformance import check
-from tests.clients_codex import run_codex
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
+from tests.support.clients_codex import run_codex
 from tests.support.llamacpp import behaviour
 from tests.support.llamacpp.launcher import LlamaServer, require_build, run_llama_server
 from translator.options import TranslatorOptions

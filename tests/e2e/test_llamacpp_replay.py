@@ -24,9 +24,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.conftest import bridge_config, start_bridge
-from tests.servers import run_app
 from tests.support.llamacpp.launcher import BUILD_VERSION
 from tests.support.llamacpp.record import CAPTURES, translator_options
+from tests.support.servers import run_app
 from translator import ChatStreamTranslator, SSEDecoder
 from translator.validate import format_violations, validate_events
 

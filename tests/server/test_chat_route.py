@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conformance.chat import accumulate_chunks, parse_chat_sse, validate_chat_stream
 from fixtures.responses_backend import SCENARIOS_DIR, create_app, scenario_names
-from tests.servers import RunningServer, run_app
+from tests.support.servers import RunningServer, run_app
 
 NAMES = scenario_names()
 HELLO = [{"role": "user", "content": "Hello"}]

@@ -18,8 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.clients_backend import chat_requests_with, message_text
-from tests.servers import RunningServer, run_app
+from tests.support.clients_backend import chat_requests_with, message_text
+from tests.support.servers import RunningServer, run_app
 
 MODEL = "fixture-scripted"
 KEY_A, KEY_B = "sk-conv-test-a-0001", "sk-conv-test-b-0002"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from server.config import Limits
-from tests.assertions import assert_openai_error
-from tests.servers import run_app
+from tests.support.assertions import assert_openai_error
+from tests.support.servers import run_app
 
 
 def _limits(**fields: Any) -> Limits:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from server.store import open_store
-from tests.test_store import pg_schema, postgres_url, store_spec  # noqa: F401  (engine fixtures)
+from tests.server.test_store import pg_schema, postgres_url, store_spec  # noqa: F401  (engine fixtures)
 
 
 def _post(url: str, body: dict[str, Any]) -> httpx.Response:

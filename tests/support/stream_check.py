@@ -16,7 +16,7 @@ form, so the two can be compared, and so can a value written by hand or derived 
   final Response agrees with the oracle.
 
 The SDK check alone would be a tautology: the SDK's final Response *is* the terminal event's, so it
-cannot notice deltas that contradict it. tests/test_stream_check.py proves each check can fail.
+cannot notice deltas that contradict it. tests/translator/test_stream_check.py proves each check can fail.
 """
 
 from __future__ import annotations

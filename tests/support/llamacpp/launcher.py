@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 __all__ = [
     "BUILD_VERSION",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from server.store import SERVER_RESTARTED, MemoryStore, open_store
-from tests.test_store import ROOT, durable_engines, response
+from tests.server.test_store import ROOT, durable_engines, response
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

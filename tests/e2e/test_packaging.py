@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -65,7 +65,7 @@ def test_dockerfile_copies_only_what_exists() -> None:
 
 
 def test_dockerfile_healthcheck_runs_against_a_bridge(tmp_path: Path) -> None:
-    from tests.test_server_cli import Process
+    from tests.server.test_server_cli import Process
 
     healthcheck = _one(_final_stage(), "HEALTHCHECK")
     command = json.loads(healthcheck.split(" CMD ", 1)[1])

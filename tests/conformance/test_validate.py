@@ -33,7 +33,7 @@ from conformance import (
     validate_sse,
 )
 from conformance.sdk import sdk_accumulate, sdk_accumulator_problem
-from tests.servers import run_app
+from tests.support.servers import run_app
 
 # ----------------------------------------------------------------------------------------------
 # canonical streams (docs/wire.md §1.5)
@@ -1245,7 +1245,7 @@ def test_the_kit_imports_nothing_of_the_bridge() -> None:
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=60,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 CODEX_BIN = NODE_DIR / "node_modules" / ".bin" / "codex"
 API_KEY_ENV = "BRIDGE_API_KEY"
 

@@ -27,7 +27,7 @@ from fixtures import SCENARIOS_DIR, closed_port_url, create_app
 from fixtures.chaos import BIG_CHUNK_BYTES
 from fixtures.scripted import completion, plan_answer, stream_chunks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CALL_ID = re.compile(r"^call_[A-Za-z0-9]{24}$")
 WEATHER = {
     "type": "function",

@@ -22,8 +22,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.servers import free_port
-from tests.test_reliability_client import REPO, BridgeProcess
+from tests.server.test_reliability_client import REPO, BridgeProcess
+from tests.support.servers import free_port
 from translator.validate import parse_sse
 
 pytestmark = pytest.mark.timeout(300)

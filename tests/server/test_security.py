@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle
-from tests.servers import RunningServer, run_app
-from tests.test_reliability_client import BridgeProcess
-from tests.test_server_stream import assert_well_ended, parse_frames
+from tests.server.test_reliability_client import BridgeProcess
+from tests.server.test_server_stream import assert_well_ended, parse_frames
+from tests.support.assertions import assert_openai_error
+from tests.support.servers import RunningServer, run_app
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle
+from tests.support.assertions import assert_openai_error
 
 Requests = Callable[[], list[dict[str, Any]]]
 

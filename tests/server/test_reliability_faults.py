@@ -21,8 +21,8 @@ import openai
 import pytest
 
 from conformance import parse_sse, validate_events
-from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
+from tests.support.assertions import assert_openai_error
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -353,7 +353,7 @@ def test_backend_closing_idle_keepalive_connections_is_not_an_error() -> None:
     import asyncio
 
     from fixtures.backend import create_app
-    from tests.servers import run_app
+    from tests.support.servers import run_app
 
     problems: list[str] = []
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_reliability_client import BridgeProcess
+from tests.server.test_reliability_client import BridgeProcess
 from translator.validate import parse_sse
 
 pytestmark = pytest.mark.timeout(180)

@@ -29,9 +29,9 @@ from starlette.routing import Route
 
 from conformance import check, parse_sse
 from fixtures.chaos import closed_port_url
-from tests.servers import free_port, run_app
+from tests.support.servers import free_port, run_app
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODEL = "check-model"
 
 

@@ -11,8 +11,8 @@ import openai
 import orjson
 import pytest
 
-from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle
+from tests.support.assertions import assert_openai_error
 
 
 def _post(url: str, body: Any = None, *, content: bytes | None = None, **kwargs: Any) -> httpx.Response:
@@ -266,8 +266,8 @@ def test_stalled_request_body_is_408(make_bridge: Callable[..., BridgeHandle]) -
 
 def test_non_streaming_disconnect_cancels_upstream(make_bridge: Callable[..., BridgeHandle]) -> None:
     from fixtures.backend import create_app
-    from tests.servers import poll, run_app
-    from tests.test_server_stream import CountingApp
+    from tests.server.test_server_stream import CountingApp
+    from tests.support.servers import poll, run_app
 
     counter = CountingApp(create_app())
     with run_app(counter) as backend:

@@ -202,7 +202,7 @@ def test_profile_options_reach_the_backend(
 
 def test_passthrough_forwards_callers_key(make_bridge: Callable[..., BridgeHandle], backend_server: Any) -> None:
     from fixtures.backend import create_app
-    from tests.servers import run_app
+    from tests.support.servers import run_app
 
     with run_app(create_app(api_key="sk-callers-own")) as keyed:
         handle = make_bridge(upstream={"base_url": keyed.url + "/v1", "api_key": PASSTHROUGH})
@@ -230,7 +230,7 @@ def test_access_log_line_per_request(bridge_url: str, caplog: pytest.LogCaptureF
 
 def test_docs_config_example_is_valid(tmp_path: Path) -> None:
     """The full example in docs/server.md parses (docs must not rot)."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "server.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text()
     example = text.split("```toml\n", 1)[1].split("```", 1)[0]
     env = {"BRIDGE_SECRET": "secret-value", "GROQ_API_KEY": "gsk_test_value"}
     config = _load(tmp_path, example, env)
@@ -356,7 +356,7 @@ def test_every_setting_has_a_flag() -> None:
 
 
 def test_example_config_file_loads(tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parent.parent / "bridge.example.toml"
+    example = Path(__file__).resolve().parents[2] / "bridge.example.toml"
     config = load_config(example, {})
     assert config.host == "127.0.0.1" and config.port == 8080
     assert config.store == "sqlite:///./responses-bridge.db"

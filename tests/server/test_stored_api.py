@@ -38,11 +38,11 @@ from server.background import (
 )
 from server.store import open_store
 from server.upstream import ApiError
-from tests.servers import free_port, poll, run_app
-from tests.test_store import _drop_schema, postgres_url  # noqa: F401  (postgres_url is a fixture)
+from tests.server.test_store import _drop_schema, postgres_url  # noqa: F401  (postgres_url is a fixture)
+from tests.support.servers import free_port, poll, run_app
 from translator import ChatStreamTranslator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------------------------ the app
 
@@ -144,7 +144,7 @@ def make_app(store_spec: str) -> Starlette:
         lifespan=lifespan,
     )
     app.state.store = None
-    app.state.begin_shutdown = lambda: begin_background_shutdown(app)  # what tests.servers calls first
+    app.state.begin_shutdown = lambda: begin_background_shutdown(app)  # what tests.support.servers calls first
     app.add_middleware(OwnerFromHeader)
     return app
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.servers import RunningServer, poll, run_app
+from tests.support.servers import RunningServer, poll, run_app
 
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from server.store import ConversationNotFound, StoreRefused, open_store
-from tests.test_store import ROOT, all_engines, durable_engines, engines, ids, response, user
+from tests.server.test_store import ROOT, all_engines, durable_engines, engines, ids, response, user
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 

@@ -28,7 +28,7 @@ from server.store import (
 )
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ import pytest
 from server.background import BackgroundRunner
 from server.errors import ApiError
 from server.store import MemoryStore
-from tests.test_server_stream import TERMINAL, parse_frames
+from tests.server.test_server_stream import TERMINAL, parse_frames
 from translator import ChatStreamTranslator
 
 REQUEST = {"model": "m", "input": "hi", "background": True}

@@ -1,4 +1,4 @@
-"""Group commit, store failures and input limits, on every engine (fixtures from tests/test_store.py).
+"""Group commit, store failures and input limits, on every engine (fixtures from tests/server/test_store.py).
 
 * Group commit: writes queued while a commit runs share the next transaction; every writer's await
   returns after that commit, seen by another connection; a failed group fails each of its writers.
@@ -32,7 +32,7 @@ from server.store import (
     check_storable,
     open_store,
 )
-from tests.test_store import ROOT, all_engines, durable_engines, engines, ids, response, user
+from tests.server.test_store import ROOT, all_engines, durable_engines, engines, ids, response, user
 
 pytestmark = pytest.mark.anyio
 

@@ -22,10 +22,10 @@ from starlette.routing import Route
 
 from server.store import MemoryStore
 from server.store_sqlite import SQLiteStore
-from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.servers import RunningServer, poll, run_app
-from tests.test_server_stream import TERMINAL, assert_well_ended, events_of, parse_frames
+from tests.server.test_server_stream import TERMINAL, assert_well_ended, events_of, parse_frames
+from tests.support.assertions import assert_openai_error
+from tests.support.servers import RunningServer, poll, run_app
 
 LONG_TEXT = " ".join(f"word{n}" for n in range(4000))  # ~35 KB: needs new pages in any SQLite file
 
@@ -414,7 +414,7 @@ def _failed_with(frames: list[tuple[str, Any]], code: str, message: str) -> dict
 
 
 def test_a_chunk_that_is_not_an_object_fails_malformed() -> None:
-    from tests.test_server_stream import raw_backend, sse_chunk
+    from tests.server.test_server_stream import raw_backend, sse_chunk
 
     frames = _bridged(raw_backend([sse_chunk({"role": "assistant", "content": "Hi"}) + b"\n\n", b"data: [1, 2]\n\n",
                                    sse_chunk({}, "stop") + b"\n\n"]))  # fmt: skip
@@ -423,7 +423,7 @@ def test_a_chunk_that_is_not_an_object_fails_malformed() -> None:
 
 
 def test_a_json_content_type_with_a_body_that_is_not_json_fails_malformed() -> None:
-    from tests.test_server_stream import raw_backend
+    from tests.server.test_server_stream import raw_backend
 
     frames = _bridged(raw_backend([b"<html>oops</html>"], content_type=b"application/json"))
     assert [name for name, _ in frames] == ["response.created", "response.in_progress", "error", "response.failed",
@@ -432,7 +432,7 @@ def test_a_json_content_type_with_a_body_that_is_not_json_fails_malformed() -> N
 
 
 def test_a_json_error_body_answering_a_stream_request_fails_with_its_message() -> None:
-    from tests.test_server_stream import raw_backend
+    from tests.server.test_server_stream import raw_backend
 
     body = orjson.dumps({"error": {"message": "model is loading", "type": "server_error"}})
     frames = _bridged(raw_backend([body], content_type=b"application/json"))
@@ -440,7 +440,7 @@ def test_a_json_error_body_answering_a_stream_request_fails_with_its_message() -
 
 
 def test_a_done_without_blank_line_after_the_finish_chunk_completes() -> None:
-    from tests.test_server_stream import raw_backend, sse_chunk
+    from tests.server.test_server_stream import raw_backend, sse_chunk
 
     frames = _bridged(raw_backend([sse_chunk({"content": "ok"}, "stop") + b"\n\ndata: [DONE]"]))
     terminal = assert_well_ended(frames)
@@ -451,7 +451,7 @@ def test_the_pump_crashing_mid_stream_ends_with_the_last_resort_event(monkeypatc
     """`EventPump.events` promises not to raise; if it does after the first batch, the SSE writer
     still ends the stream: the pre-encoded last-resort `response.failed`, numbered next, then [DONE]."""
     from server.pump import EventPump
-    from tests.test_server_stream import raw_backend, sse_chunk
+    from tests.server.test_server_stream import raw_backend, sse_chunk
 
     original = EventPump.events
 
@@ -470,7 +470,7 @@ def test_an_event_that_cannot_be_encoded_ends_with_the_last_resort_event(monkeyp
     """Encoding a batch fails: that batch is replaced by the last-resort event numbered as its first
     event, then [DONE], and the stream stops there (the backend connection is closed)."""
     import server.streaming
-    from tests.test_server_stream import raw_backend, sse_chunk
+    from tests.server.test_server_stream import raw_backend, sse_chunk
     from translator.sse import encode_sse
 
     def encode(event: dict[str, Any]) -> bytes:

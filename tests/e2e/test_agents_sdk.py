@@ -32,7 +32,7 @@ from agents import (
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
-from tests.clients_backend import chat_requests_with, message_text
+from tests.support.clients_backend import chat_requests_with, message_text
 
 set_tracing_disabled(True)
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conformance import parse_sse, validate_events
-from tests.assertions import assert_openai_error
 from tests.conftest import bridge_config
+from tests.support.assertions import assert_openai_error
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -17,9 +17,9 @@ import openai
 import orjson
 import pytest
 
-from tests.servers import free_port
+from tests.support.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly, so the exit status is -15.
 CLEAN_EXIT = (0, -signal.SIGTERM)
 

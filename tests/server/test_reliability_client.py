@@ -28,13 +28,13 @@ import httpx
 import orjson
 import pytest
 
-from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.servers import RunningServer, free_port, poll, run_app
+from tests.support.assertions import assert_openai_error
+from tests.support.servers import RunningServer, free_port, poll, run_app
 
 pytestmark = pytest.mark.timeout(90)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DISCONNECT_BOUND = 0.1
 """The upstream connection is closed within 100 ms of the client hanging up."""
 

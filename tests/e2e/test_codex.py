@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.clients_backend import chat_requests_with, message_text
-from tests.clients_codex import CodexRun, run_codex
+from tests.support.clients_backend import chat_requests_with, message_text
+from tests.support.clients_codex import CodexRun, run_codex
 from translator.validate import assert_valid, format_violations, parse_sse
 
 SHELL_TOOL = "exec_command"  # Codex 0.169.0's shell: a function tool taking {"cmd": "..."}
@@ -191,8 +191,8 @@ def test_backend_error_mid_stream(bridge_url: str, tmp_path: Path) -> None:
 
 
 def recorded_codex_request() -> tuple[dict[str, Any], dict[str, str]]:
-    """The request Codex 0.169.0 really sent (tests/data/codex_request.json): body and headers."""
-    recorded = json.loads((Path(__file__).parent / "data" / "codex_request.json").read_text(encoding="utf-8"))
+    """The request Codex 0.169.0 really sent (tests/support/data/codex_request.json): body and headers."""
+    recorded = json.loads((Path(__file__).resolve().parents[1] / "support" / "data" / "codex_request.json").read_text(encoding="utf-8"))
     headers = {k: v for k, v in recorded.pop("_headers").items() if k != "authorization"}
     recorded.pop("_comment", None)
     return recorded, headers
