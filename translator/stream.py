@@ -446,6 +446,8 @@ class ChatStreamTranslator:
         # 4. tool calls
         calls = delta.get("tool_calls")
         if calls and isinstance(calls, list):
+            if self._think == _T_UNDECIDED and self._think_buf.strip():
+                self._flush_think()  # text that only looked like "<think>" comes before the call, as it was sent
             for tc in calls:
                 if isinstance(tc, dict):
                     self._tool_delta(tc)
