@@ -40,7 +40,8 @@ from server.stores.base import (
     StoreRefused,
     StoreUnavailable,
 )
-from server.stores.common import ItemLookup, group_option
+from server.stores.common import group_option
+from server.stores.engine import ItemLookup, StoreEngine
 from server.stores.limits import MAX_ID_LENGTH, MAX_JSON_DEPTH, check_storable
 from server.stores.memory import MemoryStore
 from server.stores.null import NullStore
@@ -122,6 +123,7 @@ __all__ = [
     "MemoryStore",
     "NullStore",
     "ResponseStore",
+    "StoreEngine",
     "StoreError",
     "StoreRefused",
     "StoreSpecError",

@@ -4,7 +4,8 @@ now live in server/stores/base.py, server/stores/limits.py and server/stores/com
 from server.stores.base import *  # noqa: F403
 from server.stores.base import ConversationNotFound, ResponseStore, StoreError, StoreRefused, StoreUnavailable
 from server.stores.common import *  # noqa: F403
-from server.stores.common import ItemLookup, response_items
+from server.stores.common import response_items
+from server.stores.engine import ItemLookup
 from server.stores.limits import *  # noqa: F403
 from server.stores.limits import check_storable
 

@@ -3,7 +3,7 @@ response is stored as, paging, replicas, and how a write's outcome reaches its a
 
 What is written once here is what the SQL engines would otherwise each write again; what differs
 between engines (SQL text, connection handling) stays in the engine modules. Imports only
-server/stores/base.py and server/stores/limits.py.
+server/stores/base.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 
 from server.stores.base import CANCELLABLE_STATUSES, SERVER_RESTARTED, StoreUnavailable
-from server.stores.limits import check_order, usable_id
 
 _ID_PREFIX = {
     "message": "msg",
@@ -289,40 +288,3 @@ def group_option(key: str, value: str) -> tuple[str, float | int] | None:
             raise ValueError(f"max_batch must be a positive integer, not {value!r}")
         return "max_batch", int(value)
     return None
-
-
-# ------------------------------------------------------------------------------------ item lookups
-
-
-class ItemLookup:
-    """What every engine implements once for all: ``get_item`` for one id (the server resolves one
-    ``item_reference`` at a time; ``get_items`` is the batch form) and the checks in front of
-    ``conversation_items`` (order, limit, a usable id), so an engine writes only its page query."""
-
-    async def get_items(self, item_ids: list[str], *, owner: str | None) -> dict[str, dict]:
-        raise NotImplementedError
-
-    async def get_item(self, item_id: str, *, owner: str | None) -> dict | None:
-        if not usable_id(item_id):
-            return None
-        return (await self.get_items([item_id], owner=owner)).get(item_id)
-
-    async def conversation_items(
-        self,
-        conversation_id: str,
-        *,
-        owner: str | None,
-        limit: int = 20,
-        after: str | None = None,
-        order: str = "desc",
-    ) -> dict | None:
-        check_order(order, limit)
-        if not usable_id(conversation_id):
-            return None
-        return await self._items_page(conversation_id, owner, limit, after, order == "asc")
-
-    async def _items_page(
-        self, conversation_id: str, owner: str | None, limit: int, after: str | None, ascending: bool
-    ) -> dict | None:
-        """One page of a conversation's items (None when this owner has no such conversation)."""
-        raise NotImplementedError

@@ -1,6 +1,7 @@
 """``--store memory``: the engine in this process's dicts, for tests and throw-away runs.
 
-Imports only server/stores/base.py, server/stores/limits.py and server/stores/common.py.
+Imports only server/stores/base.py, server/stores/limits.py, server/stores/common.py and
+server/stores/engine.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from server.stores.base import (
     ConversationNotFound,
 )
 from server.stores.common import (
-    ItemLookup,
     cancelled_copy,
     chain_items,
     conversation_object,
@@ -31,9 +31,9 @@ from server.stores.common import (
     restarted_event,
     this_host,
     with_item_ids,
-    with_random_ids,
 )
-from server.stores.limits import check_id, check_items, check_metadata, check_storable, usable_id
+from server.stores.engine import StoreEngine
+from server.stores.limits import check_metadata, check_storable, usable_id
 
 
 class _Record:
@@ -68,7 +68,7 @@ class _Conversation:
         self.appended: set[str] = set()  # responses whose items are in (never appended twice)
 
 
-class MemoryStore(ItemLookup):
+class MemoryStore(StoreEngine):
     """``--store memory``: plain dicts holding serialised JSON.
 
     Values are kept as orjson bytes, so a caller mutating what it got back (or what it stored) never
@@ -180,23 +180,15 @@ class MemoryStore(ItemLookup):
         stored = self._events.get(response_id, {})
         return [loads(stored[n]) for n in sorted(stored) if after is None or n > after]
 
-    async def update_response(
-        self,
-        response: dict,
-        *,
-        owner: str | None,
-        conversation_id: str | None = None,
-        input_items: list[dict] | None = None,
+    async def _update_response(
+        self, response: dict, owner: str | None, conversation_id: str | None, input_items: list[dict] | None
     ) -> bool:
-        record = self._visible(response.get("id"), owner)
-        if record is None:
+        record = self._visible(response["id"], owner)
+        if record is None or record.cancel_requested or loads(record.response).get("status") == "cancelled":
             return False
-        if record.cancel_requested or loads(record.response).get("status") == "cancelled":
-            return False
-        check_storable(response, input_items or [], conversation_id=conversation_id)
         conv = None if conversation_id is None else self._appending_to(conversation_id, owner)
         if input_items is not None:
-            record.input_items = orjson.dumps(with_item_ids(input_items, response["id"]))
+            record.input_items = orjson.dumps(input_items)
         record.response = orjson.dumps(response)
         if conv is not None:
             self._append(conv, response["id"], response, loads(record.input_items))
@@ -264,16 +256,12 @@ class MemoryStore(ItemLookup):
         conv = self._conversations.get(conversation_id)
         return conv if conv is not None and conv.owner == owner else None
 
-    async def create_conversation(self, conversation: dict, items: list[dict], *, owner: str | None) -> list[dict]:
-        conversation_id = conversation.get("id")
-        check_id(conversation_id, "id")
-        metadata = check_metadata(conversation.get("metadata"))
-        check_items(items)
-        items = with_random_ids(items)
-        conv = _Conversation(owner, float(conversation.get("created_at") or time.time()), orjson.dumps(metadata))
+    async def _create_conversation(
+        self, conversation_id: str, created_at: float, metadata: dict, items: list[dict], owner: str | None
+    ) -> None:
+        conv = _Conversation(owner, created_at, orjson.dumps(metadata))
         conv.items = [(item["id"], orjson.dumps(item)) for item in items]
         self._conversations[conversation_id] = conv
-        return items
 
     async def get_conversation(self, conversation_id: str, *, owner: str | None) -> dict | None:
         conv = self._conv(conversation_id, owner)
@@ -293,16 +281,12 @@ class MemoryStore(ItemLookup):
         del self._conversations[conversation_id]
         return True
 
-    async def add_conversation_items(
-        self, conversation_id: str, items: list[dict], *, owner: str | None
-    ) -> list[dict] | None:
-        check_items(items)
+    async def _add_items(self, conversation_id: str, items: list[dict], owner: str | None) -> bool:
         conv = self._conv(conversation_id, owner)
         if conv is None:
-            return None
-        items = with_random_ids(items)
+            return False
         conv.items.extend((item["id"], orjson.dumps(item)) for item in items)
-        return items
+        return True
 
     async def _items_page(
         self, conversation_id: str, owner: str | None, limit: int, after: str | None, ascending: bool

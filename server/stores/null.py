@@ -1,15 +1,15 @@
 """``--store none``: the engine that keeps nothing (every lookup misses, every write is a no-op).
 
-Imports only server/stores/base.py and server/stores/common.py.
+Imports only server/stores/base.py and server/stores/engine.py.
 """
 
 from __future__ import annotations
 
 from server.stores.base import DEFAULT_STALE_AFTER, ConversationNotFound, StoreUnavailable
-from server.stores.common import ItemLookup
+from server.stores.engine import StoreEngine
 
 
-class NullStore(ItemLookup):
+class NullStore(StoreEngine):
     """``--store none``: keeps nothing, so every lookup misses (previous_response_id → 404)."""
 
     #: The server checks this (not the class name) to refuse what needs storage (background mode).
@@ -49,13 +49,8 @@ class NullStore(ItemLookup):
     async def events(self, response_id: str, *, after: int | None) -> list[dict]:
         return []
 
-    async def update_response(
-        self,
-        response: dict,
-        *,
-        owner: str | None,
-        conversation_id: str | None = None,
-        input_items: list[dict] | None = None,
+    async def _update_response(
+        self, response: dict, owner: str | None, conversation_id: str | None, input_items: list[dict] | None
     ) -> bool:
         if conversation_id is not None:
             raise ConversationNotFound(conversation_id)
@@ -91,10 +86,8 @@ class NullStore(ItemLookup):
     async def delete_conversation(self, conversation_id: str, *, owner: str | None) -> bool:
         return False
 
-    async def add_conversation_items(
-        self, conversation_id: str, items: list[dict], *, owner: str | None
-    ) -> list[dict] | None:
-        return None
+    async def _add_items(self, conversation_id: str, items: list[dict], owner: str | None) -> bool:
+        return False
 
     async def _items_page(
         self, conversation_id: str, owner: str | None, limit: int, after: str | None, ascending: bool

@@ -6,11 +6,10 @@ server/stores/postgres_engine.py.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from server.stores.common import conversation_object, dumps, items_page, loads, page_order, with_random_ids
-from server.stores.limits import check_id, check_items, check_metadata, usable_id
+from server.stores.common import conversation_object, dumps, items_page, loads, page_order
+from server.stores.limits import check_metadata, usable_id
 from server.stores.postgres_engine import PostgresEngine
 from server.stores.postgres_schema import INSERT_CONVERSATION_ITEM
 
@@ -18,14 +17,9 @@ from server.stores.postgres_schema import INSERT_CONVERSATION_ITEM
 class PostgresConversations(PostgresEngine):
     """Conversations and their items in one PostgreSQL database."""
 
-    async def create_conversation(self, conversation: dict, items: list[dict], *, owner: str | None) -> list[dict]:
-        conversation_id = conversation.get("id")
-        check_id(conversation_id, "id")
-        metadata = check_metadata(conversation.get("metadata"))
-        check_items(items)
-        items = with_random_ids(items)
-        created = float(conversation.get("created_at") or time.time())
-
+    async def _create_conversation(
+        self, conversation_id: str, created_at: float, metadata: dict, items: list[dict], owner: str | None
+    ) -> None:
         async def run(conn: Any) -> None:
             async with conn.transaction():
                 await conn.execute(
@@ -33,14 +27,13 @@ class PostgresConversations(PostgresEngine):
                     "VALUES ($1, $2, $3, $4::json, $5)",
                     conversation_id,
                     owner,
-                    created,
+                    created_at,
                     dumps(metadata),
                     len(items),
                 )
                 await _insert_items(conn, conversation_id, 0, items)
 
         await self._attempt("create_conversation", run)
-        return items
 
     async def get_conversation(self, conversation_id: str, *, owner: str | None) -> dict | None:
         if not usable_id(conversation_id):
@@ -84,14 +77,7 @@ class PostgresConversations(PostgresEngine):
         )
         return deleted is not None  # its items go with it (ON DELETE CASCADE)
 
-    async def add_conversation_items(
-        self, conversation_id: str, items: list[dict], *, owner: str | None
-    ) -> list[dict] | None:
-        check_items(items)
-        if not usable_id(conversation_id):
-            return None
-        items = with_random_ids(items)
-
+    async def _add_items(self, conversation_id: str, items: list[dict], owner: str | None) -> bool:
         async def run(conn: Any) -> bool:
             async with conn.transaction():
                 start = await conn.fetchval(
@@ -106,7 +92,7 @@ class PostgresConversations(PostgresEngine):
                 await _insert_items(conn, conversation_id, start, items)
                 return True
 
-        return items if await self._attempt("add_conversation_items", run) else None
+        return await self._attempt("add_conversation_items", run)
 
     async def _items_page(
         self, conversation_id: str, owner: str | None, limit: int, after: str | None, ascending: bool

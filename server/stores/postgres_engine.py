@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from server.stores.base import ConversationNotFound, StoreError, StoreUnavailable
-from server.stores.common import ItemLookup, ResponseRows, settle, unavailable
+from server.stores.common import ResponseRows, settle, unavailable
+from server.stores.engine import StoreEngine
 from server.stores.postgres_schema import (
     DEFAULT_MAX_BATCH,
     INSERT_CONVERSATION_ITEM,
@@ -66,7 +67,7 @@ def _unavailable(exc: BaseException, what: str) -> StoreUnavailable:
     return unavailable("PostgreSQL", exc, what)
 
 
-class PostgresEngine(ItemLookup):
+class PostgresEngine(StoreEngine):
     """The pool, ``_attempt`` (one retry on a lost connection) and the committer tasks."""
 
     def __init__(

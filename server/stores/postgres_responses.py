@@ -33,7 +33,6 @@ from server.stores.common import (
     restarted_copy,
     restarted_event,
     this_host,
-    with_item_ids,
 )
 from server.stores.limits import check_id, check_storable, usable_id
 from server.stores.postgres_engine import PostgresEngine, _Put, claim_positions
@@ -122,19 +121,10 @@ class PostgresResponses(PostgresEngine):
         )
         return {row["item_id"]: loads(row["item"]) for row in rows}
 
-    async def update_response(
-        self,
-        response: dict,
-        *,
-        owner: str | None,
-        conversation_id: str | None = None,
-        input_items: list[dict] | None = None,
+    async def _update_response(
+        self, response: dict, owner: str | None, conversation_id: str | None, given: list[dict] | None
     ) -> bool:
-        response_id = response.get("id")
-        if not usable_id(response_id):
-            return False
-        check_storable(response, input_items or [], conversation_id=conversation_id)
-        given = None if input_items is None else with_item_ids(input_items, response_id)
+        response_id = response["id"]
 
         async def run(conn: Any) -> bool:
             async with conn.transaction():

@@ -7,35 +7,29 @@ server/stores/sqlite_engine.py.
 from __future__ import annotations
 
 import sqlite3
-import time
 
 from server.stores.base import ConversationNotFound
-from server.stores.common import conversation_object, dumps, items_page, loads, page_order, with_random_ids
-from server.stores.limits import check_id, check_items, check_metadata, usable_id
+from server.stores.common import conversation_object, dumps, items_page, loads, page_order
+from server.stores.limits import check_metadata, usable_id
 from server.stores.sqlite_engine import SQLiteEngine
 
 
 class SQLiteConversations(SQLiteEngine):
     """Conversations and their items on one SQLite file."""
 
-    async def create_conversation(self, conversation: dict, items: list[dict], *, owner: str | None) -> list[dict]:
-        conversation_id = conversation.get("id")
-        check_id(conversation_id, "id")
-        metadata = check_metadata(conversation.get("metadata"))
-        check_items(items)
-        items = with_random_ids(items)
-        created = float(conversation.get("created_at") or time.time())
+    async def _create_conversation(
+        self, conversation_id: str, created_at: float, metadata: dict, items: list[dict], owner: str | None
+    ) -> None:
         rows = [(item["id"], dumps(item)) for item in items]
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO conversations (id, owner, created_at, metadata, next_position) VALUES (?, ?, ?, ?, 0)",
-                (conversation_id, owner, created, dumps(metadata)),
+                (conversation_id, owner, created_at, dumps(metadata)),
             )
             _insert_conversation_items(conn, conversation_id, 0, rows, None)
 
         await self._write(write)
-        return items
 
     async def get_conversation(self, conversation_id: str, *, owner: str | None) -> dict | None:
         if not usable_id(conversation_id):
@@ -77,13 +71,7 @@ class SQLiteConversations(SQLiteEngine):
 
         return await self._write(write)
 
-    async def add_conversation_items(
-        self, conversation_id: str, items: list[dict], *, owner: str | None
-    ) -> list[dict] | None:
-        check_items(items)
-        if not usable_id(conversation_id):
-            return None
-        items = with_random_ids(items)
+    async def _add_items(self, conversation_id: str, items: list[dict], owner: str | None) -> bool:
         rows = [(item["id"], dumps(item)) for item in items]
 
         def write(conn: sqlite3.Connection) -> bool:
@@ -95,7 +83,7 @@ class SQLiteConversations(SQLiteEngine):
             _insert_conversation_items(conn, conversation_id, row[0], rows, None)
             return True
 
-        return items if await self._write(write) else None
+        return await self._write(write)
 
     async def _items_page(
         self, conversation_id: str, owner: str | None, limit: int, after: str | None, ascending: bool

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from server.stores.base import StoreUnavailable
-from server.stores.common import ItemLookup, settle, unavailable
+from server.stores.common import settle, unavailable
+from server.stores.engine import StoreEngine
 
 T = TypeVar("T")
 
@@ -120,7 +121,7 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return unavailable("SQLite", exc)
 
 
-class SQLiteEngine(ItemLookup):
+class SQLiteEngine(StoreEngine):
     """The file, the worker thread and group commit that every SQLite operation runs through."""
 
     keeps_responses = True

@@ -28,7 +28,6 @@ from server.stores.common import (
     restarted_copy,
     restarted_event,
     this_host,
-    with_item_ids,
 )
 from server.stores.limits import check_id, check_storable, usable_id
 from server.stores.sqlite_conversations import append_for_response
@@ -153,20 +152,11 @@ class SQLiteResponses(SQLiteEngine):
 
         return await self._run(read)
 
-    async def update_response(
-        self,
-        response: dict,
-        *,
-        owner: str | None,
-        conversation_id: str | None = None,
-        input_items: list[dict] | None = None,
+    async def _update_response(
+        self, response: dict, owner: str | None, conversation_id: str | None, given: list[dict] | None
     ) -> bool:
-        response_id = response.get("id")
-        if not usable_id(response_id):
-            return False
-        check_storable(response, input_items or [], conversation_id=conversation_id)
+        response_id = response["id"]
         response_json = dumps(response)
-        given = None if input_items is None else with_item_ids(input_items, response_id)
 
         def write(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
