@@ -155,25 +155,9 @@ class SQLiteEngine(StoreEngine):
                 break
             jobs = [job]
             if job.write and self.batch_window > 0:
-                deadline = time.monotonic() + self.batch_window
-                while len(jobs) < self.max_batch and (left := deadline - time.monotonic()) > 0:
-                    try:
-                        nxt = self._queue.get(timeout=left)
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    jobs.append(nxt)
-            while not stop and len(jobs) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                jobs.append(nxt)
+                stop = self._gather(jobs, time.monotonic() + self.batch_window)
+            if not stop:
+                stop = self._gather(jobs, None)
             try:
                 writes = [j for j in jobs if j.write]
                 if writes:
@@ -193,6 +177,25 @@ class SQLiteEngine(StoreEngine):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _gather(self, jobs: list[_Job], deadline: float | None) -> bool:
+        """Add queued jobs to ``jobs`` up to ``max_batch``, waiting until ``deadline`` (monotonic
+        seconds) for more when given, else taking only what is queued now. True when the stop mark
+        (None, from ``close``) came: the jobs before it still run."""
+        while len(jobs) < self.max_batch:
+            try:
+                if deadline is None:
+                    nxt = self._queue.get_nowait()
+                elif (left := deadline - time.monotonic()) > 0:
+                    nxt = self._queue.get(timeout=left)
+                else:
+                    break
+            except queue.Empty:
+                break
+            if nxt is None:
+                return True
+            jobs.append(nxt)
+        return False
 
     def _read(self, job: _Job) -> None:
         try:

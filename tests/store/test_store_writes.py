@@ -561,3 +561,12 @@ def test_every_store_says_whether_it_keeps_responses() -> None:
 
     for spec in ("none", "memory", "sqlite:///x.db", "postgresql://u@h/db"):
         assert isinstance(open_store(spec), ResponseStore), spec  # every method of the interface
+
+
+def test_the_stores_package_is_installed_with_the_server() -> None:
+    """``[tool.setuptools] packages`` lists packages one by one (subpackages are not found on their
+    own): without ``server.stores`` a wheel, and so the Docker image, would have no store at all."""
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert "server.stores" in packages, packages
