@@ -127,10 +127,11 @@ class BackgroundRunner:
         pending: dict[str, Any] | None = None
 
         async def commit(response: dict[str, Any]) -> bool:
-            if not await self.store.update_response(response, owner=owner):
-                return False  # cancelled meanwhile: the cancel wins, nothing is appended
-            await append_on_completion(self.store, response, input_items, owner)  # `conversation`
-            return True
+            # One transaction: the final status and, on a `conversation`, the turn's items; False
+            # (cancelled meanwhile: the cancel wins) appends nothing.
+            return await self.store.update_response(
+                response, owner=owner, **append_on_completion(response, input_items)
+            )
 
         try:
             async with contextlib.aclosing(run()) as stream:

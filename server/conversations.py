@@ -23,8 +23,9 @@ server/background.py):
 - `echo_conversation(translator, request)` / `with_conversation(response, request)`: the Response
   carries `conversation: {"id": …}`;
 - `conversation_commit(...)` / `append_on_completion(...)`: on a completed (or incomplete) response
-  its input then output items are appended in the same transaction that stores it; a failed or
-  cancelled one appends nothing.
+  its input then output items are appended in the same transaction that stores it (`put(...,
+  conversation_id=)`, or for a background job `update_response(..., conversation_id=, input_items=)`);
+  a failed or cancelled one appends nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from starlette.routing import Route
 from server.body import read_body
 from server.errors import ApiError, JSONResponse, error_response, invalid, not_found
 from server.scope import OWNER_KEY
-from server.store_base import StoreRefused, StoreUnavailable, response_items
+from server.store import StoreRefused, StoreUnavailable
+from server.stores.common import response_items
 
 __all__ = [
     "APPENDING_STATUSES",
@@ -533,12 +535,13 @@ def conversation_commit(
     return commit
 
 
-async def append_on_completion(
-    store: Any, response: dict[str, Any], items: list[dict[str, Any]], owner: str | None
-) -> None:
-    """For background jobs, after their final `update_response` succeeded (so a cancel already lost):
-    a completed response on a conversation is stored again with its items appended, atomically."""
+def append_on_completion(response: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The arguments that make a background job's final `update_response` append its turn
+    (`items`, then its output) to its conversation in the same transaction: a kill can never leave
+    the response completed and the conversation without that turn, and a cancel that won appends
+    nothing. `{}` when the response has no conversation or did not complete (or end incomplete)."""
     field = response.get("conversation")
     conversation_id = field.get("id") if isinstance(field, dict) else None
     if isinstance(conversation_id, str) and response.get("status") in APPENDING_STATUSES:
-        await store.put(response, stored_form(items), owner=owner, conversation_id=conversation_id)
+        return {"conversation_id": conversation_id, "input_items": stored_form(items)}
+    return {}

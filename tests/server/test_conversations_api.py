@@ -559,7 +559,7 @@ def test_oversized_bodies_and_unstorable_ids_are_refused(make_bridge: Callable[.
 def test_a_failed_append_is_never_acknowledged(make_bridge: Callable[..., Any], mode: str) -> None:
     """The store fails the write that appends the turn: the client is told `store_unavailable`, not
     `completed`, and the conversation does not hold half a turn."""
-    from server.store_base import StoreUnavailable
+    from server.store import StoreUnavailable
 
     handle = make_bridge(store="memory")
     store = handle.app.state.store
@@ -570,9 +570,17 @@ def test_a_failed_append_is_never_acknowledged(make_bridge: Callable[..., Any], 
             raise StoreUnavailable("disk on fire")
         await real_put(response, items, owner=owner, conversation_id=conversation_id)
 
+    real_update = store.update_response
+
+    async def failing_update(response: dict, *, owner: Any, **conversation: Any) -> bool:
+        if conversation.get("conversation_id") is not None:  # a background job's final write + append
+            raise StoreUnavailable("disk on fire")
+        return await real_update(response, owner=owner, **conversation)
+
     with httpx.Client(base_url=handle.root, timeout=30) as http:
         conv = http.post("/v1/conversations", json={"items": [user("before")]}).json()
         store.put = failing_put
+        store.update_response = failing_update
         body: dict[str, Any] = {"model": MODEL, "input": "@text lost", "conversation": conv["id"]}
         if mode == "json":
             answer = http.post("/v1/responses", json=body)

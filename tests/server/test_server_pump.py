@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from server.store import MemoryStore
-from server.store_sqlite import SQLiteStore
+from server.stores.sqlite import SQLiteStore
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
 from tests.server.test_server_stream import TERMINAL, assert_well_ended, events_of, parse_frames
 from tests.support.assertions import assert_openai_error

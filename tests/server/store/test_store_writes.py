@@ -95,7 +95,7 @@ async def visible_elsewhere(store_spec: str, tmp_path: Path, response_ids: list[
             conn.close()
     import asyncpg
 
-    from server.store_postgres import split_spec
+    from server.stores.postgres import split_spec
 
     dsn, schema = split_spec(store_spec)
     conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
@@ -488,23 +488,70 @@ async def test_lookups_with_ids_no_engine_can_hold_miss(store: Any) -> None:
 # --------------------------------------------------------------------------------- structure
 
 
-def test_engines_do_not_import_server_store() -> None:
-    """The interface and helpers live in server/store_base.py: engine modules load without
-    server/store.py, and server/store.py loads no engine until a spec names one."""
+STORE_MODULES = sorted(p.stem for p in (ROOT / "server" / "stores").glob("*.py") if p.stem != "__init__")
+SQL_ENGINE_MODULES = [m for m in STORE_MODULES if m.startswith(("sqlite", "postgres"))]
+
+
+@pytest.mark.parametrize("module", STORE_MODULES)
+def test_each_store_module_loads_alone_without_server_store(module: str) -> None:
+    """Each module of server/stores/ imports in a fresh process on its own (no import circle needs
+    another module loaded first) and never loads server/store.py, the package's front door."""
     code = (
-        "import sys; import server.store_sqlite, server.store_postgres; "
-        "assert 'server.store' not in sys.modules, 'engine imports server.store'; "
-        "del sys.modules['server.store_sqlite'], sys.modules['server.store_postgres']; "
-        "import server.store; "
-        "assert 'server.store_sqlite' not in sys.modules and 'server.store_postgres' not in sys.modules"
+        f"import sys; import server.stores.{module}; "
+        "assert 'server.store' not in sys.modules, 'a store module imports server.store'"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
 
+def test_server_store_loads_no_sql_engine_until_a_spec_names_one() -> None:
+    engines = [f"server.stores.{m}" for m in SQL_ENGINE_MODULES]
+    code = (
+        "import sys; import server.store; "
+        f"loaded = [m for m in {engines!r} if m in sys.modules]; "
+        "assert not loaded, loaded; "
+        "server.store.open_store('sqlite:///x.db'); "
+        "assert 'server.stores.sqlite' in sys.modules and 'server.stores.postgres' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_store_modules_import_no_circle() -> None:
+    """The import graph of server/stores/ (module-level imports) has no cycle."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for module in STORE_MODULES:
+        tree = ast.parse((ROOT / "server" / "stores" / f"{module}.py").read_text())
+        graph[module] = {
+            node.module.removeprefix("server.stores.")
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("server.stores.")
+        }
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, " -> ".join((*path, module))
+        if module in done:
+            return
+        for imported in graph.get(module, ()):
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in STORE_MODULES:
+        visit(module, ())
+
+
+def test_no_store_module_is_over_400_lines() -> None:
+    sizes = {m: len((ROOT / "server" / "stores" / f"{m}.py").read_text().splitlines()) for m in STORE_MODULES}
+    sizes["store"] = len((ROOT / "server" / "store.py").read_text().splitlines())
+    assert max(sizes.values()) <= 400, sizes
+
+
 def test_every_store_says_whether_it_keeps_responses() -> None:
-    from server.store_postgres import PostgresStore
-    from server.store_sqlite import SQLiteStore
+    from server.stores.postgres import PostgresStore
+    from server.stores.sqlite import SQLiteStore
 
     assert NullStore.keeps_responses is False
     assert all(cls.keeps_responses is True for cls in (MemoryStore, SQLiteStore, PostgresStore))
@@ -514,3 +561,12 @@ def test_every_store_says_whether_it_keeps_responses() -> None:
 
     for spec in ("none", "memory", "sqlite:///x.db", "postgresql://u@h/db"):
         assert isinstance(open_store(spec), ResponseStore), spec  # every method of the interface
+
+
+def test_the_stores_package_is_installed_with_the_server() -> None:
+    """``[tool.setuptools] packages`` lists packages one by one (subpackages are not found on their
+    own): without ``server.stores`` a wheel, and so the Docker image, would have no store at all."""
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert "server.stores" in packages, packages
