@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from server import stored
@@ -25,6 +25,7 @@ from server.models import list_models, retrieve_model
 from server.responses import create_response
 from server.scope import OWNER_KEY, RAW_SEND_KEY, RESPONSES_ENDPOINT
 from server.state import BridgeState, healthz, lifespan
+from server.websocket import responses_websocket
 from translator.options import TranslatorOptions
 
 __all__ = ["OWNER_KEY", "BridgeMiddleware", "app_from_env", "create_app", "error_response"]
@@ -36,6 +37,7 @@ def create_app(config: BridgeConfig) -> Starlette:
     state = BridgeState(config)
     routes: list[BaseRoute] = [
         Route(RESPONSES_ENDPOINT, create_response, methods=["POST"]),
+        WebSocketRoute(RESPONSES_ENDPOINT, responses_websocket),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

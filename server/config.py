@@ -126,6 +126,8 @@ class BridgeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    #: Seconds a WebSocket connection may live (server/websocket.py); Open Responses says 60 minutes.
+    websocket_connection_limit: float = 3600.0
 
     def __post_init__(self) -> None:
         if not self.upstreams:
