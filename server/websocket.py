@@ -208,8 +208,8 @@ class Connection:
             if self.closed:  # the client left during the turn
                 return
         minutes = f"{limit / 60:g} minutes" if limit >= 60 else f"{limit:g} seconds"
-        await self._send_error(ApiError(400, _LIMIT_MESSAGE.format(minutes=minutes), type="invalid_request_error",
-                                        code="websocket_connection_limit_reached"))  # fmt: skip
+        await self._send(error_event(ApiError(400, _LIMIT_MESSAGE.format(minutes=minutes),
+                                              code="websocket_connection_limit_reached")))  # fmt: skip
         self.closed = True
         with contextlib.suppress(OSError, WebSocketDisconnect, RuntimeError):
             await self.websocket.close(NORMAL_CLOSURE, "websocket_connection_limit_reached")
@@ -225,8 +225,9 @@ class Connection:
             await self._stream(pump, turn)
         except ApiError as exc:
             turn.failed = True
-            record.status, record.error_code = exc.status, exc.code or exc.type
-            turn.ended = await self._send_error(exc)
+            event = error_event(exc)
+            record.status, record.error_code = event["status"], event["error"]["code"]
+            turn.ended = await self._send(event)
         finally:
             if turn.failed:
                 # A continuation that fails must not be retried from the same point by accident.
@@ -300,9 +301,10 @@ class Connection:
         output = [item for item in response.get("output") or [] if isinstance(item, dict)]
         self.memory.remember(str(response.get("id")), turn.conversation + output)
 
-    async def _send_error(self, error: ApiError) -> bool:
+    async def _send(self, event: dict[str, Any]) -> bool:
+        """One message outside a stream (an error envelope); False when the client is gone."""
         try:
-            await self.websocket.send({"type": "websocket.send", "text": orjson.dumps(error_event(error)).decode()})
+            await self.websocket.send({"type": "websocket.send", "text": orjson.dumps(event).decode()})
         except (OSError, WebSocketDisconnect, RuntimeError):
             self.closed = True
             return False
