@@ -122,6 +122,10 @@ class BackgroundRunner:
         # ``pending`` is a final response not yet written; the terminal events of a normal run are
         # written here directly, the failure written in ``finally`` covers every other way out.
         pending: dict[str, Any] | None = None
+
+        async def commit(response: dict[str, Any]) -> bool:
+            return bool(await self.store.update_response(response, owner=owner))
+
         try:
             async with contextlib.aclosing(run()) as stream:
                 async for batch in stream:
@@ -131,9 +135,6 @@ class BackgroundRunner:
                     if final is not None:
                         # Status first, events second: a client that saw the terminal event and then
                         # polls must find the response finished.
-                        async def commit(response: dict[str, Any]) -> bool:
-                            return bool(await self.store.update_response(response, owner=owner))
-
                         released = await commit_terminal(events, commit)
                         if released is None:
                             return  # cancelled (or deleted) meanwhile: the cancel wins

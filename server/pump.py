@@ -31,12 +31,17 @@ Interface::
   False (the store refused on purpose: cancelled meanwhile) the terminal batch is withheld and the
   pump ends. `commit_terminal` is the same step for a consumer holding a batch of its own;
 - error chunks are scrubbed of `secrets` before the translator sees them (backends echo keys);
-- closing the iterator early (a client gone, a job cancelled) closes the backend connection, so the
-  backend stops generating for nobody. A consumer must not cancel the pump between a batch and its
-  write: `abort` cancels only a read.
+- closing the iterator early, or cancelling the task that iterates it (a client gone, a job
+  cancelled), closes the backend connection, so the backend stops generating for nobody;
+- `abort` interrupts only a read (by cancelling the iterating task there and catching that one
+  cancellation itself), never a consumer's write, so no batch is cut in two and sequence numbers
+  stay gapless. Call it on the loop's thread (`loop.call_soon_threadsafe` from elsewhere).
 
-`last_resort_frame()` is the SSE bytes of that last-resort event, pre-encoded at construction, for a
-consumer whose own encoding of a batch failed.
+Other members: `events()` raises nothing but CancelledError; `finished` turns True when the terminal
+batch is yielded (or withheld); `response_id`; `record` (the access-log record: usage, first token,
+error code); `on_close(pump)` runs once when the iterator ends, however it ends.
+`last_resort_frame(seq)` is the SSE bytes of the last-resort event, pre-encoded at construction, for
+a consumer whose own encoding of a batch failed; `last_resort_event()` is the same as a dict.
 
 Imports: the translator (SSE decoding, one-chunk conversion), `server.accesslog` (the record),
 `server.upstream` (scrubbing). Nothing from the routes or the app.
@@ -57,7 +62,7 @@ from server.upstream import scrub_value
 from translator import completion_to_chunk
 from translator.sse import SSEDecoder
 
-__all__ = ["TERMINAL_TYPES", "Commit", "EventPump", "commit_terminal", "store_unavailable"]
+__all__ = ["STORE_UNAVAILABLE", "TERMINAL_TYPES", "Commit", "EventPump", "commit_terminal", "store_unavailable"]
 
 log = logging.getLogger("responses_bridge")
 
@@ -184,10 +189,13 @@ class EventPump:
     def last_resort_event(self) -> dict[str, Any]:
         return {"type": "response.failed", "sequence_number": self._next_seq, "response": self._last_resort_response}
 
-    def last_resort_frame(self) -> bytes:
-        """The last-resort event as one SSE frame, from pre-encoded bytes (no encoder involved)."""
+    def last_resort_frame(self, sequence_number: int | None = None) -> bytes:
+        """The last-resort event as one SSE frame, from pre-encoded bytes (no encoder involved).
+        `sequence_number` defaults to the one after the last batch yielded; a consumer that could not
+        send that batch passes the batch's first number, so the client sees no gap."""
+        seq = self._next_seq if sequence_number is None else sequence_number
         return (b'event: response.failed\ndata: {"type":"response.failed","sequence_number":'
-                + str(self._next_seq).encode() + b',"response":' + self._last_resort_json + b"}\n\n")  # fmt: skip
+                + str(int(seq)).encode() + b',"response":' + self._last_resort_json + b"}\n\n")  # fmt: skip
 
     # -------------------------------------------------------------------------------- iteration
 

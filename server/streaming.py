@@ -96,7 +96,9 @@ class EventStream:
                         body = b"".join([encode_sse(event) for event in batch])
                     except Exception:
                         log.exception("encoding an event of %s failed; ending the stream", pump.response_id)
-                        body, broken = pump.last_resort_frame(), True
+                        first = batch[0].get("sequence_number")
+                        body, broken = pump.last_resort_frame(first if isinstance(first, int) else None), True
+                        self.record.error_code = "server_error"
                     if broken or pump.finished:
                         self.ended = True
                         await send({"type": "http.response.body", "body": body + DONE_FRAME, "more_body": False})

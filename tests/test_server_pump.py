@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from server.store import MemoryStore
 from server.store_sqlite import SQLiteStore
 from tests.assertions import assert_openai_error
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.servers import RunningServer, run_app
+from tests.servers import RunningServer, poll, run_app
 from tests.test_server_stream import TERMINAL, assert_well_ended, events_of, parse_frames
 
 LONG_TEXT = " ".join(f"word{n}" for n in range(4000))  # ~35 KB: needs new pages in any SQLite file
@@ -116,6 +117,46 @@ def test_a_store_that_works_still_acknowledges(make_bridge: Any, tmp_path: Path)
     assert stored.status_code == 200 and stored.json()["status"] == "completed"
 
 
+class DroppedWriteMemoryStore(MemoryStore):
+    """The memory store, losing its connection once: the first write of a finished background
+    response raises (as a PostgreSQL connection terminated mid-write does); later writes work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[str] = []
+
+    async def update_response(self, response: dict[str, Any], *, owner: str | None) -> bool:
+        if response.get("status") == "completed" and not self.dropped:
+            self.dropped.append(response["id"])
+            raise ConnectionResetError("connection to the database was lost")
+        return await super().update_response(response, owner=owner)
+
+
+def test_background_job_whose_final_write_fails_ends_store_unavailable(
+    backend_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DroppedWriteMemoryStore()
+    monkeypatch.setattr("server.state.open_store", lambda spec: store)
+    handle = start_bridge(bridge_config(backend_url, store="memory"))
+    try:
+        body = {"model": "fixture-scripted", "input": "@text stored or not", "background": True}
+        queued = httpx.post(handle.url + "/responses", json=body, timeout=30).json()
+        assert queued["status"] == "queued", queued
+        rid = queued["id"]
+        assert poll(lambda: httpx.get(f"{handle.url}/responses/{rid}", timeout=10).json()["status"]
+                    not in ("queued", "in_progress"), timeout=20)  # fmt: skip
+        final = httpx.get(f"{handle.url}/responses/{rid}", timeout=10).json()
+        assert store.dropped == [rid]
+        assert final["status"] == "failed" and final["error"]["code"] == "store_unavailable", final
+        followed = httpx.get(f"{handle.url}/responses/{rid}", params={"stream": "true"}, timeout=30)
+        frames = parse_frames(followed.content)
+        terminal = assert_well_ended(frames)
+        assert terminal["type"] == "response.failed" and terminal["response"]["error"]["code"] == "store_unavailable"
+        assert "response.completed" not in [e["type"] for e in events_of(frames)]
+    finally:
+        handle.stop()
+
+
 # --------------------------------------------------------------------------- the failure path
 
 
@@ -197,9 +238,9 @@ def test_a_300_deep_chunk_ends_the_stream_with_failed_and_done(deep_backend: Run
         response = httpx.post(handle.url + "/responses", json={"model": "m", "input": "hi", "stream": True}, timeout=30)
         assert response.status_code == 200
         frames = parse_frames(response.content)
-        assert frames[-1] == ("done", None), frames[-3:]
-        terminals = [e for e in events_of(frames) if e["type"] in TERMINAL]
-        assert len(terminals) == 1 and terminals[0]["type"] == "response.failed", [e["type"] for e in events_of(frames)]
+        terminal = assert_well_ended(frames)  # gapless sequence numbers, one terminal, then [DONE]
+        assert terminal["type"] == "response.failed", [e["type"] for e in events_of(frames)]
+        terminals = [terminal]
         assert terminals[0]["response"]["error"]["code"] in ("server_error", "store_unavailable")
         # the bridge goes on serving
         assert httpx.get(handle.root + "/healthz", timeout=10).status_code == 200
@@ -232,3 +273,111 @@ def test_last_resort_frame_is_a_valid_failed_event() -> None:
     assert event["sequence_number"] == 7 and event["response"]["id"] == translator.id
     assert event["response"]["status"] == "failed" and event["response"]["error"]["code"] == "server_error"
     assert event == pump.last_resort_event()
+    assert parse_frames(pump.last_resort_frame(3))[0][1]["sequence_number"] == 3
+
+
+# ------------------------------------------------------------------ the pump alone (any consumer)
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def _upstream(parts: list[bytes], stall: asyncio.Event | None = None) -> httpx.Response:
+    """An upstream response whose body is `parts`, then (with `stall`) no more bytes until it is set."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+        if stall is not None:
+            await stall.wait()
+
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+
+ANSWER = [_chunk({"role": "assistant", "content": "Hel"}), _chunk({"content": "lo"}), _chunk({}, "stop"),
+          b"data: [DONE]\n\n"]  # fmt: skip
+
+
+async def _collect(pump: Any) -> list[list[dict[str, Any]]]:
+    import contextlib
+
+    batches = []
+    async with contextlib.aclosing(pump.events()) as stream:
+        async for batch in stream:
+            batches.append(batch)
+            assert not batches[:-1] or not any(e["type"] in TERMINAL for b in batches[:-1] for e in b)
+    return batches
+
+
+def _pump(parts: list[bytes], **kwargs: Any) -> Any:
+    from server.pump import EventPump
+    from translator import ChatStreamTranslator
+
+    return EventPump(_upstream(parts, kwargs.pop("stall", None)), ChatStreamTranslator({"model": "m", "input": "hi"}),
+                     **kwargs)  # fmt: skip
+
+
+def _flat(batches: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    events = [e for batch in batches for e in batch]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    return events
+
+
+def test_pump_yields_batches_ending_in_one_terminal_event() -> None:
+    committed: list[dict[str, Any]] = []
+
+    async def commit(response: dict[str, Any]) -> bool:
+        committed.append(response)
+        return True
+
+    pump = _pump(ANSWER, commit=commit)
+    batches = asyncio.run(_collect(pump))
+    events = _flat(batches)
+    assert [e["type"] for e in batches[0]] == ["response.created", "response.in_progress"]
+    assert events[-1]["type"] == "response.completed" and pump.finished
+    assert committed == [events[-1]["response"]]
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hello"
+
+
+def test_pump_commit_that_raises_turns_completed_into_store_unavailable() -> None:
+    async def commit(response: dict[str, Any]) -> bool:
+        raise OSError("database or disk is full")
+
+    events = _flat(asyncio.run(_collect(_pump(ANSWER, commit=commit))))
+    assert "response.completed" not in [e["type"] for e in events]
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "store_unavailable"
+
+
+def test_pump_commit_refused_on_purpose_withholds_the_terminal_batch() -> None:
+    async def commit(response: dict[str, Any]) -> bool:
+        return False  # e.g. cancelled meanwhile: the cancel wins
+
+    pump = _pump(ANSWER, commit=commit)
+    events = _flat(asyncio.run(_collect(pump)))
+    assert pump.finished and not [e for e in events if e["type"] in TERMINAL]
+
+
+def test_pump_abort_during_a_stalled_read_ends_with_server_shutting_down() -> None:
+    async def run() -> list[list[dict[str, Any]]]:
+        pump = _pump(ANSWER[:2], stall=asyncio.Event())
+        asyncio.get_running_loop().call_later(0.2, pump.abort, "shutdown")
+        return await asyncio.wait_for(_collect(pump), timeout=10)
+
+    events = _flat(asyncio.run(run()))
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"] == {"code": "server_shutting_down", "message": "The server is shutting down."}
+
+
+@pytest.mark.parametrize(
+    ("parts", "code"),
+    [([_chunk({"content": "x"}), b"data: {not json\n\n"], "upstream_malformed_chunk"),
+     ([_chunk({"content": "x"}), b"data: [1, 2]\n\n"], "upstream_malformed_chunk"),
+     ([_chunk({"content": "x"})], "server_error")],  # cut without finish reason: the translator's own failure
+)  # fmt: skip
+def test_pump_ends_every_fault_with_failed(parts: list[bytes], code: str) -> None:
+    events = _flat(asyncio.run(_collect(_pump(parts))))
+    assert events[-1]["type"] == "response.failed" and events[-1]["response"]["error"]["code"] == code
