@@ -2,8 +2,8 @@
 
 A client opens `GET /v1/responses` with an upgrade, authenticated on the handshake like any `/v1/*`
 request, and sends one text message per turn: `{"type": "response.create", ...the create body...}`
-(never `stream`, `stream_options` or `background`: the transport is the stream). Each turn is the
-streaming `POST /v1/responses` of `server.responses`: the same request checks, routing, history, the
+(no `stream_options` or `background`, no `stream` but the `true` Codex sends: the transport is the
+stream). Each turn is the streaming `POST /v1/responses` of `server.responses`: the same request checks, routing, history, the
 same `EventPump`; this module only puts each event of each batch in a text message of its own.
 
 What belongs to the connection, and so is written here:
@@ -326,6 +326,10 @@ def read_create_message(data: str | bytes) -> tuple[dict[str, Any], bool]:
     if kind != "response.create":
         raise invalid(f"Unsupported message type {kind!r}: the client sends 'response.create' messages.",
                       "type", "invalid_value")  # fmt: skip
+    if message.get("stream") is True:
+        # Codex 0.169.0 sends `stream: true` in every response.create (docs/websocket.md); it asks for
+        # what the socket does anyway, so it is dropped, while any other value is refused below.
+        del message["stream"]
     for name in HTTP_ONLY_FIELDS:
         if name in message:
             raise invalid(f"'{name}' is not allowed in WebSocket mode: responses always stream on the socket.",

@@ -265,9 +265,21 @@ def test_store_true_responses_are_stored_and_continue_over_http(bridge: BridgeHa
 # -------------------------------------------------------------------------------- message checks
 
 
-@pytest.mark.parametrize("field", ["stream", "stream_options", "background"])
-def test_http_only_fields_are_refused_by_name(bridge: BridgeHandle, field: str) -> None:
-    value = {"include_usage": True} if field == "stream_options" else False
+def test_stream_true_as_codex_sends_it_is_accepted(bridge: BridgeHandle) -> None:
+    """Codex 0.169.0 puts `stream: true` in every response.create; it asks for what the socket does."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(ws_url(bridge)) as ws:
+            await ws.send(orjson.dumps(create(stream=True, store=False, input="@text streamed")).decode())
+            return await read_turn(ws)
+
+    assert terminal(run(scenario()))["output"][0]["content"][0]["text"] == "streamed"
+
+
+
+@pytest.mark.parametrize(("field", "value"), [("stream", False), ("stream", None), ("stream_options", {"include_usage": True}),
+                                            ("background", False), ("background", True)])  # fmt: skip
+def test_http_only_fields_are_refused_by_name(bridge: BridgeHandle, field: str, value: Any) -> None:
 
     async def scenario() -> list[list[dict[str, Any]]]:
         async with websockets.connect(ws_url(bridge)) as ws:
