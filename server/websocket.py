@@ -8,7 +8,8 @@ same `EventPump`; this module only puts each event of each batch in a text messa
 
 What belongs to the connection, and so is written here:
 - one turn at a time: `response.create` messages received meanwhile wait in a bounded queue and run
-  in order (`MAX_QUEUED`; past it the client is misbehaving and the connection is closed, 1008);
+  in order (`MAX_QUEUED` messages and `max_body_bytes` in all; past that the client is misbehaving
+  and the connection is closed, 1008);
 - the connection's memory (`ConnectionMemory`): the latest completed response and the conversation
   it ends, so a `store: false` continuation by `previous_response_id` works on this socket with no
   store; ids it does not hold fall through to the response store; a continuation that fails evicts
@@ -152,6 +153,7 @@ class Connection:
         self.token = token
         self.memory = ConnectionMemory(state.store)
         self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self.queued_bytes = 0
         self.deadline = time.monotonic() + self.config.websocket_connection_limit
         self.closed = False
 
@@ -185,11 +187,14 @@ class Connection:
             data = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
-            if self.queue.qsize() >= MAX_QUEUED:
-                log.warning("websocket client queued more than %d response.create messages; closing", MAX_QUEUED)
+            # Read on even while a turn runs (so a client leaving is seen at once), but bound what waits.
+            if self.queue.qsize() >= MAX_QUEUED or self.queued_bytes + len(data) > self.config.max_body_bytes:
+                log.warning("websocket client queued more than %d messages or %d bytes; closing",
+                            MAX_QUEUED, self.config.max_body_bytes)  # fmt: skip
                 self.closed = True
-                await self.websocket.close(POLICY_VIOLATION, f"More than {MAX_QUEUED} response.create messages queued.")
+                await self.websocket.close(POLICY_VIOLATION, "Too many response.create messages queued.")
                 return
+            self.queued_bytes += len(data)
             self.queue.put_nowait(data)
 
     async def _work(self) -> None:
@@ -204,6 +209,7 @@ class Connection:
                     data = await self.queue.get()
             except TimeoutError:
                 break
+            self.queued_bytes -= len(data)
             await self._turn(data)
             if self.closed:  # the client left during the turn
                 return

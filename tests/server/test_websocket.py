@@ -496,6 +496,25 @@ def test_a_client_leaving_mid_response_closes_the_backend_request(
         handle.stop()
 
 
+def test_a_client_queueing_without_bound_is_closed_1008(bridge: BridgeHandle) -> None:
+    from server.websocket import MAX_QUEUED
+
+    async def scenario() -> tuple[list[str], int | None]:
+        received: list[str] = []
+        async with websockets.connect(ws_url(bridge)) as ws:
+            await ws.send(orjson.dumps(create("chaos:stall", input="hold the line")).decode())
+            with pytest.raises(ConnectionClosed):
+                for _ in range(MAX_QUEUED + 5):
+                    await ws.send(orjson.dumps(create(input="queued")).decode())
+                while True:
+                    received.append(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            return received, ws.close_code
+
+    received, close_code = run(scenario())
+    assert close_code == 1008
+    assert all('"response.completed"' not in message for message in received), "no queued turn ran"
+
+
 def test_each_turn_has_an_access_log_line(bridge: BridgeHandle, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="responses_bridge.access")
 
