@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from server.errors import ApiError, invalid
+from server.errors import ApiError, invalid, translator_error
+from translator.errors import InvalidRequest
 
 __all__ = ["ResponsesRequest", "check_field_types", "read_body", "read_responses_request"]
 
@@ -69,7 +70,10 @@ def read_responses_request(body: bytes) -> ResponsesRequest:
         stream = False
     if not isinstance(stream, bool):
         raise invalid("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
-    check_field_types(payload)  # replaced by translator.check_request at merge
+    try:
+        check_field_types(payload)  # replaced by translator.check_request at merge
+    except InvalidRequest as exc:  # the translator's refusal, as the same 400 naming the field
+        raise translator_error(exc, ()) from None
     return ResponsesRequest(payload, model, stream, payload.get("background") is True, payload.get("store") is not False)
 
 

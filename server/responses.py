@@ -109,7 +109,7 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
         return answer
 
     pump = EventPump(upstream_response, stream_translator, upstream_name=route.upstream.name, secrets=secrets,
-                     commit=commit, record=record)  # fmt: skip
+                     commit=commit, record=record, on_close=state.streams.discard)  # fmt: skip
     state.track(pump)
     return EventStream(pump, keepalive_interval=config.keepalive_interval)
 

@@ -39,7 +39,7 @@ class BridgeState:
         self.config = config
         self.clients: dict[str, UpstreamClient] = {}
         self.store: Any = None
-        self.streams: set[EventPump] = set()
+        self.streams: set[EventPump] = set()  # live pumps (SSE; WebSocket later)
         self.ready = False
         self.shutting_down = False
         self.fixture_backends: list[FixtureBackend] = []
@@ -53,16 +53,9 @@ class BridgeState:
         return self.store is not None and bool(getattr(self.store, "keeps_responses", True))
 
     def track(self, pump: EventPump) -> None:
-        """Count `pump` as live until it closes; a shutdown reaches it."""
+        """Count `pump` as live until it closes, so a shutdown reaches it (create it with
+        `on_close=state.streams.discard`)."""
         self.streams.add(pump)
-        previous = pump.on_close
-
-        def closed(done: EventPump) -> None:
-            self.streams.discard(done)
-            if previous is not None:
-                previous(done)
-
-        pump.on_close = closed
         if self.shutting_down:  # shutdown began while we waited on the backend
             self._abort_later(pump)
 
