@@ -10,6 +10,7 @@ fixture chat backend (`python -m fixtures.backend`, its own process, so the brid
 
 * ``ws``: one WebSocket, `store: false`, each continuation `previous_response_id` + only the new
   items (the connection's memory holds the conversation; docs/websocket.md);
+* ``ws-deflate``: the same with `permessage-deflate` negotiated (Codex offers it; uvicorn accepts);
 * ``http-prev``: `POST /v1/responses` + SSE on one keep-alive connection, `store: true`, each
   continuation `previous_response_id` + the new items (the store rebuilds the conversation);
 * ``http-full``: `POST` + SSE, `store: false`, the whole conversation resent every time (what Codex
@@ -74,8 +75,8 @@ def last_call(response: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- clients
 
 
-async def run_ws(url: str, model: str, tools: list, head: list) -> None:
-    async with websockets.connect(url, max_size=None, compression=None) as ws:
+async def run_ws(url: str, model: str, tools: list, head: list, deflate: bool = False) -> None:
+    async with websockets.connect(url, max_size=None, compression="deflate" if deflate else None) as ws:
         previous: dict[str, Any] | None = None
         for step in range(CALLS + 1):
             body: dict[str, Any] = {"type": "response.create", "model": model, "store": False, "tools": tools}
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         ws_url = f"ws://127.0.0.1:{bridge_port}/v1/responses"
         runners = {
             "ws": lambda: run_ws(ws_url, "bench", tools, head),
+            "ws-deflate": lambda: run_ws(ws_url, "bench", tools, head, deflate=True),
             "http-prev": lambda: run_http_prev(http_url, "bench", tools, head),
             "http-full": lambda: run_http_full(http_url, "bench", tools, head),
         }

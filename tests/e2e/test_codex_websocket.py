@@ -73,6 +73,7 @@ class TransportRecorder:
         self.handshakes: list[dict[str, str]] = []
         self.messages: list[dict[str, Any]] = []
         self.http_posts: list[str] = []
+        self.completed_ids: list[str] = []  # of the response.completed events the bridge sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -88,7 +89,13 @@ class TransportRecorder:
                 self.messages.append(orjson.loads(message["text"]))
             return message
 
-        await self.app(scope, recording, send)
+        async def sending(message: Message) -> None:
+            text = message.get("text") if message["type"] == "websocket.send" else None
+            if text and text.startswith('{"type":"response.completed"'):
+                self.completed_ids.append(orjson.loads(text)["response"]["id"])
+            await send(message)
+
+        await self.app(scope, recording, sending)
 
 
 @pytest.fixture
@@ -140,6 +147,9 @@ def test_codex_runs_a_shell_turn_over_the_websocket(
     assert all(h.get("authorization") == f"Bearer {API_KEY}" for h in recorder.handshakes)
     creates = [m for m in recorder.messages if m.get("type") == "response.create"]
     assert len(creates) >= 2, [m.get("type") for m in recorder.messages]
+    # Codex warms up first (no backend call), then continues from the warm-up's id.
+    assert creates[0].get("generate") is False, creates[0].keys()
+    assert creates[1].get("previous_response_id") == recorder.completed_ids[0]
     # The tool output went back as a continuation: only the new items, on the connection's memory
     # (the bridge runs with no store, so nothing but the connection could have remembered).
     follow = [m for m in creates if m.get("previous_response_id")]
