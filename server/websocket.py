@@ -279,7 +279,7 @@ class Connection:
         turn.conversation = list(items) if translated_request is asked.payload else list(translated_request["input"])
         commit = _commit(state, asked, items, self.owner)
         pump = EventPump(upstream, stream_translator, upstream_name=route.upstream.name, secrets=secrets,
-                         commit=commit, record=record)  # fmt: skip
+                         commit=commit, record=record, on_close=state.streams.discard)  # fmt: skip
         state.track(pump)
         return pump
 
