@@ -137,8 +137,8 @@ class BridgeConfig:
             raise ConfigError(f"upstream names must be unique, got {names}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
-        if self.max_body_bytes <= 0 or self.keepalive_interval <= 0:
-            raise ConfigError("max_body_bytes and keepalive_interval must be positive")
+        if self.max_body_bytes <= 0 or self.keepalive_interval <= 0 or self.websocket_connection_limit <= 0:
+            raise ConfigError("max_body_bytes, keepalive_interval and websocket_connection_limit must be positive")
 
     def route(self, model: str) -> Route | None:
         """The upstream serving `model`, or None (→ 404 model_not_found).
@@ -292,7 +292,7 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
 _TOP_KEYS = {
     "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
     "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
-    "port", "workers", "store_retention_days",
+    "port", "workers", "store_retention_days", "websocket_connection_limit",
 }  # fmt: skip
 
 
@@ -325,7 +325,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     for key in ("max_body_bytes", "max_connections", "port", "workers"):
         if key in data:
             kwargs[key] = int(_expect(data[key], int, key))
-    for key in ("keepalive_interval", "shutdown_grace", "store_retention_days"):
+    for key in ("keepalive_interval", "shutdown_grace", "store_retention_days", "websocket_connection_limit"):
         if key in data:
             kwargs[key] = float(_expect(data[key], (int, float), key))
     kwargs["encryption_key"] = _secret(data, "encryption_key", "config", env)
