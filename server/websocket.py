@@ -49,6 +49,7 @@ from server.pump import TERMINAL_TYPES, EventPump
 from server.responses import _commit, _options, _request_secrets
 from server.scope import RESPONSES_ENDPOINT
 from server.state import BridgeState
+from server.truncation import send_with_truncation
 
 __all__ = ["MAX_QUEUED", "ConnectionMemory", "responses_websocket"]
 
@@ -264,18 +265,25 @@ class Connection:
         try:
             translated_request, items = await prepare_input(self.memory, asked.payload, self.owner)
             options = _options(config, dict(route.upstream.options))
-            chat_request = translator.responses_to_chat_request(translated_request, **options)
-            chat_request["model"] = route.model
-            stream_translator = translator.ChatStreamTranslator(translated_request, **options)
+
+            def build(request: dict[str, Any]) -> dict[str, Any]:
+                chat_request = translator.responses_to_chat_request(request, **options)
+                chat_request["model"] = route.model
+                return chat_request
+
             if generate:
-                upstream = await client.open_stream(chat_request, self.token)
+                upstream, translated_request = await send_with_truncation(
+                    translated_request, build, lambda chat_request: client.open_stream(chat_request, self.token))
             else:
+                build(translated_request)  # a warm-up is checked as the real turn would be
                 upstream = httpx.Response(200, headers={"content-type": "application/json"},
                                           content=orjson.dumps(_WARMUP_COMPLETION))  # fmt: skip
+            stream_translator = translator.ChatStreamTranslator(translated_request, **options)
         except (translator.InvalidRequest, translator.UpstreamError) as exc:
             raise translator_error(exc, config.secrets) from None
-        # What this turn's response continues: the history it was built on, then its own output.
-        # (`prepare_input` hands the payload back unchanged when there is no history to prepend.)
+        # What this turn's response continues: the history it was built on (as the backend saw it,
+        # after a truncation), then its own output. `prepare_input` hands the payload back unchanged
+        # when there is no history to prepend; then this request's own items (with ids) are the start.
         turn.conversation = list(items) if translated_request is asked.payload else list(translated_request["input"])
         commit = _commit(state, asked, items, self.owner)
         pump = EventPump(upstream, stream_translator, upstream_name=route.upstream.name, secrets=secrets,
