@@ -22,7 +22,7 @@ What belongs to the connection, and so is written here:
   `websocket_connection_limit_reached` after the turn in flight, and the connection is closed;
 - a client that leaves mid-turn closes the pump, so the backend connection is closed with it.
 
-Imports: the route's building blocks (`server.body`, `server.history`, `server.responses`), the pump,
+Imports: the turn's steps (`server.turn`, `server.body`, `server.responses`' store write), the pump,
 auth, access log. The app adds the route (`server.app`); nothing imports this module otherwise.
 """
 
@@ -44,12 +44,11 @@ from server.accesslog import AccessRecord, emit
 from server.auth import caller_token, check_key, fingerprint
 from server.body import read_responses_request
 from server.errors import ApiError, invalid, translator_error
-from server.history import prepare_input
 from server.pump import TERMINAL_TYPES, EventPump
-from server.responses import _commit, _options, _request_secrets
+from server.responses import _commit
 from server.scope import RESPONSES_ENDPOINT
 from server.state import BridgeState
-from server.truncation import send_with_truncation
+from server.turn import prepare_turn
 
 __all__ = ["MAX_QUEUED", "ConnectionMemory", "responses_websocket"]
 
@@ -255,39 +254,27 @@ class Connection:
         previous_id = body.get("previous_response_id")
         turn.previous_id = previous_id if isinstance(previous_id, str) else None
         asked = read_responses_request(orjson.dumps(body))
-        route = config.route(asked.model)
-        if route is None:
-            raise ApiError(404, f"The model '{asked.model}' does not exist or is not served by this bridge.",
-                           type="invalid_request_error", param="model", code="model_not_found")  # fmt: skip
-        record.model, record.upstream = asked.model, route.upstream.name
-        client = state.clients[route.upstream.name]
-        secrets = _request_secrets(config, route.upstream.passthrough, self.token)
+        record.model = asked.model
         try:
-            translated_request, items = await prepare_input(self.memory, asked.payload, self.owner)
-            options = _options(config, dict(route.upstream.options))
-
-            def build(request: dict[str, Any]) -> dict[str, Any]:
-                chat_request = translator.responses_to_chat_request(request, **options)
-                chat_request["model"] = route.model
-                return chat_request
-
+            prepared = await prepare_turn(state, asked, owner=self.owner, token=self.token, history=self.memory)
+            record.upstream = prepared.route.upstream.name
             if generate:
-                upstream, translated_request = await send_with_truncation(
-                    translated_request, build, lambda chat_request: client.open_stream(chat_request, self.token))
+                upstream = await prepared.open_stream()
             else:
-                build(translated_request)  # a warm-up is checked as the real turn would be
+                prepared.chat_request()  # a warm-up is checked as the real turn would be
                 upstream = httpx.Response(200, headers={"content-type": "application/json"},
                                           content=orjson.dumps(_WARMUP_COMPLETION))  # fmt: skip
-            stream_translator = translator.ChatStreamTranslator(translated_request, **options)
+            stream_translator = prepared.stream_translator()
         except (translator.InvalidRequest, translator.UpstreamError) as exc:
             raise translator_error(exc, config.secrets) from None
         # What this turn's response continues: the history it was built on (as the backend saw it,
-        # after a truncation), then its own output. `prepare_input` hands the payload back unchanged
-        # when there is no history to prepend; then this request's own items (with ids) are the start.
-        turn.conversation = list(items) if translated_request is asked.payload else list(translated_request["input"])
-        commit = _commit(state, asked, items, self.owner)
-        pump = EventPump(upstream, stream_translator, upstream_name=route.upstream.name, secrets=secrets,
-                         commit=commit, record=record, on_close=state.streams.discard)  # fmt: skip
+        # after a truncation retry), then its own output; with no history, this request's own items
+        # (they have ids, for `item_reference`s later).
+        turn.conversation = list(prepared.request["input"]) if prepared.request is not asked.payload else list(prepared.items)
+        commit = _commit(state, asked, prepared.items, self.owner)
+        pump = EventPump(upstream, stream_translator, upstream_name=prepared.route.upstream.name,
+                         secrets=prepared.secrets, commit=commit, record=record,
+                         on_close=state.streams.discard)  # fmt: skip
         state.track(pump)
         return pump
 

@@ -1,0 +1,127 @@
+"""One Responses turn from a checked request to the backend call, for every transport.
+
+`POST /v1/responses` (server/responses.py) and a WebSocket `response.create` (server/websocket.py)
+do the same steps between reading a request and reading the backend's answer, so they are written
+once, here:
+
+1. route the model to an upstream (404 `model_not_found` otherwise);
+2. build the conversation: stored history for `previous_response_id` and `item_reference`s, read
+   through `history` (the response store, or a WebSocket connection's memory in front of it);
+3. the translator options of that upstream (with the bridge's encryption key);
+4. the chat request, and the call: `open_stream` / `complete`, retried once with the oldest turns
+   dropped when the backend says the prompt is too long and the request allows `truncation: "auto"`
+   (server/truncation.py).
+
+What a transport does with the answer (SSE, one JSON body, WebSocket messages, a background job) is
+not here. Errors are `ApiError`s, or the translator's `InvalidRequest` / `UpstreamError` for the
+caller to map (`server.errors.translator_error`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+import translator
+from server.body import ResponsesRequest
+from server.config import BridgeConfig, Route
+from server.errors import not_found
+from server.history import prepare_input
+from server.state import BridgeState
+from server.truncation import send_with_truncation
+from server.upstream import UpstreamClient
+
+__all__ = ["PreparedTurn", "prepare_turn", "request_secrets", "translator_options"]
+
+
+def translator_options(config: BridgeConfig, upstream_options: dict[str, Any]) -> dict[str, Any]:
+    """The upstream's translator options, with the bridge's encryption key unless it sets its own."""
+    options = dict(upstream_options)
+    if config.encryption_key is not None:
+        options.setdefault("encryption_key", config.encryption_key)
+    return options
+
+
+def request_secrets(config: BridgeConfig, passthrough: bool, token: str | None) -> tuple[str, ...]:
+    """The configured secrets, plus the caller's own key when it is forwarded to the backend."""
+    if passthrough and token:
+        return (*config.secrets, token)
+    return config.secrets
+
+
+@dataclass
+class PreparedTurn:
+    """A request ready for the backend: where it goes and what it says.
+
+    `request` is the Responses request the translator sees (history prepended); `items` are this
+    request's own input items, with ids, to store with the answer; `history_length` counts the items
+    in front of them that came from history."""
+
+    asked: ResponsesRequest
+    route: Route
+    client: UpstreamClient
+    options: dict[str, Any]
+    secrets: tuple[str, ...]
+    token: str | None
+    request: dict[str, Any]
+    items: list[dict[str, Any]]
+    history_length: int
+
+    @property
+    def with_history(self) -> bool:
+        """Whether history was prepended (`prepare_input` hands the payload back unchanged otherwise)."""
+        return self.request is not self.asked.payload
+
+    def chat_request(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The chat request for `request` (this turn's by default), with the upstream's model name."""
+        chat_request = translator.responses_to_chat_request(request if request is not None else self.request,
+                                                            **self.options)  # fmt: skip
+        chat_request["model"] = self.route.model
+        return chat_request
+
+    def stream_translator(self) -> translator.ChatStreamTranslator:
+        return translator.ChatStreamTranslator(self.request, **self.options)
+
+    async def open_stream(self) -> httpx.Response:
+        """The backend's stream (headers read, status good). After a truncation retry `request` is
+        the shortened one, so the translator echoes what the backend saw."""
+        upstream, self.request = await send_with_truncation(
+            self.request, self.chat_request, lambda chat_request: self.client.open_stream(chat_request, self.token)
+        )
+        return upstream
+
+    async def complete(self) -> dict[str, Any]:
+        """The backend's whole answer (a non-streaming chat completion), with the same retry."""
+
+        def whole(request: dict[str, Any]) -> dict[str, Any]:
+            chat_request = self.chat_request(request)
+            chat_request["stream"] = False
+            chat_request.pop("stream_options", None)
+            return chat_request
+
+        completion, self.request = await send_with_truncation(
+            self.request, whole, lambda chat_request: self.client.complete(chat_request, self.token)
+        )
+        return completion
+
+
+async def prepare_turn(
+    state: BridgeState, asked: ResponsesRequest, *, owner: str | None, token: str | None, history: Any
+) -> PreparedTurn:
+    """Steps 1-3 of the module docstring. `history` is what `prepare_input` reads history through."""
+    config = state.config
+    route = config.route(asked.model)
+    if route is None:
+        raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
+                        "model_not_found")  # fmt: skip
+    client = state.clients[route.upstream.name]
+    secrets = request_secrets(config, route.upstream.passthrough, token)
+    request, items = await prepare_input(history, asked.payload, owner)
+    history_length = 0
+    if request is not asked.payload and isinstance(request.get("input"), list):
+        history_length = max(len(request["input"]) - len(items), 0)
+    options = translator_options(config, dict(route.upstream.options))
+    return PreparedTurn(asked=asked, route=route, client=client, options=options, secrets=secrets, token=token,
+                        request=request, items=items, history_length=history_length)  # fmt: skip
