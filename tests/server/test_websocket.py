@@ -262,6 +262,25 @@ def test_store_true_responses_are_stored_and_continue_over_http(bridge: BridgeHa
     assert follow.status_code == 200, follow.text
 
 
+def test_a_stored_response_continues_on_a_new_connection(
+    bridge: BridgeHandle, backend_requests: Callable[[], list[dict[str, Any]]], clear_backend_requests: Callable[[], None]
+) -> None:
+    clear_backend_requests()
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(ws_url(bridge)) as ws:
+            await ws.send(orjson.dumps(create(input="Remember: granite.")).decode())  # store defaults to true
+            first_id = terminal(await read_turn(ws))["id"]
+        async with websockets.connect(ws_url(bridge)) as ws:
+            await ws.send(orjson.dumps(create(previous_response_id=first_id, input="What was it?")).decode())
+            return await read_turn(ws)
+
+    assert terminal(run(scenario()))["status"] == "completed"
+    assert chat_texts(backend_requests()[-1])[-3:] == [
+        ("user", "Remember: granite."), ("assistant", "Echo: Remember: granite."), ("user", "What was it?"),
+    ]  # fmt: skip
+
+
 # -------------------------------------------------------------------------------- message checks
 
 
