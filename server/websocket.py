@@ -234,6 +234,12 @@ class Connection:
             event = error_event(exc)
             record.status, record.error_code = event["status"], event["error"]["code"]
             turn.ended = await self._send(event)
+        except Exception:  # a bridge bug: the client still gets an error in its shape, the socket lives on
+            log.exception("WebSocket turn failed")
+            turn.failed = True
+            event = error_event(ApiError(500, "The bridge hit an internal error.", code="server_error"))
+            record.status, record.error_code = 500, "server_error"
+            turn.ended = await self._send(event)
         finally:
             if turn.failed:
                 # A continuation that fails must not be retried from the same point by accident.

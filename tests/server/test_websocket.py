@@ -339,6 +339,29 @@ def test_bad_messages_get_an_error_and_the_connection_goes_on(
     assert terminal(after)["status"] == "completed"
 
 
+def test_a_bridge_bug_is_a_500_error_event_and_the_connection_goes_on(
+    bridge: BridgeHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.websocket
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        async with websockets.connect(ws_url(bridge)) as ws:
+            with monkeypatch.context() as patch:
+                patch.setattr(server.websocket, "read_responses_request", broken)
+                await ws.send(orjson.dumps(create(input="x")).decode())
+                bad = await read_turn(ws)
+            await ws.send(orjson.dumps(create(input="y")).decode())
+            return [bad, await read_turn(ws)]
+
+    bad, after = run(scenario())
+    assert bad[0]["type"] == "error" and bad[0]["status"] == 500 and bad[0]["error"]["code"] == "server_error"
+    assert "bug" not in bad[0]["error"]["message"], "no internals in the message"
+    assert terminal(after)["status"] == "completed"
+
+
 def test_an_unknown_model_is_a_404_error_event(make_bridge: Callable[..., BridgeHandle]) -> None:
     handle = make_bridge(upstream={"models": ("only-this",)})
 
