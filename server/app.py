@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.accesslog import AccessRecord, emit
 from server.auth import caller_token, check_key, fingerprint
+from server.compact import COMPACT_ENDPOINT, compact_response
 from server.config import BridgeConfig, ConfigError
 from server.streaming import EventStream
 from server.upstream import ApiError, FixtureBackend, UpstreamClient, is_fixtures, scrub
@@ -686,6 +687,7 @@ def create_app(config: BridgeConfig) -> Starlette:
 
     routes: list[BaseRoute] = [
         Route(RESPONSES_ENDPOINT, create_response, methods=["POST"]),
+        Route(COMPACT_ENDPOINT, compact_response, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
