@@ -59,7 +59,9 @@ def _check_body(payload: Any) -> dict[str, Any]:
         raise invalid("The request body must be a JSON object.", None, "invalid_json")
     model = payload.get("model")
     if not isinstance(model, str) or not model:
-        raise invalid("Missing required parameter: 'model' (a non-empty string).", "model", "missing_required_parameter")
+        raise invalid(
+            "Missing required parameter: 'model' (a non-empty string).", "model", "missing_required_parameter"
+        )
     for name, kinds in _FIELD_TYPES.items():
         value = payload.get(name)
         if value is not None and not isinstance(value, kinds):

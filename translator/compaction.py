@@ -156,7 +156,9 @@ def _tag(fields: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw[:16]).rstrip(b"=").decode("ascii")
 
 
-def seal_summary(summary: str, *, key: str | None = None, model: str = "", created_at: int | None = None) -> str:
+def seal_summary(
+    summary: str, *, key: str | None = None, model: str = "", created_at: int | None = None
+) -> str:
     """The ``encrypted_content`` of a compaction item carrying `summary`."""
     fields = {
         "kind": _KIND,
@@ -178,7 +180,9 @@ def _canonical_b64(body: str) -> bool:
         return False
 
 
-def open_compaction(token: Any, *, key: str | None = None, param: str = "encrypted_content") -> dict[str, Any]:
+def open_compaction(
+    token: Any, *, key: str | None = None, param: str = "encrypted_content"
+) -> dict[str, Any]:
     """The payload (``summary``, ``model``, ``created_at``) of a token `seal_summary` made.
 
     Raises `InvalidRequest` naming `param` for anything else: corrupted, forged, sealed under
@@ -222,7 +226,12 @@ def _new_id(prefix: str) -> str:
 
 
 def compaction_item(
-    summary: str, *, key: str | None = None, model: str = "", created_at: int | None = None, item_id: str | None = None
+    summary: str,
+    *,
+    key: str | None = None,
+    model: str = "",
+    created_at: int | None = None,
+    item_id: str | None = None,
 ) -> dict[str, Any]:
     """One output item ``{"type": "compaction", "id": "cmp_…", "encrypted_content": "…"}``."""
     return {
@@ -291,12 +300,17 @@ def _entry(item: Any, index: int, key: str | None, first_client_index: int) -> t
         role = item.get("role") if isinstance(item.get("role"), str) else "user"
         return f"### {role}\n{_clip(_parts_text(item.get('content')), ENTRY_CLIP_CHARS)}", False
     if kind == COMPACTION_TYPE:
-        summary = open_compaction(item.get("encrypted_content"), key=key, param=_param(index, first_client_index))
+        summary = open_compaction(
+            item.get("encrypted_content"), key=key, param=_param(index, first_client_index)
+        )
         return f"### earlier summary (replaces the turns before it)\n{summary['summary']}", True
     if kind in ("function_call", "custom_tool_call"):
         args = item.get("arguments") if kind == "function_call" else item.get("input")
         text = args if isinstance(args, str) else orjson.dumps(args).decode()
-        return f"### tool call {item.get('name')} ({item.get('call_id')})\n{_clip(text, ENTRY_CLIP_CHARS)}", False
+        return (
+            f"### tool call {item.get('name')} ({item.get('call_id')})\n{_clip(text, ENTRY_CLIP_CHARS)}",
+            False,
+        )
     if kind in ("function_call_output", "custom_tool_call_output"):
         text = _output_text(item.get("output"))
         return f"### tool result ({item.get('call_id')})\n{_clip(text, ENTRY_CLIP_CHARS)}", False
@@ -382,11 +396,17 @@ def summary_from_response(response: Any) -> str:
     for item in response.get("output", []) if isinstance(response, dict) else []:
         if isinstance(item, dict) and item.get("type") == "message":
             for part in item.get("content") or []:
-                if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                if (
+                    isinstance(part, dict)
+                    and part.get("type") == "output_text"
+                    and isinstance(part.get("text"), str)
+                ):
                     texts.append(part["text"])
     summary = "\n".join(texts).strip()
     if not summary:
-        raise UpstreamError("The backend model returned no text for the compaction summary.", code="empty_summary")
+        raise UpstreamError(
+            "The backend model returned no text for the compaction summary.", code="empty_summary"
+        )
     return summary
 
 
@@ -436,7 +456,10 @@ def compaction_output(
     items: Any, summary: str, *, key: str | None = None, model: str = "", created_at: int | None = None
 ) -> list[dict[str, Any]]:
     """The standalone compacted window: the user's messages, then one compaction item."""
-    return [*retained_user_messages(items), compaction_item(summary, key=key, model=model, created_at=created_at)]
+    return [
+        *retained_user_messages(items),
+        compaction_item(summary, key=key, model=model, created_at=created_at),
+    ]
 
 
 def compaction_resource(
@@ -533,12 +556,16 @@ def expand_compaction_items(items: Any, *, key: str | None = None, first_client_
     summary = ""
     for index, item in enumerate(items):
         if _type(item) == COMPACTION_TYPE:
-            opened = open_compaction(item.get("encrypted_content"), key=key, param=_param(index, first_client_index))
+            opened = open_compaction(
+                item.get("encrypted_content"), key=key, param=_param(index, first_client_index)
+            )
             if index == last:
                 summary = opened["summary"]
     before = [
         item
         for item in items[:last]
-        if isinstance(item, dict) and item.get("type", "message") == "message" and item.get("role") in _KEPT_BEFORE
+        if isinstance(item, dict)
+        and item.get("type", "message") == "message"
+        and item.get("role") in _KEPT_BEFORE
     ]
     return [*before, summary_message(summary), *items[last + 1 :]]

@@ -99,7 +99,13 @@ class _CompactionHook:
             response = trigger_response(payload, SUMMARY, {"prompt_tokens": 10, "completion_tokens": 5},
                                         model=payload["model"])  # fmt: skip
             frames = b"".join(encode_sse(event) for event in trigger_events(response)) + DONE_FRAME
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
             await send({"type": "http.response.body", "body": frames})
             return
         if has_compaction_items(items):
@@ -137,7 +143,9 @@ def _backend_texts(backend: RunningServer) -> list[str]:
     for request in requests:
         last = request["messages"][-1]
         content = last.get("content")
-        texts.append(content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or []))
+        texts.append(
+            content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [])
+        )
     return texts
 
 
@@ -165,7 +173,9 @@ def test_codex_remote_compaction_v2_round_trip(fresh_backend: RunningServer, tmp
     assert "[Context compacted by responses-bridge]" in after and SUMMARY in after, after
 
 
-def test_codex_local_compaction_with_a_plain_provider_name(fresh_backend: RunningServer, tmp_path: Path) -> None:
+def test_codex_local_compaction_with_a_plain_provider_name(
+    fresh_backend: RunningServer, tmp_path: Path
+) -> None:
     """Any other provider name: Codex summarises with an ordinary turn, which works with no hook."""
     from server.app import create_app
 

@@ -82,13 +82,19 @@ def test_compact_answers_a_compaction_resource(
     assert call["model"] == MODEL and call.get("stream") is False and not call.get("tools")
     messages = call["messages"]
     assert [m["role"] for m in messages] == ["system", "user"]
-    transcript = messages[1]["content"] if isinstance(messages[1]["content"], str) else messages[1]["content"][0]["text"]
+    transcript = (
+        messages[1]["content"]
+        if isinstance(messages[1]["content"], str)
+        else messages[1]["content"][0]["text"]
+    )
     assert "### user\nWe agreed to launch on Tuesday" in transcript
     assert "### assistant\nUnderstood." in transcript
 
 
 def test_compact_without_model_is_400(bridge_url: str) -> None:
-    response = _compact(bridge_url, {"input": [{"type": "message", "role": "user", "content": "Compact this."}]})
+    response = _compact(
+        bridge_url, {"input": [{"type": "message", "role": "user", "content": "Compact this."}]}
+    )
     assert response.status_code == 400
     error = _error(response)
     assert error["param"] == "model" and error["code"] == "missing_required_parameter"
@@ -152,7 +158,11 @@ def test_window_starts_a_new_chain_and_the_summary_reaches_the_backend(
 
     clear_backend_requests()
     client = openai.OpenAI(base_url=bridge_url, api_key="x", max_retries=0)
-    follow_up = {"type": "message", "role": "user", "content": "Continue from here. Reply with exactly: compacted"}
+    follow_up = {
+        "type": "message",
+        "role": "user",
+        "content": "Continue from here. Reply with exactly: compacted",
+    }
     response = client.responses.create(model=MODEL, store=False, input=[*window, follow_up])
     assert response.status == "completed"
     (chat,) = backend_requests()
@@ -187,14 +197,20 @@ def test_compacting_a_window_again_folds_the_earlier_summary_in(
 ) -> None:
     window = _window(bridge_url)
     clear_backend_requests()
-    response = _compact(bridge_url, {"model": MODEL, "input": [*window, {"role": "user", "content": "and more"}]})
+    response = _compact(
+        bridge_url, {"model": MODEL, "input": [*window, {"role": "user", "content": "and more"}]}
+    )
     assert response.status_code == 200, response.text
     transcript = _summary_call(backend_requests())["messages"][1]
-    text = transcript["content"] if isinstance(transcript["content"], str) else transcript["content"][0]["text"]
+    text = (
+        transcript["content"] if isinstance(transcript["content"], str) else transcript["content"][0]["text"]
+    )
     assert "### earlier summary" in text and "launch on Tuesday" in text
 
 
-def test_sealed_with_a_key_and_refused_by_a_bridge_with_another(make_bridge: Callable[..., BridgeHandle]) -> None:
+def test_sealed_with_a_key_and_refused_by_a_bridge_with_another(
+    make_bridge: Callable[..., BridgeHandle],
+) -> None:
     first = make_bridge(encryption_key="key-one-0123456789")
     window = _window(first.url)
     assert window[-1]["encrypted_content"].startswith("rb1f.")
@@ -225,7 +241,10 @@ def test_compact_with_previous_response_id(
                                      "input": "What did we say?"})  # fmt: skip
     assert response.status_code == 200, response.text
     users = [i for i in response.json()["output"] if i["type"] == "message"]
-    assert [u["content"][0]["text"] for u in users] == ["@text The deploy key lives in vault/prod.", "What did we say?"]
+    assert [u["content"][0]["text"] for u in users] == [
+        "@text The deploy key lives in vault/prod.",
+        "What did we say?",
+    ]
     text = _summary_call(backend_requests())["messages"][1]
     body = text["content"] if isinstance(text["content"], str) else text["content"][0]["text"]
     assert "### assistant\nThe deploy key lives in vault/prod." in body

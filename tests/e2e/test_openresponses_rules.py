@@ -71,7 +71,7 @@ def test_tool_calling_returns_a_function_call(bridge_url: str) -> None:
         "type": "function", "name": "get_weather", "description": "Get the current weather for a location",
         "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
     }  # fmt: skip
-    prompt = "What's the weather like in San Francisco?\n@call get_weather {\"location\": \"San Francisco, CA\"}"
+    prompt = 'What\'s the weather like in San Francisco?\n@call get_weather {"location": "San Francisco, CA"}'
     response = _create(bridge_url, {"model": MODEL, "tools": [tool], "input": [
         {"type": "message", "role": "user", "content": prompt}]})  # fmt: skip
     calls = [i for i in response["output"] if i["type"] == "function_call"]
@@ -79,7 +79,11 @@ def test_tool_calling_returns_a_function_call(bridge_url: str) -> None:
 
 
 def test_streaming_response(bridge_url: str) -> None:
-    body = {"model": MODEL, "stream": True, "input": [{"type": "message", "role": "user", "content": "Count from 1 to 5."}]}
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "input": [{"type": "message", "role": "user", "content": "Count from 1 to 5."}],
+    }
     with httpx.stream("POST", bridge_url + "/responses", json=body, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")

@@ -54,7 +54,9 @@ call_pair = st.builds(
                      {"type": "function_call_output", "call_id": f"call_{n}", "output": o}],
     st.integers(0, 999), text, text,
 )  # fmt: skip
-later = st.lists(st.one_of(message.map(lambda m: [m]), call_pair), max_size=4).map(lambda xs: [i for x in xs for i in x])
+later = st.lists(st.one_of(message.map(lambda m: [m]), call_pair), max_size=4).map(
+    lambda xs: [i for x in xs for i in x]
+)
 
 
 def _chat_text(message: dict[str, Any]) -> str:
@@ -99,7 +101,9 @@ def _tamper(token: str, position: int, replacement: str) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(text, st.integers(0, 10_000), st.sampled_from("AZaz09-_=.+/x"), st.sampled_from(KEYS), st.integers(0, 5))
+@given(
+    text, st.integers(0, 10_000), st.sampled_from("AZaz09-_=.+/x"), st.sampled_from(KEYS), st.integers(0, 5)
+)
 def test_a_tampered_compaction_item_is_refused(summary: str, position: int, replacement: str,
                                                key: str | None, index: int) -> None:  # fmt: skip
     item = compaction_item(summary, key=key)
@@ -174,7 +178,12 @@ def test_trigger_must_be_last() -> None:
 
 
 def test_trigger_response_has_exactly_one_compaction_item() -> None:
-    request = {"model": "m", "input": [{"type": "compaction_trigger"}], "store": False, "prompt_cache_key": "t"}
+    request = {
+        "model": "m",
+        "input": [{"type": "compaction_trigger"}],
+        "store": False,
+        "prompt_cache_key": "t",
+    }
     usage = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
     response = trigger_response(request, "the summary", usage, key=None, model="m")
     assert response["status"] == "completed" and response["id"].startswith("resp_")
@@ -205,7 +214,11 @@ def test_summary_request_is_a_plain_responses_body() -> None:
         {"type": "reasoning", "summary": [], "encrypted_content": "rb1.xx"},
         {"type": "function_call", "call_id": "c1", "name": "exec_command", "arguments": '{"cmd":"make"}'},
         {"type": "function_call_output", "call_id": "c1", "output": "error: missing foo.h"},
-        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Adding foo.h"}]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Adding foo.h"}],
+        },
     ]
     body = summary_request(items, model="m", prompt_cache_key="thread-1")
     assert body["instructions"] == SUMMARY_INSTRUCTIONS and body["store"] is False
@@ -216,7 +229,13 @@ def test_summary_request_is_a_plain_responses_body() -> None:
     assert "### tool result (c1)\nerror: missing foo.h" in text
     assert "### assistant\nAdding foo.h" in text
     assert "rb1.xx" not in text  # reasoning is private and left out
-    for heading in ("## Goal", "## Decisions", "## Files and state", "## Tool results that matter", "## Open tasks"):
+    for heading in (
+        "## Goal",
+        "## Decisions",
+        "## Files and state",
+        "## Tool results that matter",
+        "## Open tasks",
+    ):
         assert heading in SUMMARY_INSTRUCTIONS
     chat = responses_to_chat_request(body)
     assert chat["messages"][0]["role"] == "system" and chat["max_tokens"] == body["max_output_tokens"]
@@ -224,7 +243,10 @@ def test_summary_request_is_a_plain_responses_body() -> None:
 
 def test_transcript_budget_keeps_first_user_message_and_latest() -> None:
     items = [{"type": "message", "role": "user", "content": "THE TASK"}]
-    items += [{"type": "function_call_output", "call_id": f"c{i}", "output": f"out{i} " + "x" * 900} for i in range(50)]
+    items += [
+        {"type": "function_call_output", "call_id": f"c{i}", "output": f"out{i} " + "x" * 900}
+        for i in range(50)
+    ]
     items += [{"type": "message", "role": "user", "content": "LATEST"}]
     transcript = render_transcript(items, budget=10_000)
     assert len(transcript) <= 10_500
