@@ -82,7 +82,8 @@ async def compact_response(request: Request) -> Response:
         try:
             async with _cancel_on_disconnect(request.receive):
                 turn = await prepare_turn(state, asked, owner=request.scope.get(OWNER_KEY),
-                                          token=request.scope.get(TOKEN_KEY), history=state.store)  # fmt: skip
+                                          token=request.scope.get(TOKEN_KEY), history=state.store,
+                                          summarising=True)  # fmt: skip
                 record.upstream = turn.route.upstream.name
                 items, _ = compaction.split_compaction_trigger(turn.request["input"])
                 summary, usage = await summarise(turn, items)

@@ -1,6 +1,8 @@
-"""`POST /v1/responses`, top to bottom: read and check the request, route the model to an upstream,
-load the stored history, translate, then one of three answers: a background job (`queued` at once),
-one JSON response, or an SSE stream fed by an `EventPump`.
+"""`POST /v1/responses`, top to bottom: read and check the request, prepare the turn (routing,
+stored history, compaction, translation: `server.turn`, shared with the WebSocket mode), then one of
+four answers: a background job (`queued` at once), one JSON response, an SSE stream fed by an
+`EventPump`, or, for a final `compaction_trigger` item, the one compaction item
+(`server.compact.trigger_answer`) as JSON or as its short stream.
 
 A stored response is acknowledged only once it is written: the non-stream answer is 503
 `store_unavailable` when the write fails, the stream's terminal event waits on the same write (in
@@ -23,13 +25,15 @@ import translator
 from server.accesslog import AccessRecord
 from server.background import BackgroundStart, background_stream, start_job
 from server.body import ResponsesRequest, read_body, read_responses_request
-from server.config import BridgeConfig
-from server.errors import ApiError, JSONResponse, error_response, not_found, translator_error
-from server.history import prepare_input
+from server.compact import trigger_answer
+from server.errors import ApiError, JSONResponse, error_response, translator_error
 from server.pump import STORE_UNAVAILABLE, Commit, EventPump
 from server.scope import ACCESS_KEY, OWNER_KEY, RESPONSES_ENDPOINT, TOKEN_KEY
 from server.state import BridgeState
 from server.streaming import EventStream
+from server.turn import prepare_turn
+from translator.compaction import trigger_events
+from translator.sse import DONE_FRAME, encode_sse
 
 __all__ = ["create_response"]
 
@@ -58,29 +62,24 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     if state.shutting_down:
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
     asked = read_responses_request(await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0)))
-    route = config.route(asked.model)
-    if route is None:
-        raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
-                        "model_not_found")  # fmt: skip
-    client = state.clients[route.upstream.name]
-    record.model, record.upstream, record.stream = asked.model, route.upstream.name, asked.stream
+    record.model, record.stream = asked.model, asked.stream
     owner = request.scope.get(OWNER_KEY)
     token = request.scope.get(TOKEN_KEY)
-    secrets = _request_secrets(config, route.upstream.passthrough, token)
 
+    compacted: dict[str, Any] | None = None
     try:
         async with _cancel_on_disconnect(request.receive):
-            translated_request, items = await prepare_input(state.store, asked.payload, owner)
-            options = _options(config, dict(route.upstream.options))
-            chat_request = translator.responses_to_chat_request(translated_request, **options)
-            chat_request["model"] = route.model
-            if asked.background:
+            turn = await prepare_turn(state, asked, owner=owner, token=token, history=state.store)
+            record.upstream = turn.route.upstream.name
+            items = turn.items
+            if turn.triggered:  # Codex's in-band compaction: the answer is one compaction item
+                compacted = await trigger_answer(turn, turn.request["input"])
+            elif asked.background:
                 job_record = AccessRecord("POST", RESPONSES_ENDPOINT)
-                job_record.model, job_record.upstream, job_record.stream = asked.model, route.upstream.name, True
+                job_record.model, job_record.upstream, job_record.stream = asked.model, turn.route.upstream.name, True
                 start = BackgroundStart(
-                    client=client, chat_request=chat_request,
-                    translator=translator.ChatStreamTranslator(translated_request, **options),
-                    input_items=items, owner=owner, token=token, secrets=secrets, record=job_record,
+                    client=turn.client, chat_request=turn.chat_request(), translator=turn.stream_translator(),
+                    input_items=items, owner=owner, token=token, secrets=turn.secrets, record=job_record,
                     store_requested=asked.store,
                 )  # fmt: skip
                 queued = await start_job(request.app, start)
@@ -88,18 +87,18 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
                 if asked.stream:
                     return background_stream(request.app, queued["id"], owner=owner)
                 return JSONResponse(queued)
-            if not asked.stream:
-                chat_request["stream"] = False
-                chat_request.pop("stream_options", None)
-                completion = await client.complete(chat_request, token)
+            elif not asked.stream:
+                completion = await turn.complete()
                 record.mark_first_token()
-                response = _translate_completion(completion, translated_request, options)
+                response = _translate_completion(completion, turn.request, turn.options)
             else:
-                stream_translator = translator.ChatStreamTranslator(translated_request, **options)
-                upstream_response = await client.open_stream(chat_request, token)
+                upstream_response = await turn.open_stream()
+                stream_translator = turn.stream_translator()
     except (translator.InvalidRequest, translator.UpstreamError) as exc:
         raise translator_error(exc, config.secrets) from None
 
+    if compacted is not None:
+        response = compacted
     commit = _commit(state, asked, items, owner)
     if not asked.stream:
         record.set_usage(response)
@@ -108,8 +107,15 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
             await _commit_or_503(commit, response)
         return answer
 
-    pump = EventPump(upstream_response, stream_translator, upstream_name=route.upstream.name, secrets=secrets,
-                     commit=commit, record=record, on_close=state.streams.discard)  # fmt: skip
+    if compacted is not None:  # one compaction item, stored like any response before it is answered
+        record.set_usage(response)
+        if commit is not None:
+            await _commit_or_503(commit, response)
+        return Response(b"".join(encode_sse(event) for event in trigger_events(response)) + DONE_FRAME,
+                        media_type="text/event-stream", headers={"cache-control": "no-cache"})  # fmt: skip
+
+    pump = EventPump(upstream_response, stream_translator, upstream_name=turn.route.upstream.name,
+                     secrets=turn.secrets, commit=commit, record=record, on_close=state.streams.discard)  # fmt: skip
     state.track(pump)
     return EventStream(pump, keepalive_interval=config.keepalive_interval)
 
@@ -143,20 +149,6 @@ async def _cancel_on_disconnect(receive: Receive) -> AsyncIterator[None]:
         raise
     finally:
         watcher.cancel()
-
-
-def _options(config: BridgeConfig, upstream_options: dict[str, Any]) -> dict[str, Any]:
-    options = dict(upstream_options)
-    if config.encryption_key is not None:
-        options.setdefault("encryption_key", config.encryption_key)
-    return options
-
-
-def _request_secrets(config: BridgeConfig, passthrough: bool, token: str | None) -> tuple[str, ...]:
-    """The configured secrets, plus the caller's own key when it is forwarded to the backend."""
-    if passthrough and token:
-        return (*config.secrets, token)
-    return config.secrets
 
 
 def _translate_completion(

@@ -8,6 +8,10 @@ once, here:
 2. build the conversation: stored history for `previous_response_id` and `item_reference`s, read
    through `history` (the response store, or a WebSocket connection's memory in front of it);
 3. the translator options of that upstream (with the bridge's encryption key);
+   then compaction (docs/compaction.md): a final `compaction_trigger` item makes the turn a
+   compaction (`triggered`; the caller answers it with `server.compact.trigger_answer`), and
+   `compaction` items in the input are expanded into the summary they carry, so it reaches the
+   backend (a forged or corrupted one is a 400 naming it);
 4. the chat request, and the call: `open_stream` / `complete`, retried once with the oldest turns
    dropped when the backend says the prompt is too long and the request allows `truncation: "auto"`
    (server/truncation.py).
@@ -32,6 +36,7 @@ from server.history import prepare_input
 from server.state import BridgeState
 from server.truncation import send_with_truncation
 from server.upstream import UpstreamClient
+from translator import compaction
 
 __all__ = ["PreparedTurn", "prepare_turn", "request_secrets", "translator_options"]
 
@@ -68,11 +73,7 @@ class PreparedTurn:
     request: dict[str, Any]
     items: list[dict[str, Any]]
     history_length: int
-
-    @property
-    def with_history(self) -> bool:
-        """Whether history was prepended (`prepare_input` hands the payload back unchanged otherwise)."""
-        return self.request is not self.asked.payload
+    triggered: bool = False
 
     def chat_request(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
         """The chat request for `request` (this turn's by default), with the upstream's model name."""
@@ -108,9 +109,12 @@ class PreparedTurn:
 
 
 async def prepare_turn(
-    state: BridgeState, asked: ResponsesRequest, *, owner: str | None, token: str | None, history: Any
+    state: BridgeState, asked: ResponsesRequest, *, owner: str | None, token: str | None, history: Any,
+    summarising: bool = False,
 ) -> PreparedTurn:
-    """Steps 1-3 of the module docstring. `history` is what `prepare_input` reads history through."""
+    """Steps 1-3 of the module docstring. `history` is what `prepare_input` reads history through.
+    `summarising`: the turn is `POST /v1/responses/compact`, which renders compaction items into its
+    transcript itself, so they are left as they are (and a trigger is the caller's to drop)."""
     config = state.config
     route = config.route(asked.model)
     if route is None:
@@ -123,5 +127,14 @@ async def prepare_turn(
     if request is not asked.payload and isinstance(request.get("input"), list):
         history_length = max(len(request["input"]) - len(items), 0)
     options = translator_options(config, dict(route.upstream.options))
+    inputs, triggered = request.get("input"), False
+    if not summarising:
+        inputs, triggered = compaction.split_compaction_trigger(inputs)
+    if triggered:  # the trigger is an instruction to the bridge, not part of the conversation
+        request = {**request, "input": inputs}
+        items = [item for item in items if not (isinstance(item, dict) and item.get("type") == compaction.TRIGGER_TYPE)]
+    elif not summarising and compaction.has_compaction_items(inputs):
+        request = {**request, "input": compaction.expand_compaction_items(
+            inputs, key=options.get("encryption_key"), first_client_index=history_length)}  # fmt: skip
     return PreparedTurn(asked=asked, route=route, client=client, options=options, secrets=secrets, token=token,
-                        request=request, items=items, history_length=history_length)  # fmt: skip
+                        request=request, items=items, history_length=history_length, triggered=triggered)  # fmt: skip

@@ -131,12 +131,6 @@ def test_compact_accepts_the_fields_codex_sends(bridge_url: str) -> None:
     assert response.json()["output"][-1]["type"] == "compaction"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="POST /v1/responses does not yet call translator.compaction.expand_compaction_items (the lead's "
-    "hook, docs/compaction.md): today the compaction item is dropped silently and the summary never reaches "
-    "the backend. Remove this mark when the hook lands.",
-)
 def test_window_starts_a_new_chain_and_the_summary_reaches_the_backend(
     bridge_url: str,
     backend_requests: Callable[[], list[dict[str, Any]]],
