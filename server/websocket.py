@@ -43,12 +43,14 @@ import translator
 from server.accesslog import AccessRecord, emit
 from server.auth import caller_token, check_key, fingerprint
 from server.body import read_responses_request
+from server.compact import trigger_answer
 from server.errors import ApiError, invalid, translator_error
-from server.pump import TERMINAL_TYPES, EventPump
+from server.pump import TERMINAL_TYPES, EventPump, commit_terminal
 from server.responses import _commit
 from server.scope import RESPONSES_ENDPOINT
 from server.state import BridgeState
-from server.turn import prepare_turn
+from server.turn import PreparedTurn, prepare_turn
+from translator.compaction import trigger_events
 
 __all__ = ["MAX_QUEUED", "ConnectionMemory", "responses_websocket"]
 
@@ -227,8 +229,11 @@ class Connection:
         record.stream = True
         turn = Turn(record)
         try:
-            pump = await self._open(data, turn)
-            await self._stream(pump, turn)
+            opened = await self._open(data, turn)
+            if isinstance(opened, EventPump):
+                await self._stream(opened, turn)
+            else:
+                await self._send_events(opened, turn)
         except ApiError as exc:
             turn.failed = True
             event = error_event(exc)
@@ -248,8 +253,9 @@ class Connection:
                 record.status, record.error_code = 499, "client_disconnected"
             emit(record, self.config.log_format)
 
-    async def _open(self, data: str | bytes, turn: Turn) -> EventPump:
-        """Check the message and start the turn's pump (the backend's stream, or a warm-up)."""
+    async def _open(self, data: str | bytes, turn: Turn) -> EventPump | list[dict[str, Any]]:
+        """Check the message and start the turn's pump (the backend's stream, or a warm-up); for a
+        compaction trigger, the whole answer's events (the summary call is not streamed)."""
         state, config, record = self.state, self.config, turn.record
         if state.shutting_down:
             raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
@@ -264,6 +270,9 @@ class Connection:
         try:
             prepared = await prepare_turn(state, asked, owner=self.owner, token=self.token, history=self.memory)
             record.upstream = prepared.route.upstream.name
+            if generate and prepared.triggered:
+                response = await trigger_answer(prepared, prepared.request["input"])
+                return await self._compaction_events(response, prepared, turn)
             if generate:
                 upstream = await prepared.open_stream()
             else:
@@ -283,6 +292,27 @@ class Connection:
                          on_close=state.streams.discard)  # fmt: skip
         state.track(pump)
         return pump
+
+    async def _compaction_events(self, response: dict[str, Any], prepared: PreparedTurn,
+                                 turn: Turn) -> list[dict[str, Any]]:  # fmt: skip
+        """The events of a compaction answer, once its store write (if any) is done."""
+        turn.conversation = list(prepared.request["input"])
+        turn.record.set_usage(response)
+        events = trigger_events(response)
+        commit = _commit(self.state, prepared.asked, prepared.items, self.owner)
+        if commit is not None:
+            released = await commit_terminal(events, commit)
+            events = released if released is not None else []
+        return events
+
+    async def _send_events(self, events: list[dict[str, Any]], turn: Turn) -> None:
+        turn.record.status = 200
+        for event in events:
+            if not await self._send(event):
+                return
+        if events and events[-1]["type"] in TERMINAL_TYPES:
+            turn.ended = True
+            self._settle(events[-1], turn)
 
     async def _stream(self, pump: EventPump, turn: Turn) -> None:
         """Each event of each batch as one text message; the terminal one updates the memory."""

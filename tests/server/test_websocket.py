@@ -281,6 +281,63 @@ def test_a_stored_response_continues_on_a_new_connection(
     ]  # fmt: skip
 
 
+def test_a_compacted_window_starts_a_new_chain(
+    bridge: BridgeHandle, backend_requests: Callable[[], list[dict[str, Any]]], clear_backend_requests: Callable[[], None]
+) -> None:
+    """POST /v1/responses/compact, then its output as the base input of a new chain on the socket:
+    the summary reaches the backend in place of the compacted history."""
+    window_request = {"model": "fixture-scripted", "input": [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Remember: slate."}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "OK."}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Compress this."}]},
+    ]}  # fmt: skip
+    compacted = httpx.post(bridge.url + "/responses/compact", json=window_request, timeout=30)
+    assert compacted.status_code == 200, compacted.text
+    output = compacted.json()["output"]
+    assert output[-1]["type"] == "compaction"
+    clear_backend_requests()
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(ws_url(bridge)) as ws:
+            await ws.send(orjson.dumps(create(store=False, tools=[], input=[
+                *output, {"type": "message", "role": "user", "content": "@text compacted"}])).decode())  # fmt: skip
+            return await read_turn(ws)
+
+    events = run(scenario())
+    assert terminal(events)["output"][0]["content"][0]["text"] == "compacted"
+    texts = [text for _, text in chat_texts(backend_requests()[-1])]
+    assert any("[Context compacted by responses-bridge]" in text for text in texts), texts
+
+
+def test_a_compaction_trigger_on_the_socket_answers_one_compaction_item(
+    bridge: BridgeHandle, backend_requests: Callable[[], list[dict[str, Any]]], clear_backend_requests: Callable[[], None]
+) -> None:
+    clear_backend_requests()
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        async with websockets.connect(ws_url(bridge)) as ws:
+            await ws.send(orjson.dumps(create(store=False, input="Remember: quartz.")).decode())
+            first = await read_turn(ws)
+            await ws.send(orjson.dumps(create(store=False, previous_response_id=terminal(first)["id"],
+                                              input=[{"type": "compaction_trigger"}])).decode())  # fmt: skip
+            compacted = await read_turn(ws)
+            item = terminal(compacted)["output"][0]
+            await ws.send(orjson.dumps(create(store=False, input=[
+                item, {"type": "message", "role": "user", "content": "@text after"}])).decode())  # fmt: skip
+            return [first, compacted, await read_turn(ws)]
+
+    _, compacted, after = run(scenario())
+    assert [e["type"] for e in compacted] == ["response.created", "response.in_progress", "response.output_item.added",
+                                              "response.output_item.done", "response.completed"]  # fmt: skip
+    output = terminal(compacted)["output"]
+    assert len(output) == 1 and output[0]["type"] == "compaction" and output[0]["encrypted_content"]
+    sent = backend_requests()
+    summary_call = sent[1]  # the bridge asked the backend for the summary of the remembered conversation
+    assert "Remember: quartz." in orjson.dumps(summary_call).decode()
+    assert terminal(after)["output"][0]["content"][0]["text"] == "after"
+    assert any("[Context compacted by responses-bridge]" in text for _, text in chat_texts(sent[-1]))
+
+
 # -------------------------------------------------------------------------------- message checks
 
 
