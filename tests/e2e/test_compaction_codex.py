@@ -5,11 +5,10 @@ Codex uses remote compaction with a custom base URL when the provider's display 
 middle of a tool turn. It then sends ``POST /v1/responses`` with ``compaction_trigger`` last, needs
 exactly one ``compaction`` item back, and sends that item on the next request.
 
-`POST /v1/responses` does not call `translator.compaction` yet (its restructuring is under way), so
-the remote test puts the hook the route will have in front of the bridge as a small ASGI wrapper
-(`_CompactionHook`): trigger → `trigger_response` / `trigger_events`; compaction items →
-`expand_compaction_items`. The summary there is fixed text (the summarisation call itself is tested
-over HTTP in test_compaction_http.py). When the route has the hook, drop the wrapper.
+The bridge answers the trigger itself (server/turn.py, server/compact.py): it asks the backend for the
+summary, answers the one compaction item, and expands the item into the summary when Codex sends it
+back. `_TriggerWatch` only watches, at the bridge's ASGI boundary, which requests carried the trigger
+or a compaction item, over HTTP and over the WebSocket.
 """
 
 from __future__ import annotations
@@ -27,16 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tests.clients_codex import codex_binary, codex_env
 from tests.conftest import bridge_config
 from tests.servers import RunningServer, run_app
-from translator import DONE_FRAME, encode_sse
-from translator.compaction import (
-    expand_compaction_items,
-    has_compaction_items,
-    split_compaction_trigger,
-    trigger_events,
-    trigger_response,
-)
 
-SUMMARY = "SUMMARY-7Q: the user asked to create made.txt; it was created with `echo hi`."
 PROMPT = 'create the file\n@call exec_command {"cmd": "echo hi > made.txt"}'
 
 CONFIG = """\
@@ -53,6 +43,7 @@ name = "{name}"
 base_url = "{base_url}"
 wire_api = "responses"
 env_key = "BRIDGE_API_KEY"
+supports_websockets = {websockets}
 request_max_retries = 0
 stream_max_retries = 0
 
@@ -74,15 +65,39 @@ apps = false
 """
 
 
-class _CompactionHook:
-    """What `POST /v1/responses` is to do with compaction (docs/compaction.md, "Hooks"), as a wrapper."""
+class _TriggerWatch:
+    """Counts the requests (HTTP bodies, WebSocket messages) carrying the trigger or a compaction item."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.triggers = 0
-        self.expanded = 0
+        self.triggers = {"http": 0, "websocket": 0}
+        self.items_back = {"http": 0, "websocket": 0}
+
+    def _look(self, transport: str, raw: bytes | str) -> None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        items = body.get("input") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            return
+        kinds = [item.get("type") for item in items if isinstance(item, dict)]
+        if kinds and kinds[-1] == "compaction_trigger":
+            self.triggers[transport] += 1
+        elif "compaction" in kinds:
+            self.items_back[transport] += 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+
+            async def watched_ws() -> Message:
+                message = await receive()
+                if message["type"] == "websocket.receive" and message.get("text"):
+                    self._look("websocket", message["text"])
+                return message
+
+            await self.app(scope, watched_ws, send)
+            return
         if scope["type"] != "http" or scope["path"] != "/v1/responses" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -92,25 +107,7 @@ class _CompactionHook:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        payload = orjson.loads(body)
-        items, triggered = split_compaction_trigger(payload.get("input"))
-        if triggered:
-            self.triggers += 1
-            response = trigger_response(payload, SUMMARY, {"prompt_tokens": 10, "completion_tokens": 5},
-                                        model=payload["model"])  # fmt: skip
-            frames = b"".join(encode_sse(event) for event in trigger_events(response)) + DONE_FRAME
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")],
-                }
-            )
-            await send({"type": "http.response.body", "body": frames})
-            return
-        if has_compaction_items(items):
-            self.expanded += 1
-            body = orjson.dumps({**payload, "input": expand_compaction_items(items)})
+        self._look("http", body)
         replayed = False
 
         async def replay() -> Message:
@@ -123,11 +120,11 @@ class _CompactionHook:
         await self.app(scope, replay, send)
 
 
-def _run_codex(base_url: str, name: str, tmp_path: Path) -> tuple[int, list[dict[str, Any]], str]:
+def _run_codex(base_url: str, name: str, tmp_path: Path, websockets: bool = False) -> tuple[int, list[dict[str, Any]], str]:
     codex_home, home, work = tmp_path / "codex-home", tmp_path / "home", tmp_path / "work"
     for directory in (codex_home, home, work):
         directory.mkdir(parents=True)
-    (codex_home / "config.toml").write_text(CONFIG.format(name=name, base_url=base_url), encoding="utf-8")
+    (codex_home / "config.toml").write_text(CONFIG.format(name=name, base_url=base_url, websockets=str(websockets).lower()), encoding="utf-8")
     command = [str(codex_binary()), "exec", "--json", "--ephemeral", "--strict-config", "--skip-git-repo-check",
                "--sandbox", "danger-full-access", "--cd", str(work), PROMPT]  # fmt: skip
     done = subprocess.run(command, cwd=work, env=codex_env(home, codex_home, base_url, "sk-codex-test"),
@@ -157,20 +154,29 @@ def fresh_backend() -> Any:
         yield running
 
 
-def test_codex_remote_compaction_v2_round_trip(fresh_backend: RunningServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["http", "websocket"])
+def test_codex_remote_compaction_v2_round_trip(fresh_backend: RunningServer, tmp_path: Path, transport: str) -> None:
     from server.app import create_app
 
-    hook = _CompactionHook(create_app(bridge_config(fresh_backend.url + "/v1", store="memory")))
-    with run_app(hook) as bridge:
-        code, events, log = _run_codex(bridge.url + "/v1", "OpenAI", tmp_path)
+    watch = _TriggerWatch(create_app(bridge_config(fresh_backend.url + "/v1", store="memory")))
+    with run_app(watch) as bridge:
+        code, events, log = _run_codex(bridge.url + "/v1", "OpenAI", tmp_path, websockets=transport == "websocket")
     assert code == 0, log
     assert not [e for e in events if e.get("type") in ("turn.failed", "error")], log
-    assert hook.triggers == 1, "Codex did not send a compaction_trigger request"
-    assert hook.expanded >= 1, "Codex did not send the compaction item back"
+    assert watch.triggers[transport] == 1, (watch.triggers, log)
+    assert watch.items_back[transport] >= 1, "Codex did not send the compaction item back"
+    other = "http" if transport == "websocket" else "websocket"
+    assert watch.triggers[other] == watch.items_back[other] == 0, "everything went over one transport"
     assert (tmp_path / "work" / "made.txt").exists()
-    # The turn after the compaction reached the backend with the summary in place of the history.
-    after = _backend_texts(fresh_backend)[-1]
-    assert "[Context compacted by responses-bridge]" in after and SUMMARY in after, after
+    texts = _backend_texts(fresh_backend)
+    # The bridge asked the backend for the summary of the conversation so far...
+    assert any(t.startswith("Transcript of the session to compact") and "made.txt" in t for t in texts), texts
+    # ...and the turn after the compaction reached the backend with that summary in place of the history.
+    after = texts[-1]
+    # (The fixture model's "summary" is its scripted answer to the transcript, which still holds the
+    # @call directive: "I cannot call exec_command…", since the summary request offers no tools.)
+    assert "[Context compacted by responses-bridge]" in after, after
+    assert "<summary>\nI cannot call exec_command" in after, after
 
 
 def test_codex_local_compaction_with_a_plain_provider_name(
