@@ -15,11 +15,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from server import conversations, stored
 from server.chat import CHAT_ENDPOINT, create_chat_completion
+from server.compact import COMPACT_ENDPOINT, compact_response
 from server.config import BridgeConfig, ConfigError
 from server.errors import error_response, handle_http_exception, handle_unexpected
 from server.metrics import BridgeMetrics
@@ -28,6 +29,7 @@ from server.models import list_models, retrieve_model
 from server.responses import create_response
 from server.scope import OWNER_KEY, RAW_SEND_KEY, RESPONSES_ENDPOINT
 from server.state import BridgeState, healthz, lifespan
+from server.websocket import responses_websocket
 from translator.options import TranslatorOptions
 
 __all__ = ["OWNER_KEY", "BridgeMiddleware", "app_from_env", "create_app", "error_response"]
@@ -41,6 +43,8 @@ def create_app(config: BridgeConfig) -> Starlette:
     routes: list[BaseRoute] = [
         Route(RESPONSES_ENDPOINT, create_response, methods=["POST"]),
         Route(CHAT_ENDPOINT, create_chat_completion, methods=["POST"]),
+        WebSocketRoute(RESPONSES_ENDPOINT, responses_websocket),
+        Route(COMPACT_ENDPOINT, compact_response, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

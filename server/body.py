@@ -19,7 +19,7 @@ from translator.errors import InvalidRequest
 
 log = logging.getLogger("responses_bridge")
 
-__all__ = ["ResponsesRequest", "read_body", "read_responses_request"]
+__all__ = ["JSONShapeMeter", "ResponsesRequest", "check_responses_payload", "read_body", "read_responses_request"]
 
 
 #: Top-level fields that hold the arrays a request can make long, with the limit that bounds each.
@@ -134,11 +134,16 @@ def _check_array_lengths(payload: dict[str, Any], limits: Limits) -> None:
 def read_responses_request(body: bytes, *, strict: bool = False, limits: Limits | None = None) -> ResponsesRequest:
     """Parse and check the body; every refusal is a 400 naming the field. With `strict`, an unknown
     top-level field is refused (OpenAI's `unknown_parameter`) instead of logged and dropped."""
-    limits = limits or Limits()
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise invalid(f"We could not parse the JSON body of your request: {exc.msg}.", None, "invalid_json") from None
+    return check_responses_payload(payload, strict=strict, limits=limits)
+
+
+def check_responses_payload(payload: Any, *, strict: bool = False, limits: Limits | None = None) -> ResponsesRequest:
+    """`read_responses_request` for a body already parsed (a WebSocket `response.create` message)."""
+    limits = limits or Limits()
     if not isinstance(payload, dict):
         raise invalid("The request body must be a JSON object.", None, "invalid_json")
     _check_array_lengths(payload, limits)

@@ -35,9 +35,9 @@ from server.accesslog import AccessRecord
 from server.body import read_body
 from server.chat_stream import ChunkStream, encode_chunk
 from server.config import BridgeConfig, Limits, Route
+from server.disconnect import ClientGone, cancel_on_disconnect
 from server.errors import ApiError, JSONResponse, error_response, invalid, not_found, translator_error
 from server.limits import UpstreamLimitError
-from server.responses import ClientGone, _cancel_on_disconnect
 from server.scope import ACCESS_KEY, TOKEN_KEY
 from server.state import BridgeState
 from server.upstream import UpstreamClient, scrub, scrub_value
@@ -132,7 +132,7 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     token = request.scope.get(TOKEN_KEY)
     secrets = config.secrets + ((token,) if route.upstream.passthrough and token else ())
     try:
-        async with _cancel_on_disconnect(request.receive):
+        async with cancel_on_disconnect(request.receive):
             def shutting_down() -> bool:
                 return state.shutting_down
 

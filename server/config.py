@@ -221,6 +221,8 @@ class BridgeConfig:
     `metrics_host:metrics_port` when a port is given (a port alone turns metrics on)."""
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    #: Seconds a WebSocket connection may live (server/websocket.py); Open Responses says 60 minutes.
+    websocket_connection_limit: float = 3600.0
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -230,8 +232,8 @@ class BridgeConfig:
             raise ConfigError(f"upstream names must be unique, got {names}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
-        if self.max_body_bytes <= 0 or self.keepalive_interval <= 0:
-            raise ConfigError("max_body_bytes and keepalive_interval must be positive")
+        if self.max_body_bytes <= 0 or self.keepalive_interval <= 0 or self.websocket_connection_limit <= 0:
+            raise ConfigError("max_body_bytes, keepalive_interval and websocket_connection_limit must be positive")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if not 0 <= self.port <= 65535:
@@ -441,7 +443,7 @@ _TOP_KEYS = {
     "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
     "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
     "port", "workers", "store_retention_days", "limits", "strict_params", "metrics", "metrics_port",
-    "metrics_host",
+    "metrics_host", "websocket_connection_limit",
 }  # fmt: skip
 
 
@@ -481,7 +483,7 @@ def parse_config(
     for key in ("max_body_bytes", "max_connections", "port", "workers", "metrics_port"):
         if key in data:
             kwargs[key] = int(_expect(data[key], int, key))
-    for key in ("keepalive_interval", "shutdown_grace", "store_retention_days"):
+    for key in ("keepalive_interval", "shutdown_grace", "store_retention_days", "websocket_connection_limit"):
         if key in data:
             kwargs[key] = float(_expect(data[key], (int, float), key))
     for key in ("strict_params", "metrics"):

@@ -193,6 +193,12 @@ def truncate_items(items: Sequence[Any], budget: int) -> Truncated:
         first_kept = position
     if first_kept == 0:
         return Truncated(list(items), 0, total, total <= budget)
+    # Whole turns go: what is kept of the history starts with a user message, as chat templates
+    # that alternate roles (and the model) expect, never with an orphaned answer or tool result.
+    while first_kept < len(droppable) and _role(items[droppable[first_kept][0]]) != "user":
+        start, end = droppable[first_kept]
+        total -= sum(estimate_tokens(items[i]) for i in range(start, end))
+        first_kept += 1
     drop = [False] * len(items)
     for start, end in droppable[:first_kept]:
         for i in range(start, end):

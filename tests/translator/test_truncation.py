@@ -87,11 +87,18 @@ def test_trimming_invariants(items: list[dict[str, Any]], budget: int) -> None:
     dropped = [i for i in range(len(items)) if i not in kept]
     if dropped and droppable_kept:
         assert max(dropped) < min(droppable_kept)
-    # no more than needed: putting the last dropped block back would not fit
+    # whole turns go: the kept history (before the latest turn) starts with a user message
+    if dropped and droppable_kept:
+        first = min(droppable_kept)
+        block = next(b for b in item_blocks(items) if b[0] <= first < b[1])
+        always_kept = block[1] > _latest_user(items) or any(_pinned(items[i]) for i in range(*block))
+        assert always_kept or items[first].get("role") == "user", items[first]
+    # no more than needed: putting the last dropped block back would not fit, or would leave the
+    # kept history starting with something other than a user message
     if dropped:
         block = next(b for b in item_blocks(items) if b[0] <= max(dropped) < b[1])
         back = sum(estimate_tokens(items[i]) for i in range(*block))
-        assert result.estimated_tokens + back > budget
+        assert result.estimated_tokens + back > budget or items[block[0]].get("role") != "user"
     # over budget only when nothing more could go
     if not result.fits and droppable_kept:
         first = min(droppable_kept)
