@@ -31,6 +31,8 @@ from server.scope import ACCESS_KEY, OWNER_KEY, RESPONSES_ENDPOINT, TOKEN_KEY
 from server.state import BridgeState
 from server.store import StoreRefused, check_storable
 from server.streaming import EventStream
+from server.upstream import UpstreamClient
+from translator.options import TranslatorOptions
 
 __all__ = ["create_response"]
 
@@ -69,14 +71,14 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     record.model, record.upstream, record.stream = asked.model, route.upstream.name, asked.stream
     owner = request.scope.get(OWNER_KEY)
     token = request.scope.get(TOKEN_KEY)
-    secrets = _request_secrets(config, route.upstream.passthrough, token)
+    secrets = _request_secrets(client.secrets, route.upstream.passthrough, token)
 
     try:
         async with _cancel_on_disconnect(request.receive):
             translated_request, items = await prepare_input(state.store, asked.payload, owner)
             if asked.store and state.keeps_responses:  # refused now, not after the model ran
                 _check_storable(asked.payload, items)
-            options = _options(config, dict(route.upstream.options))
+            options = {"options": _translator_options(config, client)}
             chat_request = translator.responses_to_chat_request(translated_request, **options)
             chat_request["model"] = route.model
             if asked.background:
@@ -166,11 +168,22 @@ def _options(config: BridgeConfig, upstream_options: dict[str, Any]) -> dict[str
     return options
 
 
-def _request_secrets(config: BridgeConfig, passthrough: bool, token: str | None) -> tuple[str, ...]:
+def _translator_options(config: BridgeConfig, client: UpstreamClient) -> TranslatorOptions:
+    """The upstream's translator options, built once per upstream client (they are fixed for its
+    life), not three times per request."""
+    options = client.translator_options
+    if options is None:
+        options = client.translator_options = TranslatorOptions.from_kwargs(
+            **_options(config, dict(client.upstream.options))
+        )
+    return options
+
+
+def _request_secrets(secrets: tuple[str, ...], passthrough: bool, token: str | None) -> tuple[str, ...]:
     """The configured secrets, plus the caller's own key when it is forwarded to the backend."""
     if passthrough and token:
-        return (*config.secrets, token)
-    return config.secrets
+        return (*secrets, token)
+    return secrets
 
 
 def _translate_completion(

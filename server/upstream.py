@@ -206,6 +206,8 @@ class UpstreamClient:
             with contextlib.suppress(ValueError, httpx.InvalidURL):
                 self._chat_head = _ChatHead(self.client, self.chat_url, upstream.passthrough)
         self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
+        #: The translator options for this upstream, set on first use by `server.responses`.
+        self.translator_options: Any = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
