@@ -25,6 +25,8 @@ _UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x21), 0x5C, *range(0x7F, 0xA0))}
 
 def escape_text(value: str) -> str:
     """`value` safe to write into one space-separated text log line."""
+    if value.isascii() and value.isprintable() and " " not in value and "\\" not in value:
+        return value  # the common case, nothing to escape: skip the per-character translation
     return value.translate(_UNSAFE)
 
 
