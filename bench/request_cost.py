@@ -16,6 +16,7 @@ fast-but-broken bridge cannot score. Request bodies carry no `store` field: the 
 
     python bench/request_cost.py                       # 2,000 requests per phase, both stores
     python bench/request_cost.py -n 5000 --store none  # one store
+    python bench/request_cost.py --floor               # also a bare ASGI app under the same uvicorn settings
     python bench/request_cost.py --profile prof        # also py-spy the concurrent phases: prof-*.txt
 
 `--profile` needs py-spy (`pip install py-spy`); it writes py-spy's raw collapsed stacks and prints
@@ -92,7 +93,7 @@ def _answer_ok(status: int, body: bytes, stream: bool, chunks: int) -> bool:
     return sum(body.count(w) for w in WORDS) >= chunks and b'"status":"completed"' in body
 
 
-async def _drive(port: int, total: int, concurrency: int, stream: bool, chunks: int) -> dict:
+async def _drive(port: int, total: int, concurrency: int, stream: bool, chunks: int, check: bool = True) -> dict:
     request = _request_bytes(port, body_for(stream, chunks))
     remaining = total
     failures: list[str] = []
@@ -106,7 +107,7 @@ async def _drive(port: int, total: int, concurrency: int, stream: bool, chunks: 
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
             status, body, keep = await _read_reply(reader)
-            if not _answer_ok(status, body, stream, chunks) and len(failures) < 5:
+            if check and not _answer_ok(status, body, stream, chunks) and len(failures) < 5:
                 failures.append(f"{status}: {body[:300]!r}")
             if not keep:
                 writer.close()
@@ -119,6 +120,52 @@ async def _drive(port: int, total: int, concurrency: int, stream: bool, chunks: 
     return {"seconds": time.perf_counter() - t0, "failures": failures}
 
 
+_FLOOR_BODY = b'{"object":"response","status":"completed"}'
+
+
+async def _floor_app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+    """The least an ASGI app can do per request under the bridge's uvicorn settings: read the body,
+    answer a fixed JSON object. Its CPU per request is the floor of any route."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": _FLOOR_BODY})
+
+
+def floor_main(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(_floor_app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
+                access_log=False)  # fmt: skip
+
+
+def measure_floor(args: argparse.Namespace, log_dir: Path) -> dict:
+    port = free_port()
+    proc = start("floor", [sys.executable, __file__, "floor", str(port)], log_dir)
+    if not wait_port(port, 30, proc):
+        raise RuntimeError(f"floor app did not start: {proc.tail()}")
+    try:
+        _drive_floor = [sys.executable, __file__, "client", "--port", str(port), "-n", str(args.warmup), "-c", "4",
+                        "--no-check"]  # fmt: skip
+        subprocess.run(_drive_floor, capture_output=True, timeout=120)
+        settle(proc.pid)
+        user0, sys0 = cpu_split([proc.pid])
+        subprocess.run([*_drive_floor[:6], str(args.requests), "-c", str(args.concurrency), "--no-check"],
+                       capture_output=True, timeout=600)  # fmt: skip
+        user1, sys1 = cpu_split([proc.pid])
+    finally:
+        proc.stop()
+    ms = ((user1 - user0) + (sys1 - sys0)) * 1000 / args.requests
+    print(f"  floor (bare ASGI app, same uvicorn settings) c={args.concurrency}: cpu/request={ms:.3f} ms", flush=True)
+    return {"store": "-", "kind": "floor", "concurrency": args.concurrency, "cpu_ms_per_request": round(ms, 3),
+            "failures": []}  # fmt: skip
+
+
 def client_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -126,6 +173,7 @@ def client_main(argv: list[str]) -> None:
     parser.add_argument("-c", type=int, required=True)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--chunks", type=int, default=CHUNKS)
+    parser.add_argument("--no-check", action="store_true", help="do not check the answers (the floor app)")
     args = parser.parse_args(argv)
     try:
         import uvloop  # the client's own cost is not measured, but a cheap client leaves the cores to the bridge
@@ -133,7 +181,7 @@ def client_main(argv: list[str]) -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(_drive(args.port, args.n, args.c, args.stream, args.chunks))
+    result = asyncio.run(_drive(args.port, args.n, args.c, args.stream, args.chunks, not args.no_check))
     print(json.dumps(result))
 
 
@@ -244,6 +292,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         client_main(sys.argv[2:])
         return
+    if len(sys.argv) > 2 and sys.argv[1] == "floor":
+        floor_main(int(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--requests", type=int, default=2000, help="requests per phase (default 2000)")
     parser.add_argument("--concurrency", type=int, default=16, help="connections of the concurrent phase")
@@ -256,12 +307,16 @@ def main() -> None:
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy the concurrent phases into PREFIX-*.txt")
     parser.add_argument("--top", type=int, default=12, help="functions listed per profile")
     parser.add_argument("--py-spy", default=str(Path(sys.executable).with_name("py-spy")))
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure a bare ASGI app under the same uvicorn settings (the floor)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args()
     log_dir = BENCH / ".work" / "request_cost"
     print(f"load average before: {loadavg()}  (cores: {os.cpu_count()})", flush=True)
     rows: list[dict] = []
     try:
+        if args.floor:
+            rows.append(measure_floor(args, log_dir))
         for store in args.store.split(","):
             rows += measure(store.strip(), args, log_dir)
     finally:

@@ -385,6 +385,28 @@ class ResponseHeaders(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         return self._mapping()[key.lower()]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """One field, found without decoding the others when it occurs once and is ASCII (which
+        reads the same in every encoding `httpx.Headers` might pick)."""
+        if self._map is None and key.isascii():
+            target = key.lower().encode("ascii")
+            found: bytes | None = None
+            for name, value in self._raw:
+                if name.lower() == target:
+                    if found is not None:
+                        found = None  # repeated: joined by the general path
+                        break
+                    found = value
+            else:
+                if found is None:
+                    return default
+            if found is not None and found.isascii():
+                return found.decode("ascii")
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._mapping()
 
