@@ -142,6 +142,9 @@ class _ChatHead:
     def __init__(self, client: httpx.AsyncClient, url: str, passthrough: bool) -> None:
         extra = {"authorization": f"Bearer {_TOKEN_SLOT}"} if passthrough else None
         request = client.build_request("POST", url, content=b"x", headers=_json_headers(extra))
+        if request.url.userinfo:
+            # httpx turns credentials in the URL into Basic auth when it sends: leave those to httpx
+            raise ValueError("credentials in the URL")
         head = FastTransport._head(request, b"x")
         tail = b"Content-Length: 1\r\n\r\n"
         if not head.endswith(tail):

@@ -48,9 +48,12 @@ def test_the_prebuilt_head_is_the_request_httpx_would_send(upstream: Upstream) -
     asyncio.run(main())
 
 
-def test_https_upstreams_keep_the_httpx_path() -> None:
+@pytest.mark.parametrize("url", ["https://api.example.invalid/v1", "http://user:secret@127.0.0.1:9/v1"])
+def test_https_upstreams_and_credentials_in_the_url_keep_the_httpx_path(url: str) -> None:
+    """TLS is httpx's; so is turning URL credentials into Basic auth, which httpx does when it sends."""
+
     async def main() -> None:
-        client = _client(Upstream(name="tls", base_url="https://api.example.invalid/v1", api_key="sk-x"))
+        client = _client(Upstream(name="kept", base_url=url, api_key="sk-x"))
         try:
             assert client._chat_head is None
         finally:
