@@ -1,7 +1,12 @@
-"""Talking to a chat backend: one shared httpx.AsyncClient per upstream, errors mapped to HTTP.
+"""Talking to a chat backend: one keep-alive pool per upstream, errors mapped to HTTP.
+
+Chat requests to an `http://` upstream are written straight to the pool (`FastTransport.send_raw`,
+a request head encoded once per upstream, the same bytes httpx would send); `https://` upstreams
+(TLS, HTTP/2, proxies), URLs carrying credentials and `GET /models` go through the upstream's
+`httpx.AsyncClient`, whose transport is the same pool for plain HTTP.
 
 Every failure before a stream starts becomes an `ApiError` carrying the status the client should
-see (REFERENCE §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
+see (docs/wire.md §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
 the backend's 4xx keeps its status and message, 429 keeps its Retry-After, refused/reset/5xx become
 502, timeouts 504. Messages, and every header passed through to the client, are scrubbed of
 configured secrets before they leave the process (also base64-encoded and in any letter case).
@@ -29,6 +34,7 @@ from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
 from server.limits import UpstreamLimitError, too_large
 from server.transport import FastTransport, RawResponse
 from translator.errors import UpstreamError, error_type_for_status
+from translator.options import TranslatorOptions
 
 __all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub", "scrub_value"]
 
@@ -210,7 +216,7 @@ class UpstreamClient:
                 self._chat_head = _ChatHead(self.client, self.chat_url, upstream.passthrough)
         self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
         #: The translator options for this upstream, set on first use by `server.responses`.
-        self.translator_options: Any = None
+        self.translator_options: TranslatorOptions | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
