@@ -256,7 +256,7 @@ class RelaySource:
     async def _whole_body(self) -> bytes:
         """A backend that ignored `stream: true` and answered one JSON body: the same answer as chunks."""
         try:
-            completion = orjson.loads(await self.client._read_json_body(self.upstream))
+            completion = orjson.loads(await self.client.read_json(self.upstream))
         except (orjson.JSONDecodeError, httpx.HTTPError):  # a limit error is an httpx error too
             completion = None
         if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
@@ -367,32 +367,16 @@ def _failure_error(error: dict[str, Any], secrets: tuple[str, ...]) -> ApiError:
 
 async def open_responses(client: UpstreamClient, body: dict[str, Any], token: str | None, *,
                          stream: bool) -> httpx.Response:
-    """POST `body` to the upstream's `/responses`; the response once its status is known and good.
-
-    Uses the upstream client's pool and its error mapping (a backend 4xx keeps its status and
-    message, 5xx/refused become 502, timeouts 504); the caller owns and closes the response."""
-    headers = {"content-type": "application/json", "accept": "text/event-stream, application/json"}
-    headers.update(client._auth(token) or {})
-    request = client.client.build_request("POST", client.base_url + "/responses", content=orjson.dumps(body),
-                                          headers=headers)  # fmt: skip
-    response = await client._send(request, stream=True)
-    if response.status_code >= 400:
-        try:
-            await client._raise_for_status(response)
-        finally:
-            await response.aclose()
-    if stream:
-        timeout = response.request.extensions.get("timeout")
-        if isinstance(timeout, dict):
-            timeout["read"] = client.idle_timeout
-    return response
+    """POST `body` to the upstream's `/responses` (`UpstreamClient.post`: its pool, retries and
+    error mapping); the caller owns and closes the response."""
+    return await client.post("/responses", body, token, stream=stream)
 
 
 async def _read_json(response: httpx.Response, client: UpstreamClient) -> Any:
     """A whole Response, within the upstream's JSON size limit."""
     name = client.name
     try:
-        body = await client._read_json_body(response)
+        body = await client.read_json(response)
     except UpstreamLimitError as exc:
         raise ApiError(502, str(exc).replace("the backend", name, 1), code=exc.code) from None
     except httpx.TimeoutException:
@@ -486,7 +470,7 @@ class ResponsesEvents:
     async def _whole_body(self) -> list[dict[str, Any]]:
         """A backend that ignored `stream: true`: its Response as the one terminal event it amounts to."""
         try:
-            response = orjson.loads(await self.client._read_json_body(self.upstream))
+            response = orjson.loads(await self.client.read_json(self.upstream))
         except (orjson.JSONDecodeError, httpx.HTTPError):
             raise UpstreamBroken(f"Upstream {self.name} sent a body that is not JSON.", "upstream_error") from None
         if not isinstance(response, dict):

@@ -163,7 +163,9 @@ def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
         "filters": {"not_fixture_server": {"()": "server.cli.NotFixtureServer"}},
         "formatters": {"bridge": formatter},
         "handlers": {"stderr": handler},
-        "loggers": {name: dict(logger) for name in ("responses_bridge", "uvicorn", "uvicorn.error")},
+        "loggers": {**{name: dict(logger) for name in ("responses_bridge", "uvicorn", "uvicorn.error")},
+                    # the bridge writes its own access line; uvicorn's would be a second one per request
+                    "uvicorn.access": {"handlers": [], "propagate": False}},
     }
 
 

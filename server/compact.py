@@ -48,7 +48,7 @@ async def summarise(turn: PreparedTurn, items: Any) -> tuple[str, Any]:
     """The backend model's summary of `items` (the conversation, trigger removed) and its chat usage."""
     model = turn.asked.model
     summary_body = compaction.summary_request(
-        items, model=model, key=turn.options.get("encryption_key"),
+        items, model=model, key=turn.encryption_key,
         prompt_cache_key=turn.asked.payload.get("prompt_cache_key"), first_client_index=turn.history_length,
     )  # fmt: skip
     chat_request = turn.chat_request(summary_body)
@@ -62,7 +62,7 @@ async def summarise(turn: PreparedTurn, items: Any) -> tuple[str, Any]:
 async def trigger_answer(turn: PreparedTurn, items: Any) -> dict[str, Any]:
     """The completed Response of a turn whose last input item was `compaction_trigger`."""
     summary, usage = await summarise(turn, items)
-    return compaction.trigger_response(turn.request, summary, usage, key=turn.options.get("encryption_key"),
+    return compaction.trigger_response(turn.request, summary, usage, key=turn.encryption_key,
                                        model=turn.asked.model)  # fmt: skip
 
 
@@ -90,7 +90,7 @@ async def compact_response(request: Request) -> Response:
                 record.mark_first_token()
         except (translator.InvalidRequest, translator.UpstreamError) as exc:
             raise translator_error(exc, config.secrets) from None
-        key = turn.options.get("encryption_key")
+        key = turn.encryption_key
         output = compaction.compaction_output(items, summary, key=key, model=asked.model)
         resource = compaction.compaction_resource(output, usage)
         record.set_usage(resource)

@@ -226,7 +226,8 @@ class BridgeMetrics:
     def observe(self, record: AccessRecord, scope: dict[str, Any]) -> None:
         """One finished request (called by the middleware with the record the access log writes)."""
         upstream = record.upstream or ""
-        model = self.models.label(record.model, answered=200 <= record.status < 300)
+        # a model no upstream serves (404 model_not_found) gets no model label: clients invent names
+        model = self.models.label(record.model, answered=200 <= record.status < 300) if upstream else ""
         route = route_label(scope)
         self.requests.labels(record.method, route, str(record.status), upstream, model).inc()
         self.duration.labels(record.method, route, upstream, model).observe(time.perf_counter() - record.start)

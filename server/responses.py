@@ -66,8 +66,9 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     route = config.route(asked.model)
     if route is not None and route.upstream.api == "responses":  # a native Responses backend: relayed
         record.upstream = route.upstream.name
-        secrets = request_secrets(config, route.upstream.passthrough, token)
-        return await relay_responses(asked.payload, route, state.clients[route.upstream.name], token, secrets,  # type: ignore[return-value]
+        client = state.clients[route.upstream.name]
+        secrets = request_secrets(client.secrets, route.upstream.passthrough, token)
+        return await relay_responses(asked.payload, route, client, token, secrets,  # type: ignore[return-value]
                                      record, config, lambda: state.shutting_down)  # fmt: skip
 
     compacted: dict[str, Any] | None = None

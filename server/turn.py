@@ -41,24 +41,31 @@ from server.state import BridgeState
 from server.store import StoreRefused, check_storable
 from server.upstream import UpstreamClient
 from translator import compaction
+from translator.options import TranslatorOptions
 
 __all__ = ["PreparedTurn", "prepare_turn", "request_secrets", "translator_options"]
 
 
-def translator_options(config: BridgeConfig, upstream_options: dict[str, Any]) -> dict[str, Any]:
-    """The upstream's translator options, with the bridge's encryption key unless it sets its own and
-    the `[limits]` ceiling on output items."""
-    options = {"max_output_items": config.limits.response_max_output_items, **upstream_options}
-    if config.encryption_key is not None:
-        options.setdefault("encryption_key", config.encryption_key)
-    return options
+def translator_options(config: BridgeConfig, client: UpstreamClient) -> dict[str, Any]:
+    """The upstream's translator options as keyword arguments (`options=` a `TranslatorOptions`),
+    built and checked once per upstream client, not three times per request: the upstream's own
+    options, the bridge's encryption key unless the upstream sets its own, and the `[limits]`
+    ceiling on output items."""
+    cached = client.translator_options
+    if cached is None:
+        options = {"max_output_items": config.limits.response_max_output_items, **client.upstream.options}
+        if config.encryption_key is not None:
+            options.setdefault("encryption_key", config.encryption_key)
+        cached = client.translator_options = TranslatorOptions.from_kwargs(**options)
+    return {"options": cached}
 
 
-def request_secrets(config: BridgeConfig, passthrough: bool, token: str | None) -> tuple[str, ...]:
-    """The configured secrets, plus the caller's own key when it is forwarded to the backend."""
+def request_secrets(secrets: tuple[str, ...], passthrough: bool, token: str | None) -> tuple[str, ...]:
+    """The configured secrets (precomputed per upstream client), plus the caller's own key when it
+    is forwarded to the backend."""
     if passthrough and token:
-        return (*config.secrets, token)
-    return config.secrets
+        return (*secrets, token)
+    return secrets
 
 
 @dataclass
@@ -79,6 +86,11 @@ class PreparedTurn:
     items: list[dict[str, Any]]
     history_length: int
     fit: ContextFit
+
+    @property
+    def encryption_key(self) -> str | None:
+        """The key that seals `encrypted_content` (reasoning, compaction items) for this upstream."""
+        return self.options["options"].encryption_key
     triggered: bool = False
 
     def chat_request(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -133,14 +145,14 @@ async def prepare_turn(
         raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
                         "model_not_found")  # fmt: skip
     client = state.clients[route.upstream.name]
-    secrets = request_secrets(config, route.upstream.passthrough, token)
+    secrets = request_secrets(client.secrets, route.upstream.passthrough, token)
     request, items = await prepare_input(history, asked.payload, owner)
     if asked.store and state.keeps_responses:  # refused now, not after the model ran
         check_storable_input(asked.payload, items)
     history_length = 0
     if request is not asked.payload and isinstance(request.get("input"), list):
         history_length = max(len(request["input"]) - len(items), 0)
-    options = translator_options(config, dict(route.upstream.options))
+    options = translator_options(config, client)
     inputs, triggered = request.get("input"), False
     if not summarising:
         inputs, triggered = compaction.split_compaction_trigger(inputs)
@@ -149,7 +161,7 @@ async def prepare_turn(
         items = [item for item in items if not (isinstance(item, dict) and item.get("type") == compaction.TRIGGER_TYPE)]
     elif not summarising and compaction.has_compaction_items(inputs):
         request = {**request, "input": compaction.expand_compaction_items(
-            inputs, key=options.get("encryption_key"), first_client_index=history_length)}  # fmt: skip
+            inputs, key=options["options"].encryption_key, first_client_index=history_length)}  # fmt: skip
     fit = plan_fit(state, route, request, options)  # truncation: "auto"; an overflow gets OpenAI's code
     return PreparedTurn(asked=asked, route=route, client=fit.client(client), options=options, secrets=secrets,
                         token=token, request=fit.request, items=items, history_length=history_length, fit=fit,
