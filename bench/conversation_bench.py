@@ -111,7 +111,7 @@ def turn_figures(spec: str, sizes: list[int], turns: int) -> dict[int, dict[str,
     from fixtures.backend import create_app as backend_app
     from server.app import create_app
     from server.config import BridgeConfig, Upstream
-    from tests.servers import run_app
+    from tests.support.servers import run_app
 
     out: dict[int, dict[str, float]] = {}
     with run_app(backend_app()) as backend:
