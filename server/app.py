@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from server import conversations, stored
-from server.chat import CHAT_ENDPOINT, create_chat_completion
+from server.chat import create_chat_completion
 from server.compact import COMPACT_ENDPOINT, compact_response
 from server.config import BridgeConfig, ConfigError
 from server.errors import error_response, handle_http_exception, handle_unexpected
@@ -27,7 +27,7 @@ from server.metrics import BridgeMetrics
 from server.middleware import BridgeMiddleware
 from server.models import list_models, retrieve_model
 from server.responses import create_response
-from server.scope import OWNER_KEY, RAW_SEND_KEY, RESPONSES_ENDPOINT
+from server.scope import CHAT_ENDPOINT, OWNER_KEY, RAW_SEND_KEY, RESPONSES_ENDPOINT
 from server.state import BridgeState, healthz, lifespan
 from server.websocket import responses_websocket
 from translator.options import TranslatorOptions

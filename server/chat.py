@@ -38,7 +38,7 @@ from server.config import BridgeConfig, Limits, Route
 from server.disconnect import ClientGone, cancel_on_disconnect
 from server.errors import ApiError, JSONResponse, error_response, invalid, not_found, translator_error
 from server.limits import UpstreamLimitError
-from server.scope import ACCESS_KEY, TOKEN_KEY
+from server.scope import ACCESS_KEY, CHAT_ENDPOINT, TOKEN_KEY
 from server.state import BridgeState
 from server.upstream import UpstreamClient, scrub, scrub_value
 from translator.chat_fixes import fix_chat_request
@@ -50,7 +50,6 @@ __all__ = ["CHAT_ENDPOINT", "create_chat_completion"]
 
 log = logging.getLogger("responses_bridge")
 
-CHAT_ENDPOINT = "/v1/chat/completions"
 T = TypeVar("T")
 
 #: Response error codes → the HTTP status a failure before any output is answered with.

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.errors import JSONResponse, error_response, not_found
-from server.scope import RESPONSES_ENDPOINT, TOKEN_KEY
+from server.scope import CHAT_ENDPOINT, RESPONSES_ENDPOINT, TOKEN_KEY
 from server.upstream import UpstreamClient
 
 __all__ = ["list_models", "retrieve_model"]
@@ -30,9 +30,13 @@ async def retrieve_model(request: Request) -> Response:
     return JSONResponse(_entry(model_id, "upstream", int(time.time())))
 
 
+#: Every model is served on both APIs (server/responses.py, server/chat.py).
+SUPPORTED_ENDPOINTS = (RESPONSES_ENDPOINT, CHAT_ENDPOINT)
+
+
 def _entry(model_id: str, owned_by: str, created: int, alias_of: str | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": model_id, "object": "model", "created": created, "owned_by": owned_by,
-                             "supported_endpoints": [RESPONSES_ENDPOINT]}  # fmt: skip
+                             "supported_endpoints": list(SUPPORTED_ENDPOINTS)}  # fmt: skip
     if alias_of is not None:
         entry["alias_of"] = alias_of
     return entry

@@ -7,9 +7,10 @@ any module of the server may import it.
 
 from __future__ import annotations
 
-__all__ = ["ACCESS_KEY", "OWNER_KEY", "RAW_SEND_KEY", "RESPONSES_ENDPOINT", "TOKEN_KEY"]
+__all__ = ["ACCESS_KEY", "CHAT_ENDPOINT", "OWNER_KEY", "RAW_SEND_KEY", "RESPONSES_ENDPOINT", "TOKEN_KEY"]
 
 RESPONSES_ENDPOINT = "/v1/responses"
+CHAT_ENDPOINT = "/v1/chat/completions"
 
 #: The request's `server.accesslog.AccessRecord` (written when the request ends).
 ACCESS_KEY = "responses_bridge.access"

@@ -31,7 +31,7 @@ def test_models_lists_backend_models_as_supporting_responses(bridge_url: str) ->
     assert models, "the fixture backend lists models; the bridge must pass them on"
     for model in models:
         assert model.object == "model"
-        assert (model.model_extra or {}).get("supported_endpoints") == ["/v1/responses"]
+        assert (model.model_extra or {}).get("supported_endpoints") == ["/v1/responses", "/v1/chat/completions"]
 
 
 def test_models_with_configured_names_and_aliases(make_bridge: Callable[..., BridgeHandle]) -> None:
@@ -40,7 +40,7 @@ def test_models_with_configured_names_and_aliases(make_bridge: Callable[..., Bri
     by_id = {m["id"]: m for m in data}
     assert set(by_id) == {"fixture-scripted", "gpt-5"}
     assert by_id["gpt-5"]["alias_of"] == "fixture-scripted"
-    assert all(m["supported_endpoints"] == ["/v1/responses"] for m in data)
+    assert all(m["supported_endpoints"] == ["/v1/responses", "/v1/chat/completions"] for m in data)
 
 
 def test_alias_routes_to_backend_model(

@@ -1,4 +1,4 @@
-"""`truncation: "auto"` against a backend with a context limit (docs/context-overflow.md): the bridge
+"""`truncation: "auto"` against a backend with a context limit (docs/conversations.md, "truncation: auto"): the bridge
 drops the oldest turns and retries once; `"disabled"` leaves the backend's refusal standing.
 
 The backend is the fixture backend behind `LimitedBackend`, which refuses any chat request whose
