@@ -41,6 +41,43 @@ def _key(section: str, field: str) -> Getter:
     return get
 
 
+def _store_cpu_ms(name: str) -> Getter:
+    """CPU milliseconds the store's database server (PostgreSQL) spent per stream or request."""
+
+    def get(t: dict) -> float | None:
+        phase = (t.get("phases") or {}).get(name, {})
+        rate, cores = phase.get("rate"), phase.get("store_server_cpu_cores")
+        return 1000.0 * cores / rate if rate and cores is not None else None
+
+    return get
+
+
+def per_chunk_us(t: dict) -> float | None:
+    """CPU microseconds per content chunk: the 512-chunk stream's CPU minus the 64-chunk stream's, over
+    the 448 chunks between them (what is left is the cost each chunk adds)."""
+    a, b = _cpu_ms("s64_c16")(t), _cpu_ms("s512_c16")(t)
+    return 1000.0 * (b - a) / 448 if a is not None and b is not None else None
+
+
+def fixed_ms(t: dict, ref: dict | None, phase: str = "ns_c16") -> float | None:
+    """The fixed cost per request: the target's CPU ms per request minus the reference's (the floor
+    proxy, or the direct backend) for the same request, so what is left is what the target does
+    beyond receiving a request and moving the backend's answer."""
+    mine = _cpu_ms(phase)(t)
+    theirs = _cpu_ms(phase)(ref) if ref else None
+    return mine - theirs if mine is not None and theirs is not None else None
+
+
+def stream_fixed_ms(t: dict, ref: dict | None) -> float | None:
+    """The fixed cost per stream: CPU per 64-chunk stream, minus 64 chunks at the per-chunk cost,
+    minus the reference's CPU per 64-chunk stream."""
+    mine, chunk = _cpu_ms("s64_c16")(t), per_chunk_us(t)
+    theirs = _cpu_ms("s64_c16")(ref) if ref else None
+    if mine is None or chunk is None or theirs is None:
+        return None
+    return mine - 64 * chunk / 1000.0 - theirs
+
+
 # (label, getter, higher is better, phase whose errors to flag)
 ROWS: list[tuple[str, Getter, bool, str | None]] = [
     ("streams/s, 64 chunks, 16 concurrent", _phase("s64_c16", "rate"), True, "s64_c16"),
@@ -62,6 +99,11 @@ ROWS: list[tuple[str, Getter, bool, str | None]] = [
     ("target CPU ms per stream, 64 chunks paced, 16 conc.", _cpu_ms("p64_c16"), False, None),
     ("target CPU ms per stream, 512 chunks, 16 conc.", _cpu_ms("s512_c16"), False, None),
     ("target CPU ms per non-streaming request, 16 conc.", _cpu_ms("ns_c16"), False, None),
+    ("target CPU ms per non-streaming request, concurrency 1", _cpu_ms("ns_c1"), False, None),
+    ("target CPU ms per stream, 64 chunks, 256 conc.", _cpu_ms("s64_c256"), False, None),
+    ("target CPU µs per content chunk ((512 - 64 chunks) / 448)", per_chunk_us, False, None),
+    ("PostgreSQL server CPU ms per non-streaming request, 16 conc.", _store_cpu_ms("ns_c16"), False, None),
+    ("PostgreSQL server CPU ms per stream, 64 chunks, 16 conc.", _store_cpu_ms("s64_c16"), False, None),
     ("new upstream connections per stream, 64 chunks, 16 conc.",
      _phase("s64_c16", "upstream_connections_per_request"), False, None),
     ("new upstream connections per request, non-streaming, 16 conc.",
@@ -78,9 +120,11 @@ def _fmt(value: float | None) -> str:
         return "-"
     if value >= 100:
         return f"{value:,.0f}"
-    if value >= 10:
+    if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
 
 
 def _errors(t: dict, phase: str | None) -> str:
@@ -101,11 +145,21 @@ def table(run: dict) -> str:
         for t in targets:
             value = get(t) if t.get("status") not in ("failed", "not installed") else None
             cell = _fmt(value)
-            if value is not None and base and t is not direct and not label.startswith("new upstream") and label.split(",")[0] not in (
+            if value is not None and base and base > 0 and t is not direct and not label.startswith("new upstream") and label.split(",")[0] not in (
                     "CPU cores used by backend meanwhile",
                     "CPU cores used by wrk meanwhile", "CPU cores used by everything else meanwhile"):
                 cell += f" ({value / base:.2f}x)"
             cells.append(cell + _errors(t, phase))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    floor = next((t for t in targets if t["key"] == "floor" and t.get("status") == "measured"), None)
+    for label, ref in (("fixed cost: CPU ms per non-streaming request minus the floor's", floor),
+                       ("fixed cost: CPU ms per non-streaming request minus the direct backend's", direct),
+                       ("fixed cost per stream: CPU ms per 64-chunk stream - 64 x per-chunk - floor's", floor)):
+        cells = []
+        for t in targets:
+            ok = t.get("status") not in ("failed", "not installed") and t is not ref and t is not direct
+            value = (stream_fixed_ms(t, ref) if "per stream" in label else fixed_ms(t, ref)) if ok else None
+            cells.append(_fmt(value))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     held = []
     for t in targets:
@@ -119,6 +173,9 @@ def table(run: dict) -> str:
     lines.append("| idle streams held / errors | " + " | ".join(held) + " |")
     status = [t.get("status", "?") for t in targets]
     lines.append("| status | " + " | ".join(status) + " |")
+    loads = [" ".join(f"{x:g}" for x in t["loadavg_at_start"]) if t.get("loadavg_at_start") else "-"
+             for t in targets]
+    lines.append("| load average when the target started | " + " | ".join(loads) + " |")
     return "\n".join(lines)
 
 
@@ -126,11 +183,79 @@ def _get(run: dict, key: str) -> dict | None:
     return next((t for t in run["targets"] if t["key"] == key and t.get("status") == "measured"), None)
 
 
+def _verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("MET" if ok else "NOT MET")
+
+
+def _rate(t: dict | None, phase: str) -> float | None:
+    return ((t or {}).get("phases") or {}).get(phase, {}).get("rate") or None
+
+
+def default_store_verdict(run: dict) -> list[str]:
+    """The targets for the default (stored) path, each judged from this run's figures."""
+    floor, relay = _get(run, "floor"), _get(run, "codex-relay")
+    sqlite_rows = [t for t in run["targets"] if t["key"].startswith("bridge-sqlite-") and t.get("status") == "measured"]
+    if not sqlite_rows:
+        return ["- the default-store (SQLite) bridge was not measured in this run (see status row)"]
+    out = []
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    def fmt(r: float | None) -> str:
+        return "-" if r is None else f"{r:.2f}x"
+
+    for sq in sqlite_rows:
+        w = sq["key"].rsplit("-", 1)[1]
+        pg = _get(run, f"bridge-pg-{w}")
+        nocodex = _get(run, f"bridge-{w}")
+        name = sq["label"]
+        for phase, what in (("s64_c16", "64-chunk"), ("p64_c16", "64-chunk paced")):
+            r_floor, r_relay = ratio(_rate(sq, phase), _rate(floor, phase)), ratio(_rate(sq, phase), _rate(relay, phase))
+            ok = None if r_floor is None or r_relay is None else (r_floor >= 0.6 and r_relay >= 3.0)
+            out.append(f"- {_verdict(ok)}: {name}, {what} streams at 16 concurrent = {fmt(r_floor)} the floor "
+                       f"(target ≥ 0.6x) and {fmt(r_relay)} codex-relay (target ≥ 3x)")
+        r = ratio(_rate(sq, "ns_c16"), _rate(relay, "ns_c16"))
+        out.append(f"- {_verdict(None if r is None else r >= 0.5)}: {name}, non-streaming at 16 concurrent = "
+                   f"{fmt(r)} codex-relay (target ≥ 0.5x)")
+        for phase, what in (("s64_c16", "64-chunk streams"), ("p64_c16", "paced streams"),
+                            ("ns_c16", "non-streaming")):
+            r = ratio(_rate(pg, phase), _rate(sq, phase))
+            out.append(f"- {_verdict(None if r is None else r >= 0.8)}: PostgreSQL ({w}), {what} at 16 concurrent = "
+                       f"{fmt(r)} SQLite's (target ≥ 0.8x)")
+        if nocodex:
+            for phase, what in (("s64_c16", "64-chunk streams"), ("ns_c16", "non-streaming")):
+                r = ratio(_rate(sq, phase), _rate(nocodex, phase))
+                out.append(f"  - for scale: storing every response (SQLite) runs {what} at {fmt(r)} of store:false")
+        for t in (sq, pg):
+            if not t:
+                continue
+            mine = (t.get("ttfe") or {}).get("ttfe_p50_ms")
+            theirs = ((relay or {}).get("ttfe") or {}).get("ttfe_p50_ms")
+            ok = None if mine is None or theirs is None else mine <= theirs
+            out.append(f"- {_verdict(ok)}: {t['label']}, time to first event p50 at concurrency 1 = "
+                       f"{_fmt(mine)} ms vs codex-relay's {_fmt(theirs)} ms (target ≤ codex-relay's)")
+            f = fixed_ms(t, floor)
+            out.append(f"- {_verdict(None if f is None else f <= 0.2)}: {t['label']}, fixed cost per non-streaming "
+                       f"request (CPU minus the floor's) = {_fmt(f)} ms (target ≤ 0.2 ms)")
+    for t in run["targets"]:
+        if not t["key"].startswith("bridge-") or t.get("status") != "measured":
+            continue
+        idle = t.get("idle") or {}
+        errs = sum((idle.get("errors") or {}).values()) + (idle.get("closed_by_server_during_hold") or 0)
+        mb = idle.get("rss_peak_mb")
+        ok = None if mb is None else (mb < 70 and errs == 0 and idle.get("held") == idle.get("streams"))
+        out.append(f"- {_verdict(ok)}: {t['label']}, 1,000 idle streams: peak RSS {_fmt(mb)} MB, "
+                   f"{idle.get('held')}/{idle.get('streams')} held, {errs} errors (target < 70 MB)")
+    return out
+
+
 def targets_verdict(run: dict) -> list[str]:
-    """The issue's targets, each judged from this run's figures (PASS / FAIL / not measurable)."""
+    """The earlier targets (store: false), each judged from this run's figures (PASS / FAIL)."""
     out = []
     direct, relay = _get(run, "direct"), _get(run, "codex-relay")
-    bridges = [t for t in run["targets"] if t["key"].startswith("bridge-") and t.get("status") == "measured"]
+    bridges = [t for t in run["targets"] if t["key"].startswith("bridge-") and t.get("status") == "measured"
+               and not t.get("stored")]
     if not bridges:
         return ["- the bridge was not measured in this run (see status row)"]
     for b in bridges:
@@ -162,9 +287,14 @@ def targets_verdict(run: dict) -> list[str]:
 
 
 def profile_section(run: dict) -> list[str]:
-    b = next((t for t in run["targets"] if t.get("profile")), None)
-    if not b:
-        return []
+    out: list[str] = []
+    for b in run["targets"]:
+        if b.get("profile"):
+            out += _profile_of(b)
+    return out
+
+
+def _profile_of(b: dict) -> list[str]:
     prof = b["profile"]
     out = [f"## Where {b['label']} spends its time (py-spy)", ""]
     if prof.get("flamegraph"):
@@ -213,7 +343,17 @@ def markdown(run: dict, json_name: str, png_name: str | None, chart_status: str)
         "",
         table(run),
         "",
-        "## The issue's targets, judged from this run",
+        "Rows: `floor` is bench/floor_proxy.py, a byte-copying proxy (what moving these bytes costs in "
+        "Python); `store:false` rows send `\"store\": false` as Codex does; `default store` rows send no "
+        "`store` field, so every response is stored before it is answered. Fixed cost = the target's CPU "
+        "per non-streaming request minus the floor's (or the direct backend's); per-chunk cost = (CPU per "
+        "512-chunk stream - CPU per 64-chunk stream) / 448. CPU from /proc over each whole phase.",
+        "",
+        "## Targets for the default (stored) path, judged from this run",
+        "",
+        *default_store_verdict(run),
+        "",
+        "## Earlier targets (store: false), judged from this run",
         "",
         *targets_verdict(run),
         "",
