@@ -150,30 +150,40 @@ class UpstreamProtocol(asyncio.Protocol):
                 self._done()
 
     def _chunks(self, data: bytes) -> bool:
-        """Follow the chunked framing over one read; True once the whole answer has gone by."""
-        i, n = 0, len(data)
+        """Follow the chunked framing over one read; True once the whole answer has gone by.
+
+        A tight loop over local variables: per chunk one ``find`` for the size line and one ``int``,
+        the data itself is skipped, not looked at."""
+        n = len(data)
+        i = min(self.remaining, n)
+        self.remaining -= i
+        if self.chunk_line:  # the rest of a size line split across reads
+            data = bytes(self.chunk_line) + data
+            self.chunk_line = bytearray()
+            n = len(data)
+        find = data.find
         while i < n:
-            if self.remaining:
-                step = min(self.remaining, n - i)
-                self.remaining -= step
-                i += step
-                continue
-            end = data.find(b"\n", i)
+            end = find(b"\n", i)
             if end < 0:
                 self.chunk_line += data[i:]
                 return False
-            line = bytes(self.chunk_line) + data[i:end] if self.chunk_line else data[i:end]
-            self.chunk_line = bytearray()
-            i = end + 1
             if self.trailer:
-                if line.strip() == b"":
+                if end - i <= 1:  # the empty line that ends the trailer section
                     return True
+                i = end + 1
                 continue
-            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            try:
+                size = int(data[i:end], 16)  # int() ignores the line's trailing CR
+            except ValueError:  # a chunk extension (";name=value")
+                size = int(data[i:end].split(b";", 1)[0], 16)
             if size == 0:
                 self.trailer = True
-            else:
-                self.remaining = size + 2  # the data and its CRLF
+                i = end + 1
+                continue
+            i = end + 1 + size + 2  # the data and its CRLF
+            if i > n:
+                self.remaining = i - n
+                return False
         return False
 
     def _done(self) -> None:

@@ -213,20 +213,6 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def named(comm: str) -> list[int]:
-    """Every process whose command name is `comm` (e.g. the PostgreSQL server's backends), from /proc."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if Path(f"/proc/{entry}/comm").read_text().strip() == comm:
-                out.append(int(entry))
-        except OSError:
-            continue
-    return out
-
-
 def cpu_ns(pids: list[int]) -> int:
     """CPU time of the processes' live threads in nanoseconds, from /proc/<pid>/task/*/schedstat.
 

@@ -191,6 +191,19 @@ def _rate(t: dict | None, phase: str) -> float | None:
     return ((t or {}).get("phases") or {}).get(phase, {}).get("rate") or None
 
 
+def _per_cpu(t: dict, floor: dict | None, relay: dict | None, phase: str) -> str:
+    """The same comparison per CPU-second each target used (1 / CPU ms per request): what the ratio
+    would be if every target had a core to itself, which a machine shared with other work cannot give."""
+    mine = _cpu_ms(phase)(t)
+    parts = []
+    for ref, name in ((floor, "the floor"), (relay, "codex-relay")):
+        theirs = _cpu_ms(phase)(ref) if ref else None
+        if mine and theirs:
+            parts.append(f"{theirs / mine:.2f}x {name}")
+    return ("  - per CPU-second of the target instead: " + ", ".join(parts)) if parts else \
+        "  - per CPU-second: not measurable"
+
+
 def default_store_verdict(run: dict) -> list[str]:
     """The targets for the default (stored) path, each judged from this run's figures."""
     floor, relay = _get(run, "floor"), _get(run, "codex-relay")
@@ -215,9 +228,11 @@ def default_store_verdict(run: dict) -> list[str]:
             ok = None if r_floor is None or r_relay is None else (r_floor >= 0.6 and r_relay >= 3.0)
             out.append(f"- {_verdict(ok)}: {name}, {what} streams at 16 concurrent = {fmt(r_floor)} the floor "
                        f"(target ≥ 0.6x) and {fmt(r_relay)} codex-relay (target ≥ 3x)")
+            out.append(_per_cpu(sq, floor, relay, phase))
         r = ratio(_rate(sq, "ns_c16"), _rate(relay, "ns_c16"))
         out.append(f"- {_verdict(None if r is None else r >= 0.5)}: {name}, non-streaming at 16 concurrent = "
                    f"{fmt(r)} codex-relay (target ≥ 0.5x)")
+        out.append(_per_cpu(sq, floor, relay, "ns_c16"))
         for phase, what in (("s64_c16", "64-chunk streams"), ("p64_c16", "paced streams"),
                             ("ns_c16", "non-streaming")):
             r = ratio(_rate(pg, phase), _rate(sq, phase))
@@ -245,7 +260,7 @@ def default_store_verdict(run: dict) -> list[str]:
         errs = sum((idle.get("errors") or {}).values()) + (idle.get("closed_by_server_during_hold") or 0)
         mb = idle.get("rss_peak_mb")
         ok = None if mb is None else (mb < 70 and errs == 0 and idle.get("held") == idle.get("streams"))
-        out.append(f"- {_verdict(ok)}: {t['label']}, 1,000 idle streams: peak RSS {_fmt(mb)} MB, "
+        out.append(f"- {_verdict(ok)}: {t['label']}, {idle.get('streams', 0):,} idle streams: peak RSS {_fmt(mb)} MB, "
                    f"{idle.get('held')}/{idle.get('streams')} held, {errs} errors (target < 70 MB)")
     return out
 

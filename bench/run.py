@@ -217,7 +217,8 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
         out["phases"] = {}
         for name, model, stream, conns in PHASES:
             stats0 = backend_stats(opts.backend_port)
-            store0 = procs.cpu_seconds(procs.named(target.store_server)) if target.store_server else 0.0
+            store_pids0 = target.store_pids() if target.store_pids else []
+            store0 = {p: procs.cpu_seconds([p]) for p in store_pids0}
             busy0, total0 = procs.system_cpu()
             kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             with procs.Sampler(proc.pid) as own, procs.Sampler(backend.pid) as back:
@@ -225,7 +226,9 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
                               f"{target.key}-{name}", timeout_s=max(10.0, opts.seconds))
             kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             busy1, total1 = procs.system_cpu()
-            store1 = procs.cpu_seconds(procs.named(target.store_server)) if target.store_server else 0.0
+            store_pids1 = target.store_pids() if target.store_pids else []
+            # backends that ended during the phase are lost; ones that began in it count from zero
+            store_cpu = sum(procs.cpu_seconds([p]) - store0.get(p, 0.0) for p in store_pids1)
             elapsed = own.t_end - own.t_start
             ncpu = os.cpu_count() or 1
             system_cores = (busy1 - busy0) / (total1 - total0) * ncpu if total1 > total0 else 0.0
@@ -235,8 +238,9 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
             phase["backend_cpu_cores"] = round(back.cores, 2) if target.key != "direct" else None
             phase["wrk_cpu_cores"] = round(wrk_cores, 2)
             phase["system_cpu_cores"] = round(system_cores, 2)
-            store_cores = (store1 - store0) / elapsed if target.store_server and elapsed > 0 else 0.0
-            phase["store_server_cpu_cores"] = round(store_cores, 3) if target.store_server else None
+            store_cores = store_cpu / elapsed if target.store_pids and elapsed > 0 else 0.0
+            phase["store_server_cpu_cores"] = round(store_cores, 3) if target.store_pids else None
+            phase["store_server_processes"] = len(store_pids1) if target.store_pids else None
             ours = own.cores + (back.cores if target.key != "direct" else 0.0) + wrk_cores + store_cores
             phase["other_cpu_cores"] = round(max(0.0, system_cores - ours), 2)
             phase["rss_peak_mb"] = round(own.peak / 1048576, 1)
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.growth:
         import growth
 
-        return growth.main([*(["--quick"] if opts.quick else []), *rest])
+        return growth.main([*(["--quick"] if opts.quick else []), "--results-dir", opts.results_dir, *rest])
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     opts.seconds = opts.seconds or (3.0 if opts.quick else 10.0)
@@ -384,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     stored_workers = [int(w) for w in opts.stored_workers.split(",") if w]
     targets = [t for t in all_targets(workers, stored_workers)
                if (not only or t.key in only) and t.key not in skip]
-    pg_problem = postgres_reachable() if any(t.store_server for t in targets) else None
+    pg_problem = postgres_reachable() if any(t.store_pids for t in targets) else None
 
     for t in targets:
         if t.venv is None:
@@ -415,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "detail": run["installs"].get(t.key)})
             print(f"  not installed: {run['installs'].get(t.key)}", flush=True)
             continue
-        if t.store_server and pg_problem:
+        if t.store_pids and pg_problem:
             run["targets"].append({"key": t.key, "label": t.label, "note": t.note, "status": "failed",
                                    "detail": f"PostgreSQL not reachable: {pg_problem}"})
             print(f"  PostgreSQL not reachable: {pg_problem}", flush=True)

@@ -74,7 +74,7 @@ class Target:
     note: str = ""
     stored: bool = False  # Responses bodies without a `store` field (the default: stored)
     floor: bool = False  # a reference that does no translation (the byte-copying proxy)
-    store_server: str | None = None  # process name of a store server whose CPU is sampled too
+    store_pids: Callable[[], list[int]] | None = None  # the store server's processes serving this target
     cleanup: Callable[[], None] | None = None  # drops what the target's starts created (schemas, files)
 
     @property
@@ -130,7 +130,17 @@ class FreshSchema:
     def __call__(self) -> str:
         schema = f"bench_{os.getpid()}_{next(_fresh)}"
         self.made.append(schema)
-        return f"{self.dsn}?schema={schema}"
+        # application_name (passed through to the server by the driver) tags the bridge's connections,
+        # so server_pids can find the database backends serving this bridge and no one else
+        return f"{self.dsn}?schema={schema}&application_name={schema}"
+
+    def server_pids(self) -> list[int]:
+        """The PostgreSQL backend processes serving the latest start's connections."""
+        if not self.made:
+            return []
+        ok, out = psql(self.dsn, f"SELECT pid FROM pg_stat_activity WHERE application_name = '{self.made[-1]}'",
+                       timeout=10)
+        return [int(x) for x in out.split()] if ok else []
 
     def cleanup(self) -> None:
         for schema in self.made:
@@ -225,7 +235,7 @@ def all_targets(bridge_workers: list[int], stored_workers: list[int] | None = No
         pg = FreshSchema()
         targets.append(Target(f"bridge-pg-w{w}", f"bridge w{w}, default store: PostgreSQL", "responses",
                               _bridge_argv(w, pg), env={"PYTHONPATH": str(REPO)}, stored=True,
-                              store_server="postgres", cleanup=pg.cleanup,
+                              store_pids=pg.server_pids, cleanup=pg.cleanup,
                               note="no store field (stored), a fresh schema on the local PostgreSQL 127.0.0.1:5432"))
     targets.append(Target("codex-relay", "codex-relay", "responses", _codex_relay_argv, venv=CODEX_RELAY,
                           note="Rust (axum + reqwest), from PyPI's prebuilt wheel"))
