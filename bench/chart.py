@@ -41,9 +41,46 @@ def _grouped(ax, targets: list[dict], metrics: list[tuple[str, object]], width: 
     ax.set_xticklabels([m for m, _ in metrics], fontsize=8)
 
 
+def growth(run: dict, dst: str) -> None:
+    """The growth run (bench/growth.py): per-turn bridge CPU and wall time along the chain, and the
+    sampled variants (stored / read only / inline) per depth, one colour per store."""
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    for i, (store, res) in enumerate((run.get("chain") or {}).items()):
+        turns = res.get("per_turn") or []
+        if not turns:
+            continue
+        xs = [t["turn"] for t in turns]
+        axes[0].plot(xs, [t["cpu_ms"] for t in turns], ".", markersize=2, color=f"C{i}", alpha=0.5,
+                     label=f"{store}: bridge CPU per turn")
+        axes[0].plot(xs, [t["wall_ms"] for t in turns], "-", linewidth=0.6, color=f"C{i}", alpha=0.6,
+                     label=f"{store}: wall time per turn")
+        samples = res.get("samples") or {}
+        depths = sorted(int(d) for d in samples)
+        for style, variant in (("o-", "stored"), ("s--", "read_only"), ("^:", "inline")):
+            ys = [samples[str(d)].get(variant, {}).get("cpu_ms_p50") for d in depths]
+            axes[1].plot(depths, ys, style, color=f"C{i}", label=f"{store}: {variant.replace('_', ' ')}")
+    axes[0].set_xlabel("turn (depth of the previous_response_id chain)")
+    axes[0].set_ylabel("ms")
+    axes[0].set_title("Building the chain, turn by turn")
+    axes[0].legend(fontsize=8)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("depth of history (turns), log scale")
+    axes[1].set_ylabel("bridge CPU ms per request (median)")
+    axes[1].set_title("stored vs read only (store: false) vs history sent inline (no store)")
+    axes[1].legend(fontsize=7)
+    m = run["machine"]
+    fig.suptitle(f"responses-bridge, cost as the work grows, {run['started']} — {m['nproc']} cores, "
+                 f"load average at start {m.get('loadavg_at_start')}")
+    fig.tight_layout()
+    fig.savefig(dst, dpi=110)
+
+
 def main(src: str, dst: str) -> None:
     with open(src) as f:
         run = json.load(f)
+    if "chain" in run:
+        growth(run, dst)
+        return
     targets = [t for t in run["targets"] if t.get("phases")]
     fig, axes = plt.subplots(1, 4, figsize=(22, 6.5), gridspec_kw={"width_ratios": [3.2, 1.3, 1.3, 1.2]})
     width = 0.8 / max(1, len(targets))
@@ -76,7 +113,8 @@ def main(src: str, dst: str) -> None:
     ax.set_xticks(range(len(targets)))
     ax.set_xticklabels(names, fontsize=6, rotation=60, ha="right")
     ax.set_ylabel("peak RSS, MB")
-    ax.set_title("1,000 idle streams")
+    held = max(((t.get("idle") or {}).get("streams") or 0 for t in targets), default=0)
+    ax.set_title(f"{held:,} idle streams")
     ax.legend(fontsize=7)
     m = run["machine"]
     fig.suptitle(f"responses-bridge benchmark, {run['started']} — {m['nproc']} cores ({m['cpu']}), "

@@ -467,7 +467,13 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "-quick" if opts.quick else ""
     json_path = results_dir / f"{started:%Y-%m-%d}-{run.machine_slug(info)}-growth{suffix}.json"
     json_path.write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result) + f"\nRaw figures: `{json_path.name}`.\n"
+    png_path = json_path.with_suffix(".png")
+    import install
+    import report
+
+    chart_status = report.chart(json_path, png_path, install.TOOLS.path("bin/python"))
+    md = markdown(result) + f"\nRaw figures: `{json_path.name}`." + (
+        f" Chart: `{png_path.name}`.\n" if png_path.exists() else f" (no chart: {chart_status})\n")
     (results_dir / f"growth-latest{suffix}.md").write_text(md)
     print(md)
     print(f"wrote {json_path}, {results_dir / f'growth-latest{suffix}.md'}")

@@ -238,6 +238,13 @@ def default_store_verdict(run: dict) -> list[str]:
             r = ratio(_rate(pg, phase), _rate(sq, phase))
             out.append(f"- {_verdict(None if r is None else r >= 0.8)}: PostgreSQL ({w}), {what} at 16 concurrent = "
                        f"{fmt(r)} SQLite's (target ≥ 0.8x)")
+        if pg:
+            for phase, what in (("s64_c16", "64-chunk stream"), ("ns_c16", "non-streaming request")):
+                b_pg, s_pg, b_sq = _cpu_ms(phase)(pg), _store_cpu_ms(phase)(pg), _cpu_ms(phase)(sq)
+                if b_pg is not None and b_sq is not None:
+                    out.append(f"  - CPU per {what}: PostgreSQL row {_fmt(b_pg)} ms in the bridge + "
+                               f"{_fmt(s_pg)} ms in the database server, SQLite row {_fmt(b_sq)} ms (bridge, "
+                               "SQLite included)")
         if nocodex:
             for phase, what in (("s64_c16", "64-chunk streams"), ("ns_c16", "non-streaming")):
                 r = ratio(_rate(sq, phase), _rate(nocodex, phase))
