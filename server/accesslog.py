@@ -2,6 +2,8 @@
 
 A stream's line is written after its last frame, so duration, time to first token and token counts
 are the real ones. Nothing is logged per chunk, and no header or body (so no secret) is ever logged.
+Client-chosen text (the decoded path, the model name) is escaped in the text format: a `%0a` in a
+path must not start a forged log line, nor a space add a forged field.
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ from typing import Any
 
 import orjson
 
-__all__ = ["AccessRecord", "configure_logging", "emit"]
+__all__ = ["AccessRecord", "configure_logging", "emit", "escape_text"]
 
 access_log = logging.getLogger("responses_bridge.access")
+
+#: C0 controls, space, backslash (so an escape is unambiguous), DEL and C1 controls → `\xNN`.
+_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x21), 0x5C, *range(0x7F, 0xA0))}
+
+
+def escape_text(value: str) -> str:
+    """`value` safe to write into one space-separated text log line."""
+    return value.translate(_UNSAFE)
 
 
 class AccessRecord:
@@ -83,7 +93,8 @@ def emit(record: AccessRecord, log_format: str) -> None:
         return
     access_log.info(
         '%s %s %s model=%s upstream=%s stream=%s duration_ms=%s ttft_ms=%s tokens_in=%s tokens_out=%s%s',
-        fields["method"], fields["path"], fields["status"], fields["model"] or "-", fields["upstream"] or "-",
+        escape_text(fields["method"]), escape_text(fields["path"]), fields["status"],
+        escape_text(fields["model"] or "-"), escape_text(fields["upstream"] or "-"),
         str(fields["stream"]).lower(), fields["duration_ms"],
         "-" if fields["ttft_ms"] is None else fields["ttft_ms"],
         "-" if fields["input_tokens"] is None else fields["input_tokens"],

@@ -17,16 +17,21 @@ and the cancel:
 * the job's own status updates go through ``store.update_response``, which refuses to overwrite a
   cancelled response, so a cancel racing the last token always wins.
 
-What app.py calls (see docs/store.md):
+What the responses route calls (see docs/store.md):
 
-* ``await start_background(app, queued, input_items, run, owner=owner)`` → the queued response to answer
-  with; ``run()`` is an async iterator of event batches, e.g. ``events_from_asgi(event_stream)`` over the
-  ``EventStream`` the app would otherwise have returned (created with ``on_terminal=None``: this module
-  stores the final response itself);
+* ``await start_job(app, BackgroundStart(...))`` → the queued response to answer with; the job opens
+  the upstream and consumes an ``EventPump`` (server/pump.py) directly, the same pump an SSE response
+  reads, so every guarantee of the streaming path (a terminal event on any fault) holds here too;
+* ``await start_background(app, queued, input_items, run, owner=owner)``: the same for any ``run()``,
+  an async iterator of event batches;
 * ``background_stream(app, response_id, owner=owner, starting_after=None)`` → a streaming response,
   for ``background: true`` with ``stream: true``;
 * ``await shutdown_background(app)`` in the lifespan's shutdown: jobs still running end ``failed``
   (code ``server_shutting_down``) instead of staying ``in_progress`` for ever.
+
+A job's final response is written with ``store.update_response`` before its terminal event is
+appended (``server.pump.commit_terminal``): followers never see an end the store does not hold, and
+a failed write ends the job as ``failed`` with code ``store_unavailable``.
 """
 
 from __future__ import annotations
@@ -36,24 +41,28 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import ASGIApp, Message
 
-from server.store import TERMINAL_STATUSES
-from server.upstream import ApiError
-from translator.sse import DONE_FRAME, SSEDecoder, encode_sse
+from server.accesslog import AccessRecord
+from server.errors import ApiError
+from server.pump import TERMINAL_TYPES, EventPump, commit_terminal
+from server.store import TERMINAL_STATUSES, NullStore
+from server.upstream import UpstreamClient
+from translator.sse import DONE_FRAME, encode_sse
 
 __all__ = [
     "POLL_INTERVAL",
     "BackgroundRunner",
+    "BackgroundStart",
     "background_stream",
     "begin_background_shutdown",
-    "events_from_asgi",
     "runner_for",
     "shutdown_background",
     "start_background",
+    "start_job",
 ]
 
 log = logging.getLogger("responses_bridge")
@@ -62,7 +71,6 @@ log = logging.getLogger("responses_bridge")
 POLL_INTERVAL = 0.25
 #: A comment line sent to an idle follower so proxies keep the connection open.
 KEEPALIVE_INTERVAL = 15.0
-TERMINAL_EVENTS = frozenset(("response.completed", "response.incomplete", "response.failed"))
 
 RunStream = Callable[[], AsyncIterator[list[dict[str, Any]]]]
 
@@ -114,17 +122,26 @@ class BackgroundRunner:
         # ``pending`` is a final response not yet written; the terminal events of a normal run are
         # written here directly, the failure written in ``finally`` covers every other way out.
         pending: dict[str, Any] | None = None
+
+        async def commit(response: dict[str, Any]) -> bool:
+            return bool(await self.store.update_response(response, owner=owner))
+
         try:
             async with contextlib.aclosing(run()) as stream:
                 async for batch in stream:
                     events = [_mark_background(event, response_id) for event in batch]
-                    final = next((e["response"] for e in events if e.get("type") in TERMINAL_EVENTS
+                    final = next((e["response"] for e in events if e.get("type") in TERMINAL_TYPES
                                   and isinstance(e.get("response"), dict)), None)  # fmt: skip
                     if final is not None:
                         # Status first, events second: a client that saw the terminal event and then
                         # polls must find the response finished.
-                        if not await self.store.update_response(final, owner=owner):
+                        released = await commit_terminal(events, commit)
+                        if released is None:
                             return  # cancelled (or deleted) meanwhile: the cancel wins
+                        if released[-1] is not events[-1]:  # not stored: record the failure if we can
+                            with contextlib.suppress(Exception):
+                                await self.store.update_response(released[-1]["response"], owner=owner)
+                        events = released
                     else:
                         for event in events:
                             if event.get("type") == "response.in_progress" and isinstance(event.get("response"), dict):
@@ -226,7 +243,7 @@ class BackgroundRunner:
                 last = int(events[-1]["sequence_number"])
                 idle_since = time.monotonic()
                 yield b"".join(encode_sse(event) for event in events)
-                if any(event.get("type") in TERMINAL_EVENTS for event in events):
+                if any(event.get("type") in TERMINAL_TYPES for event in events):
                     break
                 continue
             current = await self.store.get(response_id, owner=owner)
@@ -290,7 +307,8 @@ async def start_background(
     if not store_requested:
         raise ApiError(400, "Background mode requires store=true.", type="invalid_request_error",
                        param="background", code="invalid_value")  # fmt: skip
-    if getattr(app.state, "store", None) is None or type(app.state.store).__name__ == "NullStore":
+    store = getattr(app.state, "store", None)
+    if store is None or not getattr(store, "keeps_responses", True) or isinstance(store, NullStore):
         raise ApiError(400, "Background mode needs a response store, and this bridge runs with --store none.",
                        type="invalid_request_error", param="background", code="invalid_value")  # fmt: skip
     return await runner_for(app).start(queued, input_items, run, owner=owner)
@@ -322,59 +340,34 @@ async def shutdown_background(app: Any) -> None:
         await runner.shutdown()
 
 
-async def events_from_asgi(response_app: ASGIApp) -> AsyncIterator[list[dict[str, Any]]]:
-    """Run an SSE-producing ASGI response (the app's ``EventStream``) with no client attached and yield
-    its events in the batches it wrote them.
+@dataclass(frozen=True)
+class BackgroundStart:
+    """What a ``background: true`` request hands to its job: everything needed to open the upstream
+    later and translate its answer, and what to store the response with."""
 
-    This reuses every guarantee the streaming path has (terminal event on upstream errors, timeouts,
-    malformed chunks) instead of a second copy of the pump. Closing this iterator (the job being
-    cancelled) cancels the response, whose own clean-up closes the upstream connection.
-    """
-    queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue()
-    decoder = SSEDecoder()
-    never = asyncio.Event()
+    client: UpstreamClient
+    chat_request: dict[str, Any]
+    translator: Any  # a ChatStreamTranslator, not started
+    input_items: list[dict[str, Any]]
+    owner: str | None
+    token: str | None
+    secrets: tuple[str, ...]
+    record: AccessRecord  # the job's own access record (the request's ends with the queued answer)
+    store_requested: bool = True  # False when the request said `store: false` (refused: 400)
 
-    async def receive() -> Message:
-        await never.wait()  # nobody disconnects: the job lives until it ends or is cancelled
-        return {"type": "http.disconnect"}
 
-    def decode(data: bytes) -> list[dict[str, Any]]:
-        import orjson
+async def start_job(app: Any, start: BackgroundStart) -> dict[str, Any]:
+    """Store ``start`` as queued and run it: the upstream is opened inside the job, its answer read
+    through an ``EventPump``. Returns the queued response."""
 
-        out: list[dict[str, Any]] = []
-        for _name, payload in decoder.feed(data):
-            if payload == "[DONE]":
-                continue
-            with contextlib.suppress(ValueError):
-                event = orjson.loads(payload)
-                if isinstance(event, dict) and "type" in event:
-                    out.append(event)
-        return out
+    async def run() -> AsyncIterator[list[dict[str, Any]]]:
+        upstream = await start.client.open_stream({**start.chat_request, "stream": True}, start.token)
+        pump = EventPump(upstream, start.translator, upstream_name=start.client.upstream.name,
+                         secrets=start.secrets, record=start.record)  # fmt: skip
+        async with contextlib.aclosing(pump.events()) as batches:
+            async for batch in batches:
+                yield batch
 
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            status = message.get("status", 200)
-            if status != 200:
-                raise RuntimeError(f"background response answered HTTP {status}")
-            return
-        if message["type"] == "http.response.body":
-            events = decode(message.get("body", b""))
-            if events:
-                queue.put_nowait(events)
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": [], "query_string": b""}
-    task = asyncio.get_running_loop().create_task(response_app(scope, receive, send))
-    task.add_done_callback(lambda _t: queue.put_nowait(None))
-    try:
-        while True:
-            batch = await queue.get()
-            if batch is None:
-                break
-            yield batch
-        if task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    queued = {**start.translator.response, "status": "queued", "background": True}
+    return await start_background(app, queued, start.input_items, run, owner=start.owner,
+                                  store_requested=start.store_requested)  # fmt: skip

@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_serve_arguments(serve)
     check = sub.add_parser("check", help="conformance check of a /v1/responses server")
     try:
-        from server import check as check_module
+        from conformance import check as check_module
     except ImportError:
         check.set_defaults(check_missing=True)
     else:
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "check_missing", False):
             print("responses-bridge check is not available in this build", file=sys.stderr)
             return 2
-        from server import check as check_module
+        from conformance import check as check_module
 
         return int(check_module.run(args))
     except ConfigError as exc:

@@ -22,6 +22,7 @@ __all__ = [
     "PROFILES_DIR",
     "BridgeConfig",
     "ConfigError",
+    "Limits",
     "Profile",
     "Route",
     "Timeouts",
@@ -59,6 +60,60 @@ class Timeouts:
     connect: float = 10.0
     first_byte: float = 600.0
     idle: float = 300.0
+
+
+# --------------------------------------------------------------------------------------------------
+# [limits]: ceilings against hostile peers (enforced by server/transport.py, server/upstream.py and
+# server/http_protocol.py; what a client gets when one is hit is listed in docs/failure-behaviour.md)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ceilings on what one peer may cost the bridge, each with a safe default.
+
+    Backend side (`upstream_*`): the response header block, the bytes of one answer (streamed or
+    not), and the size of a non-streamed JSON answer. Client side (`request_*`, checked before any
+    API key): header block size and count, the time from connection open to the end of the headers,
+    a minimum body rate averaged over a window, and the number of open connections."""
+
+    upstream_max_header_bytes: int = 64 * 1024
+    upstream_max_answer_bytes: int = 64 * 1024 * 1024
+    upstream_max_json_bytes: int = 32 * 1024 * 1024
+    request_max_header_bytes: int = 64 * 1024
+    request_max_headers: int = 100
+    request_header_timeout: float = 10.0
+    request_min_body_rate: int = 1024
+    request_body_rate_window: float = 10.0
+    max_client_connections: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in LIMIT_KEYS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"limits.{name} must be a positive number, got {value!r}")
+
+
+LIMIT_KEYS = (
+    "upstream_max_header_bytes", "upstream_max_answer_bytes", "upstream_max_json_bytes",
+    "request_max_header_bytes", "request_max_headers", "request_header_timeout", "request_min_body_rate",
+    "request_body_rate_window", "max_client_connections",
+)  # fmt: skip
+_FLOAT_LIMITS = {"request_header_timeout", "request_body_rate_window"}
+
+
+def parse_limits(table: Any) -> Limits:
+    """The `[limits]` table: every key optional, unknown keys are errors."""
+    table = _expect(table, dict, "limits")
+    unknown = set(table) - set(LIMIT_KEYS)
+    if unknown:
+        raise ConfigError(f"limits: unknown keys {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _FLOAT_LIMITS:
+            values[key] = float(_expect(value, (int, float), f"limits.{key}"))
+        else:
+            values[key] = int(_expect(value, int, f"limits.{key}"))
+    return Limits(**values)
 
 
 @dataclass(frozen=True)
@@ -126,6 +181,7 @@ class BridgeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -290,7 +346,7 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
 _TOP_KEYS = {
     "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
     "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
-    "port", "workers", "store_retention_days",
+    "port", "workers", "store_retention_days", "limits",
 }  # fmt: skip
 
 
@@ -327,6 +383,8 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         if key in data:
             kwargs[key] = float(_expect(data[key], (int, float), key))
     kwargs["encryption_key"] = _secret(data, "encryption_key", "config", env)
+    if "limits" in data:
+        kwargs["limits"] = parse_limits(data["limits"])
     return BridgeConfig(**kwargs)
 
 

@@ -1,7 +1,7 @@
-"""The stored-response routes: retrieve, delete, list input items, cancel (mounted by app.py).
+"""The stored-response routes: retrieve, delete, list input items, cancel (mounted by server/app.py).
 
 They read the store from ``request.app.state.store`` and the caller's owner from the request scope
-(``OWNER_KEY``, set by app.py's auth middleware when API keys are configured), so one key never sees
+(``OWNER_KEY``, set by the auth middleware when API keys are configured), so one key never sees
 another key's responses: a response of someone else answers exactly like a missing one (404).
 Errors use OpenAI's shape ``{"error": {message, type, param, code}}``.
 """
@@ -10,37 +10,26 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from server.background import background_stream, runner_for
+from server.errors import ApiError, JSONResponse, error_response, not_found
+from server.scope import OWNER_KEY
 
 __all__ = ["OWNER_KEY", "routes"]
-
-#: Scope key holding the caller's owner fingerprint; the same key app.py's middleware sets
-#: (``server.app.OWNER_KEY``; a test checks they agree).
-OWNER_KEY = "responses_bridge.owner"
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-class _JSON(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
 def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
-    return _JSON(body, status_code=status)
+    return error_response(ApiError(status, message, type="invalid_request_error", param=param, code=code))
 
 
 def _not_found(response_id: str) -> Response:
-    return _error(404, f"No response found with id '{response_id}'.", "response_id", "not_found")
+    return error_response(not_found(f"No response found with id '{response_id}'.", "response_id"))
 
 
 def _owner(request: Request) -> str | None:
@@ -92,7 +81,7 @@ async def retrieve_response(request: Request) -> Response:
     if response is None:
         return _not_found(response_id)
     if not stream:
-        return _JSON(response)
+        return JSONResponse(response)
     if not response.get("background"):
         return _error(
             400,
@@ -116,7 +105,7 @@ async def delete_response(request: Request) -> Response:
         await runner.cancel(response_id, owner=owner)
     if not await store.delete(response_id, owner=owner):
         return _not_found(response_id)
-    return _JSON({"id": response_id, "object": "response.deleted", "deleted": True})
+    return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
 
 async def list_input_items(request: Request) -> Response:
@@ -160,7 +149,7 @@ async def list_input_items(request: Request) -> Response:
     else:
         page = window[:limit]
         has_more = len(window) > limit
-    return _JSON(
+    return JSONResponse(
         {
             "object": "list",
             "data": page,
@@ -186,7 +175,7 @@ async def cancel_response(request: Request) -> Response:
     cancelled = await runner_for(request.app).cancel(response_id, owner=owner)
     if cancelled is None:
         return _not_found(response_id)
-    return _JSON(cancelled)
+    return JSONResponse(cancelled)
 
 
 def routes() -> list[Route]:

@@ -13,6 +13,13 @@ Contract kept with `server/upstream.py` and `server/streaming.py`: timeouts come
 bridge switches it to the idle timeout after the headers); failures raise the httpx exceptions
 httpcore would (`ConnectTimeout`, `ConnectError`, `PoolTimeout`, `ReadTimeout`, `WriteTimeout`,
 `RemoteProtocolError`, `ReadError`), which the bridge maps to 502/504 and `response.failed`.
+
+Ceilings (`server.config.Limits`, raised as `server.limits.UpstreamLimitError`): the response header
+block is counted as bytes arrive, before httptools assembles it (it joins header fragments by
+concatenation, so a huge header also costs time); body bytes are counted as they are parsed; an
+answer with a `Content-Encoding` other than identity is refused at its headers (the bridge asks for
+identity, and httpx would otherwise inflate it without bound). The same checks wrap the fallback
+transport used for `https://`.
 """
 
 from __future__ import annotations
@@ -26,13 +33,29 @@ from typing import Any
 import httptools
 import httpx
 
+from server.config import Limits
+from server.limits import UpstreamLimitError, too_large, unsupported_encoding
+
 __all__ = ["FastTransport"]
 
 #: Buffered, unread body bytes above which the socket stops being read (backpressure).
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+#: The most body bytes one read hands over (see `_Connection.take`).
+_MAX_TAKE = 64 * 1024
 
 _Origin = tuple[str, int]
+
+#: Content-Encoding values that mean "not encoded".
+_IDENTITY = frozenset((b"", b"identity"))
+
+
+class _Abort(Exception):
+    """Raised from a parser callback to stop parsing after `_fail` (httptools wraps it)."""
+
+
+def _encoding_refused(value: bytes) -> bool:
+    return value.strip().lower() not in _IDENTITY
 
 
 def _timeout_of(request: httpx.Request, key: str) -> float | None:
@@ -55,9 +78,12 @@ class _Connection(asyncio.Protocol):
     that lags receives everything that arrived meanwhile in one read (the translator handles
     several SSE frames per read for the price of one)."""
 
-    def __init__(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, origin: _Origin, loop: asyncio.AbstractEventLoop, ceilings: Limits | None = None) -> None:
         self.origin = origin
         self.loop = loop
+        ceilings = ceilings or Limits()
+        self.max_header_bytes = ceilings.upstream_max_header_bytes
+        self.max_answer_bytes = ceilings.upstream_max_answer_bytes
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -76,6 +102,8 @@ class _Connection(asyncio.Protocol):
         self.error: Exception | None = None
         self.buffer: list[bytes] = []
         self.buffered = 0
+        self.head_bytes = 0  # bytes fed while the headers were incomplete
+        self.body_bytes = 0  # body bytes of this answer so far
         self.waiter: asyncio.Future[None] | None = None
         self.framed = False  # has content-length or chunked: EOF is not a valid end of body
         self.head_only = False
@@ -91,12 +119,22 @@ class _Connection(asyncio.Protocol):
             # Bytes on an idle connection (or after the message): nothing can be trusted any more.
             self._close_transport()
             return
+        counting_head = not self.headers_done
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(httpx.RemoteProtocolError("Unexpected protocol upgrade from the server."))
+            return
         except httptools.HttpParserError as exc:
+            # A callback's `_Abort` arrives wrapped; `_fail` has already recorded why.
             self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
+            return
+        if counting_head and not self.headers_done:
+            # Counted per read rather than per header so that one endless header line is caught too;
+            # a read is at most a few hundred KiB, so the block is refused soon after the limit.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_header_bytes:
+                self._fail(too_large("a response header block", "upstream_max_header_bytes", self.max_header_bytes))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost follows
@@ -146,6 +184,10 @@ class _Connection(asyncio.Protocol):
             self.headers = []
             self.framed = False
             return
+        for name, value in self.headers:
+            if name.lower() == b"content-encoding" and _encoding_refused(value):
+                self._fail(unsupported_encoding(value.decode("latin-1")))
+                raise _Abort
         if self.status in (204, 304) or self.head_only:
             self.framed = True
         self.headers_done = True
@@ -158,6 +200,12 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.error is not None:
+            raise _Abort
+        self.body_bytes += len(body)
+        if self.body_bytes > self.max_answer_bytes:
+            self._fail(too_large("an answer", "upstream_max_answer_bytes", self.max_answer_bytes))
+            raise _Abort
         self.buffer.append(body)
         self.buffered += len(body)
         if self.buffered > _HIGH_WATER and not self._read_paused and self.transport is not None:
@@ -191,12 +239,28 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def take(self) -> bytes:
-        """Every buffered body byte as one piece (resuming the socket if it was paused)."""
+        """The buffered body bytes as one piece, at most about `_MAX_TAKE` (resuming the socket if
+        it was paused). Capped so that one read never hands the translator more work than a few
+        milliseconds' worth: the reader yields to the loop between reads, not within one."""
         buffer = self.buffer
-        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
-        self.buffer = []
-        self.buffered = 0
-        if self._read_paused and self.transport is not None:
+        if self.buffered <= _MAX_TAKE:
+            data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+            self.buffer = []
+            self.buffered = 0
+        else:
+            size = 0
+            count = 0
+            while count < len(buffer) and size < _MAX_TAKE:
+                size += len(buffer[count])
+                count += 1
+            data = b"".join(buffer[:count])
+            if len(data) > _MAX_TAKE:  # one socket read larger than the cap: split it
+                self.buffer = [data[_MAX_TAKE:], *buffer[count:]]
+                data = data[:_MAX_TAKE]
+            else:
+                self.buffer = buffer[count:]
+            self.buffered -= len(data)
+        if self._read_paused and self.buffered < _LOW_WATER and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
         return data
@@ -262,6 +326,10 @@ class _Body(httpx.AsyncByteStream):
                 return
             if conn.buffer:
                 yield conn.take()
+                # Let the loop run between two reads even when the next is already buffered: a
+                # backend that sends faster than the bridge translates would otherwise keep this
+                # reader running without a pause, and every other client waiting.
+                await asyncio.sleep(0)
                 continue
             if conn.error is not None:
                 error = conn.error
@@ -283,6 +351,44 @@ class _Body(httpx.AsyncByteStream):
         self._finish()
 
 
+class _BoundedStream(httpx.AsyncByteStream):
+    """The fallback transport's body with the answer-size ceiling applied."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, request: httpx.Request, limit: int) -> None:
+        self._stream = stream
+        self._request = request
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for part in self._stream:
+            received += len(part)
+            if received > self._limit:
+                await self._stream.aclose()
+                error = too_large("an answer", "upstream_max_answer_bytes", self._limit)
+                error.request = self._request
+                raise error
+            yield part
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def _bounded(response: httpx.Response, request: httpx.Request, ceilings: Limits) -> httpx.Response:
+    """The ceilings `_Connection` applies, for a response from the fallback transport (its header
+    block is already bounded by h11's own limit)."""
+    encoding = response.headers.get("content-encoding", "")
+    if _encoding_refused(encoding.encode("latin-1", "replace")):
+        await response.aclose()
+        error: UpstreamLimitError = unsupported_encoding(encoding)
+        error.request = request
+        raise error
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    response.stream = _BoundedStream(stream, request, ceilings.upstream_max_answer_bytes)
+    return response
+
+
 class _Pool:
     """Keep-alive connections per origin: LIFO idle lists, a cap on all connections, idle expiry."""
 
@@ -297,6 +403,7 @@ class _Pool:
         self.total = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.closing = False
+        self.ceilings = Limits()
 
     def _pop_idle(self, origin: _Origin, now: float) -> _Connection | None:
         stack = self.idle.get(origin)
@@ -373,7 +480,7 @@ class _Pool:
     async def _connect(
         self, origin: _Origin, request: httpx.Request, loop: asyncio.AbstractEventLoop
     ) -> _Connection:
-        conn = _Connection(origin, loop)
+        conn = _Connection(origin, loop, self.ceilings)
         try:
             async with asyncio.timeout(_timeout_of(request, "connect")):
                 await loop.create_connection(lambda: conn, origin[0], origin[1])
@@ -421,9 +528,12 @@ class FastTransport(httpx.AsyncBaseTransport):
         *,
         limits: httpx.Limits | None = None,
         fallback: httpx.AsyncBaseTransport | None = None,
+        ceilings: Limits | None = None,
     ) -> None:
         limits = limits or httpx.Limits()
+        self.ceilings = ceilings or Limits()
         self._pool = _Pool(limits.max_connections, limits.max_keepalive_connections, limits.keepalive_expiry)
+        self._pool.ceilings = self.ceilings
         self._fallback = fallback
         self._limits = limits
 
@@ -435,7 +545,8 @@ class FastTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         if url.scheme != "http":
-            return await self._fallback_transport().handle_async_request(request)
+            response = await self._fallback_transport().handle_async_request(request)
+            return await _bounded(response, request, self.ceilings)
         origin = (url.host, url.port or 80)
         try:
             body: bytes = request.content

@@ -3,14 +3,19 @@
 Every failure before a stream starts becomes an `ApiError` carrying the status the client should
 see (REFERENCE §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
 the backend's 4xx keeps its status and message, 429 keeps its Retry-After, refused/reset/5xx become
-502, timeouts 504. Messages are scrubbed of configured secrets before they leave the process.
+502, timeouts 504. Messages, and every header passed through to the client, are scrubbed of
+configured secrets before they leave the process (also base64-encoded and in any letter case).
+An answer over a `[limits]` ceiling is a 502 whose message names the setting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
 import logging
+import re
 import socket
 import threading
 import time
@@ -21,8 +26,9 @@ import httpx
 import orjson
 
 from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
+from server.limits import UpstreamLimitError, too_large
 from server.transport import FastTransport
-from translator.errors import error_type_for_status
+from translator.errors import UpstreamError, error_type_for_status
 
 __all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub", "scrub_value"]
 
@@ -60,11 +66,47 @@ class ApiError(Exception):
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Replace every configured secret in `text` (backends echo keys in auth errors)."""
+    """Replace every configured secret in `text` (backends echo keys in auth errors and headers),
+    also when echoed in another letter case or base64-encoded (standard or URL-safe alphabet, with
+    or without padding, and at any byte offset inside a longer encoded value such as Basic auth)."""
+    pattern = _secret_pattern(tuple(secrets))
+    if pattern is None:
+        return text
+    return pattern.sub("***", text)
+
+
+def _base64_forms(secret: bytes) -> set[str]:
+    """The base64 text that encodes `secret` wherever it sits in a longer encoded byte string.
+
+    Base64 maps 3 bytes to 4 characters, so the characters a secret turns into depend on its offset
+    modulo 3: for each offset, the characters made only of the secret's own bits are fixed."""
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(secret).decode("ascii")
+        forms.update((whole, whole.rstrip("=")))
+        for offset in (0, 1, 2):
+            encoded = encode(b"\0" * offset + secret).decode("ascii")
+            start = (8 * offset + 5) // 6
+            end = (8 * (offset + len(secret))) // 6
+            inner = encoded[start:end]
+            if len(inner) >= 6:  # shorter fragments would match unrelated text
+                forms.add(inner)
+    return forms
+
+
+@functools.lru_cache(maxsize=64)
+def _secret_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    forms: set[str] = set()
     for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text
+        if not secret:
+            continue
+        forms.add(secret)
+        forms.update(_base64_forms(secret.encode("utf-8")))
+    if not forms:
+        return None
+    # Longest first, so a padded whole encoding is replaced before a fragment of it.
+    alternatives = sorted(forms, key=len, reverse=True)
+    return re.compile("|".join(re.escape(f) for f in alternatives), re.IGNORECASE)
 
 
 def scrub_value(value: Any, secrets: Iterable[str]) -> Any:
@@ -92,6 +134,7 @@ class UpstreamClient:
         self.chat_url = self.base_url + "/chat/completions"
         self.models_url = self.base_url + "/models"
         self.secrets = config.secrets
+        self.limits = config.limits
         timeouts = config.timeouts
         self.idle_timeout = timeouts.idle
         self.timeout = httpx.Timeout(
@@ -109,7 +152,8 @@ class UpstreamClient:
         self.client = httpx.AsyncClient(
             headers=headers,
             timeout=self.timeout,
-            transport=FastTransport(limits=limits),  # httpcore costs more CPU than the translation
+            # httpcore costs more CPU than the translation; the ceilings bound what a backend can cost
+            transport=FastTransport(limits=limits, ceilings=config.limits),
             follow_redirects=False,
             trust_env=False,
         )
@@ -166,7 +210,9 @@ class UpstreamClient:
             if response.status_code >= 400:
                 await self._raise_for_status(response)
             try:
-                body = await response.aread()
+                body = await self._read_json_body(response)
+            except UpstreamLimitError as exc:
+                raise ApiError(502, str(exc), code=exc.code) from None
             except httpx.TimeoutException:
                 raise ApiError(504, f"Upstream {self.name} timed out sending its answer.", code="upstream_timeout") from None
             except httpx.HTTPError as exc:
@@ -183,6 +229,22 @@ class UpstreamClient:
             # OpenRouter-style: HTTP 200 whose body is an error object.
             raise self._error_from_body(502, completion, {})
         return completion
+
+    async def _read_json_body(self, response: httpx.Response) -> bytes:
+        """A non-streamed answer, refused as soon as it is known to exceed `upstream_max_json_bytes`
+        (by its Content-Length, or while it arrives): parsing 300 MB of JSON costs gigabytes."""
+        limit = self.limits.upstream_max_json_bytes
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise too_large("a JSON answer", "upstream_max_json_bytes", limit, self.name)
+        parts: list[bytes] = []
+        size = 0
+        async for part in response.aiter_raw():  # identity only: the transport refuses encodings
+            size += len(part)
+            if size > limit:
+                raise too_large("a JSON answer", "upstream_max_json_bytes", limit, self.name)
+            parts.append(part)
+        return b"".join(parts)
 
     async def list_models(self, caller_token: str | None, ttl: float = 60.0) -> list[dict[str, Any]]:
         """The backend's `GET /models` list (cached briefly; an unreachable backend lists nothing)."""
@@ -220,20 +282,25 @@ class UpstreamClient:
             raise ApiError(504, f"Upstream {self.name} did not answer in time.", code="upstream_timeout") from None
         except httpx.ConnectError:
             raise ApiError(502, f"Could not connect to upstream {self.name}.", code="upstream_unavailable") from None
+        except UpstreamLimitError as exc:
+            raise ApiError(502, str(exc).replace("the backend", self.name, 1), code=exc.code) from None
         except httpx.HTTPError as exc:
             raise ApiError(
                 502, f"Upstream {self.name} closed the connection ({type(exc).__name__}).", code="upstream_error"
             ) from None
 
     async def _raise_for_status(self, response: httpx.Response) -> None:
-        body = b""
+        parts: list[bytes] = []
+        size = 0
         try:
-            async for part in response.aiter_bytes():
-                body += part
-                if len(body) > _MAX_ERROR_BODY:
+            async for part in response.aiter_raw():
+                parts.append(part)
+                size += len(part)
+                if size > _MAX_ERROR_BODY:
                     break
         except httpx.HTTPError:
             pass
+        body = b"".join(parts)[:_MAX_ERROR_BODY]
         try:
             parsed: Any = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
@@ -243,32 +310,38 @@ class UpstreamClient:
     def _error_from_body(
         self, status: int, parsed: Any, headers: Mapping[str, str], raw: bytes = b""
     ) -> ApiError:
+        """The client's error for a backend error answer. The body's message, code and param are
+        read by `translator.UpstreamError.from_body` (one set of rules for what may be relayed);
+        this adds what only the server knows: the status to answer with, headers to pass on, the
+        raw text of a non-JSON body, and which URL answered."""
+        parsed_error = UpstreamError.from_body(parsed, status=status)
         err = parsed.get("error") if isinstance(parsed, dict) else None
-        message = type_ = param = code = None
-        if isinstance(err, dict):
-            message, type_, param, code = (err.get(k) for k in ("message", "type", "param", "code"))
-        elif isinstance(err, str):
-            message = err
-        elif isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
+        message: str | None = parsed_error.message if err else None
+        if not message and isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
             message = parsed["detail"]  # FastAPI-style backends
-        if not isinstance(message, str) or not message:
+        if not message:
             snippet = raw[:200].decode("utf-8", "replace").strip() if raw and parsed is None else ""
             message = f"Upstream {self.name} returned HTTP {status}" + (f": {snippet}" if snippet and not snippet.startswith("<") else ".")
+        raw_type = err.get("type") if isinstance(err, dict) else None
+        type_ = raw_type if isinstance(raw_type, str) and _IDENTIFIER.fullmatch(raw_type) else None
+        # from_body's code defaults to server_error, which is not what a backend's 4xx was about.
+        code = parsed_error.code if isinstance(err, dict) and err.get("code") == parsed_error.code else None
+        param = parsed_error.param
+        if status == 404 and not isinstance(err, dict):
+            # No error object: a route the backend does not have, most often a base URL without /v1.
+            hint = "" if self.base_url.endswith("/v1") else "; is the base URL missing /v1?"
+            message = f"Backend at {self.chat_url} answered 404: {message}{hint}"
         message = scrub(message, self.secrets)
         type_, param, code = (scrub(v, self.secrets) if isinstance(v, str) else v for v in (type_, param, code))
-        passed = {k: headers[k] for k in _PASS_HEADERS if k in headers}
+        passed = {k: scrub(headers[k], self.secrets) for k in _PASS_HEADERS if k in headers}
         if 400 <= status < 500 and status != 408:
-            return ApiError(
-                status,
-                message,
-                type=type_ if isinstance(type_, str) and type_ else None,
-                param=param if isinstance(param, str) else None,
-                code=code if isinstance(code, str) else None,
-                headers=passed,
-            )
+            return ApiError(status, message, type=type_, param=param, code=code, headers=passed)
         if status in (408, 504):
             return ApiError(504, f"Upstream {self.name} timed out: {message}", code="upstream_timeout")
         return ApiError(502, f"Upstream {self.name} failed with HTTP {status}: {message}", code="upstream_error")
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 def _json_headers(extra: dict[str, str] | None) -> dict[str, str]:

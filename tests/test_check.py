@@ -27,9 +27,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import check
+from conformance import check, parse_sse
+from fixtures.chaos import closed_port_url
 from tests.servers import free_port, run_app
-from translator.validate import parse_sse
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "check-model"
@@ -101,8 +101,8 @@ def test_unknown_model_is_checked_when_the_bridge_has_a_model_list(make_bridge: 
 
 
 def test_check_as_a_subprocess(bridge_url: str) -> None:
-    """`python -m server.check` and `python -m server check` (the responses-bridge entry point)."""
-    for module in (["server.check"], ["server", "check"]):
+    """`python -m conformance.check` and `python -m server check` (the responses-bridge entry point)."""
+    for module in (["conformance.check"], ["server", "check"]):
         proc = subprocess.run(
             [
                 sys.executable,
@@ -139,7 +139,9 @@ def test_check_as_a_subprocess(bridge_url: str) -> None:
 def test_list_and_usage_errors() -> None:
     code, out, _ = run_check("--list")
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()] == [s.name for s in check.SCENARIOS]
+    header, *rows = out.splitlines()
+    assert header.split() == ["scenario", "answer", "description"]
+    assert [line.split()[0] for line in rows] == [s.name for s in check.SCENARIOS]
     code, _, err = run_check("--base-url", "http://127.0.0.1:1/v1", "--model", "m", "--scenario", "nope")
     assert code == 2
     assert "nope" in err
@@ -148,9 +150,124 @@ def test_list_and_usage_errors() -> None:
     assert "--base-url" in err
 
 
-def test_unreachable_endpoint_is_an_error() -> None:
-    port = free_port()
-    code, report = run_json(f"http://127.0.0.1:{port}/v1", "--scenario", "text", "--timeout", "5")
+def test_list_columns_are_aligned() -> None:
+    """Every row's answer and description start where the header's do, and no cell runs into the next."""
+    _, out, _ = run_check("--list")
+    header, *rows = out.splitlines()
+    answer_at, description_at = header.index("answer"), header.index("description")
+    assert len(rows) == len(check.SCENARIOS)
+    for line, scenario in zip(rows, check.SCENARIOS, strict=True):
+        assert line[:answer_at].rstrip() == scenario.name
+        assert line[answer_at - 2 : answer_at] == "  "  # at least two spaces after the longest name
+        assert line[answer_at:description_at].rstrip() == ("stream" if scenario.stream else "body")
+        assert line[description_at:] == scenario.description
+    assert answer_at == max(len(s.name) for s in check.SCENARIOS) + 2
+
+
+def _counting_endpoint(routes: dict[str, Callable[[dict], Response]]) -> tuple[Starlette, list[str]]:
+    """An app answering POST on each path in ``routes`` (404 in OpenAI's shape elsewhere) that records
+    every path it was asked for, so a test can count the requests check made."""
+    seen: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        path = "/" + request.path_params["path"]
+        seen.append(path)
+        if path in routes:
+            return routes[path](orjson.loads(await request.body()))
+        error = {"message": f"No route for POST {path}.", "type": "not_found_error", "param": None,
+                 "code": "not_found"}  # fmt: skip
+        return JSONResponse({"error": error}, status_code=404)
+
+    return Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])]), seen
+
+
+def _reject_bad_input(body: dict) -> Response:
+    error = {"message": "Invalid type for 'input'.", "type": "invalid_request_error", "param": "input",
+             "code": "invalid_type"}  # fmt: skip
+    return JSONResponse({"error": error}, status_code=400)
+
+
+def test_nothing_listening_is_one_line_and_exit_2() -> None:
+    url = closed_port_url()
+    code, out, err = run_check("--base-url", url, "--model", MODEL, "--timeout", "5")
+    assert code == 2
+    assert out == ""
+    assert err.splitlines() == [err.strip()], err  # one line, no per-scenario progress
+    assert err.startswith(f"check: cannot connect to {url}/responses: ")
+    assert "refused" in err.lower()
+    code, out, err = run_check("--base-url", url, "--model", MODEL, "--json", "--timeout", "5")
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+
+
+def test_base_url_without_v1_is_one_line_and_exit_2(bridge: Any) -> None:
+    """The real bridge at http://host:port (no /v1): one line naming the fix, not 14 failed scenarios."""
+    code, out, err = run_check("--base-url", bridge.root, "--model", MODEL, "--timeout", "30")
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f"check: POST {bridge.root}/responses answered 404, but {bridge.root}/v1/responses answers 400: "
+        f"the base URL needs its /v1 (--base-url {bridge.root}/v1)\n"
+    )
+
+
+def test_the_v1_probe_is_two_requests_and_no_scenario() -> None:
+    app, seen = _counting_endpoint({"/v1/responses": _reject_bad_input})
+    with run_app(app) as server:
+        code, out, err = run_check("--base-url", server.url + "/", "--model", MODEL, "--timeout", "10")
+    assert (code, out) == (2, "")
+    assert "the base URL needs its /v1" in err and len(err.splitlines()) == 1
+    assert seen == ["/responses", "/v1/responses"]
+
+
+def test_no_responses_route_at_all_is_one_line_and_exit_2() -> None:
+    """A 404 about the route, with /v1 already in the URL (nothing to suggest): one line, exit 2."""
+    app, seen = _counting_endpoint({"/api/v1/responses": _reject_bad_input})
+    with run_app(app) as server:
+        code, out, err = run_check("--base-url", server.url + "/v1", "--model", MODEL, "--timeout", "10")
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"check: POST {server.url}/v1/responses answered 404 (")
+    assert err.rstrip().endswith("--base-url must be the URL that /responses is under, e.g. http://HOST:PORT/v1")
+    assert len(err.splitlines()) == 1
+    assert seen == ["/v1/responses"]
+
+
+def test_a_404_about_the_model_runs_the_scenarios() -> None:
+    """OpenAI answers an unknown model with 404 model_not_found: the route exists, so check runs and
+    reports it per scenario instead of stopping."""
+
+    def no_such_model(body: dict) -> Response:
+        error = {"message": f"The model `{body.get('model')}` does not exist.", "type": "invalid_request_error",
+                 "param": None, "code": "model_not_found"}  # fmt: skip
+        return JSONResponse({"error": error}, status_code=404)
+
+    app, seen = _counting_endpoint({"/v1/responses": no_such_model})
+    with run_app(app) as server:
+        code, report = run_json(server.url + "/v1", "--scenario", "text", "--scenario", "unknown-model")
+    assert code == 1
+    assert rules_by_scenario(report) == {"text": {"http-status"}, "unknown-model": set()}
+    assert seen == ["/v1/responses"] * 3  # the probe, then the two scenarios
+
+
+def test_a_base_url_without_a_scheme_is_one_line_and_exit_2() -> None:
+    code, out, err = run_check("--base-url", "127.0.0.1:8080/v1", "--model", MODEL)
+    assert code == 2
+    assert out == ""
+    assert err == (
+        "check: --base-url must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/v1; "
+        "got '127.0.0.1:8080/v1'\n"
+    )
+
+
+def test_a_timeout_is_reported_per_scenario() -> None:
+    """Only "nothing there" stops the check: an endpoint that accepts and never answers is a finding."""
+    import socket
+
+    with socket.socket() as listener:  # accepts connections (the OS backlog) and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        code, report = run_json(url, "--scenario", "text", "--timeout", "1")
     assert code == 1
     [result] = report["scenarios"]
     assert result["result"] == "error"

@@ -1,6 +1,6 @@
 """Golden fixtures: every scenario's backend stream, translated, must give what its expected.json says.
 
-The expectations were written by hand from the specification (REFERENCE §1.5, §3.1, §4), never by
+The expectations were written by hand from the specification (docs/wire.md §1.5, §3.1, §4), never by
 running the translator, so a failure here means the translator and the spec disagree. Each stream
 is decoded in random splits (seeded, so a failure is reproducible) because real reads cut frames,
 lines, CRLF pairs and UTF-8 sequences anywhere.

@@ -1,4 +1,4 @@
-"""Client faults (issue 7): a client that hangs up, one that reads slowly, a body over the limit, a
+"""Client faults: a client that hangs up, one that reads slowly, a body over the limit, a
 body trickled in or never finished.
 
 The backend here is a small raw-ASGI app built for the purpose (`ProbeBackend`): it records, on its

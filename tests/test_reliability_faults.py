@@ -1,6 +1,6 @@
-"""Every backend fault, through the running bridge, streaming and not (issue 7).
+"""Every backend fault, through the running bridge, streaming and not.
 
-The contract (issue 3): a failure known before the stream starts is an HTTP status with OpenAI's error
+The contract: a failure known before the stream starts is an HTTP status with OpenAI's error
 body `{"error": {message, type, param, code}}`; a failure after the 200 ends the stream with
 `response.failed` carrying a useful message, then `data: [DONE]`. Nothing waits past the configured
 timeouts, and the bridge serves the next request normally. The backend is the project's fixture backend
@@ -49,9 +49,9 @@ class Expect:
 FAULTS: dict[str, tuple[Expect, Expect]] = {
     "refuse": (Expect(502), Expect(502)),
     "hang": (Expect(504, code="upstream_timeout"), Expect(504, code="upstream_timeout")),
-    "stall": (Expect(504, code="upstream_timeout"), Expect(terminal="response.failed", hint="too long")),
-    "cut": (Expect(502), Expect(terminal="response.failed", hint="mid-stream")),
-    "malformed": (Expect(502), Expect(terminal="response.failed", hint="malformed")),
+    "stall": (Expect(504, code="upstream_timeout"), Expect(terminal="response.failed", hint="too long", code="upstream_timeout")),
+    "cut": (Expect(502), Expect(terminal="response.failed", hint="mid-stream", code="upstream_error")),
+    "malformed": (Expect(502), Expect(terminal="response.failed", hint="malformed", code="upstream_malformed_chunk")),
     "midstream-error": (
         Expect(502, hint="Chaos"),
         Expect(terminal="response.failed", hint="crashed mid-stream"),
@@ -137,7 +137,7 @@ def check(response: httpx.Response, expect: Expect, request: dict[str, Any]) -> 
         assert terminal["type"] == expect.terminal, terminal
         if expect.terminal == "response.failed":
             error = terminal["response"]["error"]
-            assert error["code"] == "server_error", error
+            assert error["code"] == (expect.code or "server_error"), error
             assert expect.hint in error["message"], error
     else:
         body = response.json()
@@ -311,7 +311,7 @@ def test_sdk_hang_is_504_not_a_client_timeout(fault_bridge: BridgeHandle) -> Non
                                              ("stall", "too long")])  # fmt: skip
 def test_sdk_stream_failure_raises_with_message(fault_bridge: BridgeHandle, fault: str, hint: str) -> None:
     """A stream that fails after the 200 surfaces in the SDK as `APIError` carrying the message
-    (the `error` event, REFERENCE §1.8), after the events that did arrive."""
+    (the `error` event, docs/wire.md §1.8), after the events that did arrive."""
     seen: list[str] = []
     with pytest.raises(openai.APIError) as info:
         for event in _sdk(fault_bridge).responses.create(model=f"chaos:{fault}", input="hi", stream=True):

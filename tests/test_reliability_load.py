@@ -1,4 +1,4 @@
-"""Load (issue 7): 1,000 concurrent streams and 10,000 sequential requests with zero errors, and no growth
+"""Load: 1,000 concurrent streams and 10,000 sequential requests with zero errors, and no growth
 in the bridge's open file descriptors, threads or memory once the load has ended.
 
 Both servers are real processes (`python -m fixtures.backend`, `python -m server serve`), so what is

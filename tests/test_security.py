@@ -1,4 +1,4 @@
-"""Security (issue 7): API keys checked in constant time, nothing secret in logs, an upstream key never
+"""Security: API keys checked in constant time, nothing secret in logs, an upstream key never
 echoed to a client, backend headers not passed on, and stored responses scoped to the key that made them.
 
 The leak tests use a backend built here (`EchoBackend`) that does the worst a real backend does: it

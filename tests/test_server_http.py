@@ -1,5 +1,5 @@
 """The bridge's HTTP surface against a real uvicorn server: health, models, auth and every error path
-(REFERENCE §1.9: errors are `{"error": {message, type, param, code}}` with the right status)."""
+(docs/wire.md §1.9: errors are `{"error": {message, type, param, code}}` with the right status)."""
 
 from __future__ import annotations
 

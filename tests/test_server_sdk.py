@@ -129,7 +129,7 @@ def test_failed_stream_surfaces_in_sdk(client: openai.OpenAI) -> None:
 
 
 def test_previous_response_id_with_memory_store(make_bridge: Callable[..., BridgeHandle]) -> None:
-    pytest.importorskip("server.store", reason="storage module (issue 4) not present")
+    pytest.importorskip("server.store", reason="storage module not present")
     handle = make_bridge(store="memory")
     client = openai.OpenAI(base_url=handle.url, api_key="x", max_retries=0)
     first = client.responses.create(model="fixture-scripted", input="@text first answer")

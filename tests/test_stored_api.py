@@ -33,7 +33,6 @@ from starlette.routing import Route
 from server import stored
 from server.background import (
     begin_background_shutdown,
-    events_from_asgi,
     shutdown_background,
     start_background,
 )
@@ -410,10 +409,10 @@ def test_delete_of_a_running_background_response_stops_it(server: Any, client: o
         client.responses.retrieve(rid)
 
 
-def test_owner_key_matches_app() -> None:
-    from server import app
+def test_owner_key_matches_the_middleware() -> None:
+    from server import middleware
 
-    assert app.OWNER_KEY == stored.OWNER_KEY
+    assert middleware.OWNER_KEY == stored.OWNER_KEY
 
 
 # --------------------------------------------------------------------- two replicas on PostgreSQL
@@ -442,27 +441,6 @@ def test_two_replicas_share_background_responses(pg_spec: str) -> None:
         assert cb.responses.cancel(rid).status == "cancelled"
         assert poll(lambda: httpx.get(f"{a.url}/_test/upstream/{rid}").json()["closed"], timeout=10)
         assert ca.responses.retrieve(rid).status == "cancelled"
-
-
-# ------------------------------------------------------------------------------ events_from_asgi
-
-
-def test_events_from_asgi_reads_an_sse_response() -> None:
-    """The adapter app.py uses to run its EventStream without a client."""
-    from starlette.responses import StreamingResponse
-
-    from translator.sse import DONE_FRAME, encode_sse
-
-    async def frames() -> AsyncIterator[bytes]:
-        yield encode_sse({"type": "a", "sequence_number": 0}) + b": keep-alive\n\n"
-        yield encode_sse({"type": "b", "sequence_number": 1})[:10]
-        yield encode_sse({"type": "b", "sequence_number": 1})[10:] + encode_sse({"type": "c", "sequence_number": 2})
-        yield DONE_FRAME
-
-    async def collect() -> list[list[str]]:
-        return [[e["type"] for e in batch] async for batch in events_from_asgi(StreamingResponse(frames()))]
-
-    assert asyncio.run(collect()) == [["a"], ["b", "c"]]
 
 
 # -------------------------------------------------------------------- through the real bridge (app.py)

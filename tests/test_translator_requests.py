@@ -1,4 +1,4 @@
-"""Responses → Chat request mapping (and back), REFERENCE §4."""
+"""Responses → Chat request mapping (and back), docs/wire.md §4."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ChatStreamTranslator against every backend quirk of REFERENCE §3, each stream checked by the
+"""ChatStreamTranslator against every backend quirk of docs/wire.md §3, each stream checked by the
 project's validator, the SDK's event types and the SDK's own accumulator."""
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def test_stream_cut_without_finish_or_done_fails() -> None:
 
 
 def test_done_without_finish_reason_is_never_completed() -> None:
-    """Issue 2: a stream that ends without a finish reason never ends silently `completed`, even after
+    """A stream that ends without a finish reason never ends silently `completed`, even after
     [DONE]; what arrived is kept in the failed response's output."""
     events, resp = run([ch({"content": "whole"})], done_seen=True)
     assert events[-1]["type"] == "response.failed" and resp["status"] == "failed"

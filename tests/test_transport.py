@@ -345,3 +345,210 @@ def test_upstream_client_uses_the_fast_transport() -> None:
             await upstream.aclose()
 
     run(main())
+
+
+# ------------------------------------------------------------------------------------------ ceilings
+# `server.config.Limits` as the transport and the upstream client enforce them. The hostile backend
+# suite (tests/e2e/test_hostile_backend.py) runs the same cases through the whole bridge.
+
+from server.accesslog import AccessRecord, emit  # noqa: E402
+from server.config import ConfigError, Limits, parse_config  # noqa: E402
+from server.limits import BodyRate, UpstreamLimitError  # noqa: E402
+from server.upstream import ApiError, scrub  # noqa: E402
+
+
+def test_a_header_block_over_the_limit_is_refused_while_it_arrives() -> None:
+    sent = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-big: ")
+        for _ in range(256):  # 16 MiB of one header value, never finished
+            writer.write(b"a" * 65536)
+            await writer.drain()
+            sent += 65536
+
+    async def main() -> None:
+        async with RawServer(handler) as server, client(ceilings=Limits(upstream_max_header_bytes=32 * 1024)) as http:
+            with pytest.raises(UpstreamLimitError, match="upstream_max_header_bytes") as info:
+                await http.get(server.url())
+            assert info.value.limit == "upstream_max_header_bytes"
+            assert sent < 8 * 1024 * 1024  # refused long before the whole header was sent
+
+    run(main())
+
+
+def test_an_answer_over_the_limit_fails_the_body_read_naming_the_limit() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        while True:
+            writer.write(chunk(b"x" * 65536))
+            await writer.drain()
+
+    async def main() -> None:
+        limit = 1024 * 1024
+        async with RawServer(handler) as server, client(ceilings=Limits(upstream_max_answer_bytes=limit)) as http:
+            received = 0
+            async with http.stream("GET", server.url()) as response:
+                with pytest.raises(UpstreamLimitError, match="upstream_max_answer_bytes"):
+                    async for part in response.aiter_raw():
+                        received += len(part)
+            assert received <= limit
+
+    run(main())
+
+
+@pytest.mark.parametrize("encoding", [b"gzip", b"br", b"deflate", b"GZIP"])
+def test_a_compressed_answer_is_refused_never_inflated(encoding: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(b"\x1f\x8b not really gzip", b"content-encoding: " + encoding + b"\r\n"))
+        await writer.drain()
+
+    async def main() -> None:
+        async with RawServer(handler) as server, client() as http:
+            with pytest.raises(UpstreamLimitError, match="Content-Encoding") as info:
+                await http.get(server.url())
+            assert info.value.code == "upstream_unsupported_encoding"
+
+    run(main())
+
+
+def test_identity_encoding_is_accepted() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(b"plain", b"content-encoding: identity\r\n"))
+        await writer.drain()
+
+    async def main() -> None:
+        async with RawServer(handler) as server, client() as http:
+            assert (await http.get(server.url())).text == "plain"
+
+    run(main())
+
+
+def _upstream(url: str, limits: Limits | None = None, key: str = "sk-upstream-secret-0123") -> UpstreamClient:
+    config = BridgeConfig(upstreams=(Upstream(name="u", base_url=url, api_key=key),), store="none",
+                          limits=limits or Limits())  # fmt: skip
+    return UpstreamClient(config.upstreams[0], config)
+
+
+def test_a_json_answer_over_the_limit_is_a_502_naming_it() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(chunk(b'{"choices":[{"message":{"content":"'))
+        for _ in range(64):
+            writer.write(chunk(b"a" * 65536))
+            await writer.drain()
+        writer.write(chunk(b'"}}]}') + b"0\r\n\r\n")
+        await writer.drain()
+
+    async def main() -> None:
+        async with RawServer(handler) as server:
+            upstream = _upstream(server.url("/v1"), Limits(upstream_max_json_bytes=1024 * 1024))
+            try:
+                with pytest.raises(ApiError) as info:
+                    await upstream.complete({"model": "m", "messages": []}, None)
+            finally:
+                await upstream.aclose()
+            assert info.value.status == 502 and "upstream_max_json_bytes" in info.value.message
+
+    run(main())
+
+
+def test_passed_headers_are_scrubbed_of_the_key_in_every_form() -> None:
+    import base64
+
+    key = "sk-upstream-secret-0123"
+    raw = key.encode()
+    echoes = [raw, key.upper().encode(), base64.b64encode(raw), base64.urlsafe_b64encode(raw).rstrip(b"="),
+              base64.b64encode(b"u:" + raw), base64.b64encode(b"ab:" + raw)]  # fmt: skip
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        body = b'{"error":{"message":"slow down","type":"rate_limit_error"}}'
+        head = b"retry-after: %s\r\nx-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %s\r\n" % tuple(echoes[:3])
+        head += b"x-ratelimit-reset-requests: %s\r\nx-ratelimit-limit-tokens: %s\r\nx-ratelimit-reset-tokens: %s\r\n" % tuple(echoes[3:])
+        writer.write(b"HTTP/1.1 429 Too Many\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), head, body))
+        await writer.drain()
+
+    async def main() -> None:
+        async with RawServer(handler) as server:
+            upstream = _upstream(server.url("/v1"), key=key)
+            try:
+                with pytest.raises(ApiError) as info:
+                    await upstream.complete({"model": "m", "messages": []}, None)
+            finally:
+                await upstream.aclose()
+            assert info.value.status == 429 and len(info.value.headers) == 6
+            for value in info.value.headers.values():
+                assert "***" in value
+                for echo in echoes:
+                    assert echo.decode() not in value
+
+    run(main())
+
+
+def test_scrub_leaves_unrelated_text_alone() -> None:
+    assert scrub("nothing to see in 3 seconds", ("sk-upstream-secret-0123",)) == "nothing to see in 3 seconds"
+    assert scrub("Bearer SK-UPSTREAM-SECRET-0123!", ("sk-upstream-secret-0123",)) == "Bearer ***!"
+
+
+def test_a_backend_404_says_which_url_answered() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        body = b'{"detail":"Not Found"}'
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(body), body))  # fmt: skip
+        await writer.drain()
+
+    async def main() -> None:
+        async with RawServer(handler) as server:
+            upstream = _upstream(server.url(""))  # the base URL without /v1
+            try:
+                with pytest.raises(ApiError) as info:
+                    await upstream.complete({"model": "m", "messages": []}, None)
+            finally:
+                await upstream.aclose()
+            message = info.value.message
+            assert info.value.status == 404
+            assert f"http://127.0.0.1:{server.port}/chat/completions answered 404: Not Found" in message
+            assert "missing /v1" in message
+
+    run(main())
+
+
+def test_the_body_rate_rule_judges_an_average_not_a_gap() -> None:
+    rate = BodyRate(min_rate=1024, window=10, now=0.0)
+    for second in range(1, 10):  # one byte a second: never a long gap, far too slow
+        rate.feed(1)
+        assert not rate.too_slow(float(second))
+    assert rate.too_slow(10.0)
+    fair = BodyRate(min_rate=1024, window=10, now=0.0)
+    fair.feed(20_000)
+    assert not fair.too_slow(10.0)  # a new window starts
+    assert fair.too_slow(20.0)  # and nothing came in it
+
+
+def test_limits_parse_from_toml_and_refuse_nonsense() -> None:
+    config = parse_config({"upstreams": [{"base_url": "http://x/v1"}],
+                           "limits": {"upstream_max_answer_bytes": 1000, "request_header_timeout": 2}})  # fmt: skip
+    assert config.limits.upstream_max_answer_bytes == 1000 and config.limits.request_header_timeout == 2.0
+    assert config.limits.upstream_max_json_bytes == Limits().upstream_max_json_bytes
+    with pytest.raises(ConfigError, match="unknown keys"):
+        parse_config({"upstreams": [{"base_url": "http://x/v1"}], "limits": {"max_header": 1}})
+    with pytest.raises(ConfigError, match="positive"):
+        Limits(request_max_headers=0)
+
+
+def test_the_text_access_log_escapes_control_characters(caplog: pytest.LogCaptureFixture) -> None:
+    record = AccessRecord("GET", "/v1/responses/x\n2026-01-01 INFO forged line\r\x1b[31m\x7f")
+    record.model = "m\nx"
+    with caplog.at_level("INFO", logger="responses_bridge.access"):
+        emit(record, "text")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x7f" not in line
+    assert "/v1/responses/x\\x0a2026-01-01\\x20INFO" in line and "model=m\\x0ax" in line

@@ -1,10 +1,10 @@
 """The event-grammar validator: canonical streams pass, minimally broken copies fail with the right rule.
 
-The canonical streams are built from REFERENCE §1.5 (a)-(e). Every broken copy changes one thing, and the
+The canonical streams are built from docs/wire.md §1.5 (a)-(e). Every broken copy changes one thing, and the
 test asserts both the rule name and the index of the event at fault, so a validator that reports the
 wrong event (or nothing) fails. A cross-check feeds the same streams to the openai SDK's own stream
 accumulator (`ResponseStreamState`) and, once, to a real SDK client over HTTP: what the validator accepts
-the SDK must accept, and the malformed streams that make the SDK raise (REFERENCE §1.7) must be rejected.
+the SDK must accept, and the malformed streams that make the SDK raise (docs/wire.md §1.7) must be rejected.
 """
 
 from __future__ import annotations
@@ -18,17 +18,12 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openai import omit
-from openai._models import construct_type_unchecked
-from openai.lib.streaming.responses._responses import ResponseStreamState
-from openai.types.responses import ResponseStreamEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.servers import run_app
-from translator.validate import (
+from conformance import (
     RULES,
     Violation,
     assert_valid,
@@ -37,9 +32,11 @@ from translator.validate import (
     validate_response,
     validate_sse,
 )
+from conformance.sdk import sdk_accumulate, sdk_accumulator_problem
+from tests.servers import run_app
 
 # ----------------------------------------------------------------------------------------------
-# canonical streams (REFERENCE §1.5)
+# canonical streams (docs/wire.md §1.5)
 
 RESP_ID = "resp_test"
 USAGE = {
@@ -59,7 +56,7 @@ WEATHER_TOOL = {
 
 
 def response(status: str = "in_progress", output: list | None = None, **overrides: Any) -> dict:
-    """A Response object with every field Open Responses requires (REFERENCE §1.3)."""
+    """A Response object with every field Open Responses requires (docs/wire.md §1.3)."""
     body = {
         "id": RESP_ID,
         "object": "response",
@@ -261,7 +258,7 @@ def failed_stream(error_shape: str = "openai") -> list[dict]:
 
 
 def custom_tool_stream() -> list[dict]:
-    """A custom (freeform) tool call: OpenAI-only (REFERENCE §1.4)."""
+    """A custom (freeform) tool call: OpenAI-only (docs/wire.md §1.4)."""
     added = {
         "id": "ctc_1",
         "type": "custom_tool_call",
@@ -322,7 +319,7 @@ OR_VALID = (
 
 
 def encode(events: list[dict], *, done: bool = True) -> bytes:
-    """The SSE body a conforming server writes (REFERENCE §1.1)."""
+    """The SSE body a conforming server writes (docs/wire.md §1.1)."""
     frames = [b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events]
     return b"".join(frames) + (b"data: [DONE]\n\n" if done else b"")
 
@@ -915,7 +912,7 @@ def test_response_that_is_not_an_object() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# SSE framing (REFERENCE §1.1)
+# SSE framing (docs/wire.md §1.1)
 
 
 def test_parse_sse_returns_events_and_ignores_comments() -> None:
@@ -980,15 +977,7 @@ def test_crlf_stream_is_still_decoded() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# cross-check with the openai SDK's own stream accumulator (REFERENCE §1.7)
-
-
-def sdk_accumulate(events: list[dict]) -> Any:
-    """Feed events through the SDK's ResponseStreamState; returns the completed response (or None)."""
-    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=omit, text_format=omit)
-    for event in events:
-        state.handle_event(construct_type_unchecked(type_=ResponseStreamEvent, value=copy.deepcopy(event)))
-    return state._completed_response
+# cross-check with the openai SDK's own stream accumulator (docs/wire.md §1.7)
 
 
 def without_parsed(value: Any) -> Any:
@@ -1018,7 +1007,7 @@ def _chat_after_terminal_id_change(events: list[dict]) -> None:
     events[-1]["response"]["id"] = "resp_other"
 
 
-# malformed streams that make the SDK raise (REFERENCE §1.7) and the rule the validator reports
+# malformed streams that make the SDK raise (docs/wire.md §1.7) and the rule the validator reports
 SDK_RAISES: dict[str, tuple[str, Mutation, str]] = {
     "first event not created": ("text", delete("response.created"), "first-event"),
     "lifecycle id changes": ("text", _chat_after_terminal_id_change, "response-id"),
@@ -1048,6 +1037,48 @@ def test_streams_the_sdk_rejects_are_rejected(case: str) -> None:
     with pytest.raises((RuntimeError, IndexError, AssertionError)):
         sdk_accumulate(events)
     assert rule in {v.rule for v in validate_events(events)}
+
+
+@pytest.mark.parametrize("case", sorted(SDK_RAISES))
+def test_sdk_accumulator_rule_names_the_event_the_sdk_raised_on(case: str) -> None:
+    """The kit's sdk-accumulator rule (what `check` reports) sees the same failures as the SDK itself."""
+    stream_name, mutate, _ = SDK_RAISES[case]
+    events = build(stream_name)
+    assert sdk_accumulator_problem(events) is None
+    mutate(events)
+    problem = sdk_accumulator_problem(events)
+    assert problem is not None
+    assert problem.rule == "sdk-accumulator"
+    assert f"openai {openai.__version__} ResponseStreamState raises" in problem.message
+    # the event at fault: feeding the events before it raises nothing, adding it raises
+    assert problem.index is not None
+    sdk_accumulate(events[: problem.index])
+    with pytest.raises((RuntimeError, IndexError, AssertionError)):
+        sdk_accumulate(events[: problem.index + 1])
+
+
+def test_sdk_accumulator_leaves_the_events_as_they_were() -> None:
+    events = build("text")
+    before = copy.deepcopy(events)
+    assert sdk_accumulate(events) is not None
+    assert events == before
+
+
+def test_translator_validate_is_a_re_export_of_the_kit() -> None:
+    """The old import path keeps working for one release and says it moved."""
+    import importlib
+    import sys
+    import warnings
+
+    import conformance
+
+    sys.modules.pop("translator.validate", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("translator.validate")
+    assert any(issubclass(w.category, DeprecationWarning) and "conformance" in str(w.message) for w in caught)
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(conformance, name), name
 
 
 @settings(max_examples=60, deadline=None)
@@ -1100,7 +1131,7 @@ def test_real_sdk_client_reads_valid_streams(replay_url: str, name: str) -> None
 
 
 def test_real_sdk_client_on_failed_streams(replay_url: str) -> None:
-    """Flat error events are yielded; the nested (both) shape makes the SDK raise APIError (REFERENCE §1.8)."""
+    """Flat error events are yielded; the nested (both) shape makes the SDK raise APIError (docs/wire.md §1.8)."""
     client = openai.OpenAI(base_url=replay_url, api_key="x", max_retries=0)
     with client.responses.stream(model="failed-openai-error", input="hi") as stream:
         assert [e.type for e in stream][-2:] == ["error", "response.failed"]
@@ -1198,3 +1229,26 @@ def test_junk_sse_is_reported_not_crashed_on(raw: bytes) -> None:
     assert all(isinstance(e, dict) for e in events)
     assert all(v.rule in RULES for v in violations)
     assert all(v.rule in RULES for v in validate_events(events))
+
+
+def test_the_kit_imports_nothing_of_the_bridge() -> None:
+    """The kit judges any Responses producer: loading every module of it loads nothing of server/ (the
+    translator's pure event catalogue is the one list of event names, shared on purpose)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import pkgutil, sys, importlib, conformance\n"
+        "for m in pkgutil.iter_modules(conformance.__path__): importlib.import_module('conformance.' + m.name)\n"
+        "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] == 'server')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.strip() == ""

@@ -5,10 +5,12 @@ state; only orjson is required. The server and library users go through these na
 """
 
 from .errors import InvalidRequest, TranslatorError, UpstreamError
+from .events import EVENT_TYPES, ITEM_ID_PREFIXES, OUTPUT_DELTA_TYPES, TERMINAL_EVENT_TYPES
 from .options import TranslatorOptions
 from .reasoning import pack_reasoning, unpack_reasoning
 from .requests import (
     chat_to_responses_request,
+    check_request,
     items_to_messages,
     messages_to_items,
     responses_to_chat_request,
@@ -24,7 +26,11 @@ from .stream import ChatStreamTranslator, ResponsesStreamTranslator
 
 __all__ = [
     "DONE_FRAME",
+    "EVENT_TYPES",
+    "ITEM_ID_PREFIXES",
     "KEEPALIVE_FRAME",
+    "OUTPUT_DELTA_TYPES",
+    "TERMINAL_EVENT_TYPES",
     "ChatStreamTranslator",
     "InvalidRequest",
     "ResponsesStreamTranslator",
@@ -34,6 +40,7 @@ __all__ = [
     "UpstreamError",
     "chat_completion_to_response",
     "chat_to_responses_request",
+    "check_request",
     "completion_to_chunk",
     "encode_sse",
     "items_to_messages",

@@ -11,13 +11,54 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["InvalidRequest", "TranslatorError", "UpstreamError", "error_type_for_status"]
+__all__ = ["BACKEND_ERROR_RULES", "InvalidRequest", "TranslatorError", "UpstreamError", "classify_backend_error",
+           "error_type_for_status"]
 
 
 #: What an error ``code`` or ``param`` copied from a backend body may look like: an identifier or a
 #: path. Anything else (free text, a header a backend echoed back) is dropped rather than relayed.
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _PARAM = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,128}")
+
+
+#: Backend error bodies that mean one thing in OpenAI's terms, as rules: (field of the error object,
+#: pattern, OpenAI code). The first match wins. Every backend words "the prompt does not fit the
+#: context window" differently; a client (Codex compacts and retries) only recognises OpenAI's
+#: ``context_length_exceeded``, so each known wording is mapped to it (docs/wire.md §3 lists them).
+BACKEND_ERROR_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
+    (field, re.compile(pattern, re.IGNORECASE), code)
+    for field, pattern, code in (
+        ("code", r"context_length_exceeded", "context_length_exceeded"),  # OpenAI, Groq, DeepSeek
+        ("type", r"exceed_context_size_error", "context_length_exceeded"),  # llama.cpp server
+        ("message", r"exceeds? the available context size", "context_length_exceeded"),  # llama.cpp
+        ("message", r"maximum context length", "context_length_exceeded"),  # OpenAI, vLLM, DeepSeek, OpenRouter
+        ("message", r"context[ _]length[ _]exceeded", "context_length_exceeded"),
+        ("message", r"prompt is too long", "context_length_exceeded"),  # Anthropic-compatible proxies
+        ("message", r"prompt too long", "context_length_exceeded"),  # Ollama
+        ("message", r"exceeds? (?:the )?(?:maximum )?context (?:length|size|window)", "context_length_exceeded"),
+        ("message", r"longer than the maximum model length", "context_length_exceeded"),  # vLLM decoder prompt
+        ("message", r"greater than the context length", "context_length_exceeded"),  # LM Studio
+        ("message", r"reduce the length of the messages", "context_length_exceeded"),  # Groq
+        ("message", r"exceeds the maximum number of tokens", "context_length_exceeded"),  # Gemini
+        ("message", r"inputs.? tokens \+ .?max_new_tokens.? must be <=", "context_length_exceeded"),  # TGI
+    )
+)
+#: The HTTP status each rule's code is reported with, whatever the backend used (llama.cpp says
+#: 400, some proxies 413 or 500; OpenAI says 400 and clients branch on it).
+_RULE_STATUS = {"context_length_exceeded": 400}
+
+
+def classify_backend_error(error: Any) -> str | None:
+    """The OpenAI code a backend error object (or bare message string) means, by `BACKEND_ERROR_RULES`."""
+    if isinstance(error, str):
+        error = {"message": error}
+    if not isinstance(error, dict):
+        return None
+    for field, pattern, code in BACKEND_ERROR_RULES:
+        value = error.get(field)
+        if isinstance(value, str) and pattern.search(value):
+            return code
+    return None
 
 
 def error_type_for_status(status: int) -> str:
@@ -114,6 +155,10 @@ class UpstreamError(TranslatorError):
             message = err
         if not isinstance(message, str) or not message:
             message = "The upstream chat backend returned an error."
+        mapped = classify_backend_error(err)
+        if mapped is not None:
+            code = mapped
+            status = _RULE_STATUS.get(mapped, status)
         return cls(message, status=status, code=code, body=body, param=param)
 
     def __repr__(self) -> str:

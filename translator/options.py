@@ -24,12 +24,26 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "custom_tools": ("function", "native", "reject"),
     "unsupported_tools": ("drop", "reject"),
     "error_event": ("none", "openai", "openresponses", "both"),
+    "named_tool_choice": ("native", "required"),
+    "tool_choice_none": ("native", "drop_tools"),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class TranslatorOptions:
     """Options accepted as keyword arguments by every translator entry point.
+
+    ``named_tool_choice``: ``"native"`` sends a named ``tool_choice`` as chat's object
+    (``{"type": "function", "function": {"name": ...}}``); ``"required"`` sends only the named tool
+    in ``tools`` with ``tool_choice: "required"``, the same constraint in the one form backends such
+    as llama.cpp understand (they accept only the strings auto/none/required and reject or ignore
+    the object). ``allowed_tools`` with mode ``required`` becomes the same: the allowed tools and
+    the string ``"required"``, whichever value this has.
+
+    ``tool_choice_none``: ``"native"`` forwards ``tool_choice: "none"`` with the tools;
+    ``"drop_tools"`` leaves ``tools`` and ``tool_choice`` out of the upstream request when the
+    client said ``"none"``, for backends that call a tool anyway when they see tools (or reject
+    ``"none"``): a model that is shown no tools can call none.
 
     ``completed_at`` is an addition to the documented table: it fixes the terminal timestamp so a
     test can compare a streamed response with a whole one byte for byte (otherwise it is "now").
@@ -46,6 +60,8 @@ class TranslatorOptions:
     unsupported_tools: str = "drop"
     openai_fields: bool = True
     error_event: str = "both"
+    named_tool_choice: str = "native"
+    tool_choice_none: str = "native"
     encryption_key: str | None = None
     response_id: str | None = None
     created_at: int | None = None

@@ -21,37 +21,17 @@ from .options import TranslatorOptions
 from .reasoning import pack_reasoning, unpack_reasoning
 
 __all__ = [
+    "REQUEST_FIELDS",
     "ToolMap",
     "build_tool_map",
     "chat_to_responses_request",
+    "check_request",
     "items_to_messages",
     "messages_to_items",
     "responses_to_chat_request",
 ]
 
 NAMESPACE_SEPARATOR = "__"
-
-#: Tools that only OpenAI's servers can run; a chat backend has no equivalent.
-HOSTED_TOOL_TYPES: tuple[str, ...] = tuple(
-    {
-        "web_search",
-        "web_search_preview",
-        "web_search_preview_2025_03_11",
-        "web_search_2025_08_26",
-        "file_search",
-        "tool_search",
-        "computer",
-        "computer_use",
-        "computer_use_preview",
-        "image_generation",
-        "code_interpreter",
-        "mcp",
-        "local_shell",
-        "shell",
-        "apply_patch",
-        "programmatic_tool_calling",
-    }
-)
 
 #: Output items of hosted tools; a client replaying a transcript from OpenAI may send them.
 #: They carry nothing a chat backend can use, so they are dropped rather than rejected.
@@ -257,6 +237,9 @@ def _tool_choice(
         if not isinstance(name, str) or not name:
             raise InvalidRequest("Missing required parameter: 'name'.", "tool_choice.name", "missing_required_parameter")
         chat_name = tool_map.chat_name(name, choice.get("namespace"))
+        if opts.named_tool_choice == "required":
+            # the same constraint in the only form some backends read: that tool alone, and "required"
+            return "required", [t for t in chat_tools if _chat_tool_name(t) == chat_name]
         if kind == "custom" and opts.custom_tools == "native":
             return {"type": "custom", "custom": {"name": chat_name}}, chat_tools
         return {"type": "function", "function": {"name": chat_name}}, chat_tools
@@ -637,28 +620,45 @@ def _response_format(text: Any) -> tuple[dict[str, Any] | None, Any]:
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
                dict: "an object"}
 
-#: Top-level fields and the JSON types they accept (None always means "not given"). A value of another
-#: type is refused naming the field: forwarding or echoing garbage would fail later and less clearly.
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+_NUMBER = (int, float)
+
+#: Every top-level field of OpenAI's Responses create body (and the two sampling penalties chat
+#: backends take, which the bridge forwards), with the JSON types it accepts; None always means
+#: "not given". A value of another type is refused naming the field: forwarding or echoing garbage
+#: would fail later and less clearly. A name not in this table is an unknown field (`check_request`).
+REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "input": (str, list),
+    "instructions": (str, list),
+    "tools": (list,),
+    "tool_choice": (str, dict),
+    "parallel_tool_calls": (bool,),
     "stream": (bool,),
+    "stream_options": (dict,),
     "store": (bool,),
     "background": (bool,),
-    "parallel_tool_calls": (bool,),
-    "metadata": (dict,),
     "previous_response_id": (str,),
+    "conversation": (str, dict),
+    "truncation": (str,),
+    "include": (list,),
+    "metadata": (dict,),
+    "max_output_tokens": (int,),
+    "max_tool_calls": (int,),
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "top_logprobs": (int,),
+    "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER,
     "reasoning": (dict,),
     "text": (dict,),
-    "truncation": (str,),
     "user": (str,),
-    "include": (list,),
+    "safety_identifier": (str,),
     "prompt_cache_key": (str,),
     "prompt_cache_retention": (str,),
     "service_tier": (str,),
-    "safety_identifier": (str,),
-    "max_tool_calls": (int,),
-    "stream_options": (dict,),
-    "conversation": (str, dict),
     "prompt": (dict,),
+    "context_management": (list, dict),
+    "verbosity": (str,),
 }
 
 #: Deeper JSON than this in a field we forward or echo is refused (orjson stops at 254 levels, and no
@@ -681,7 +681,8 @@ def _check_type(request: dict[str, Any], name: str, kinds: tuple[type, ...]) -> 
         return
     ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
     if not ok:
-        expected = " or ".join(_TYPE_NAMES[k] for k in kinds)
+        # an integer is a number: (int, float) reads "a number", not "an integer or a number"
+        expected = " or ".join(_TYPE_NAMES[k] for k in kinds if not (k is int and float in kinds))
         raise InvalidRequest(
             f"Invalid type for '{name}': expected {expected}, but got {_json_type_name(value)} instead.",
             name,
@@ -713,7 +714,7 @@ def _check_depth(value: Any, param: str) -> None:
 
 def _validate_fields(request: dict[str, Any]) -> None:
     """Type checks for the top-level fields a translation forwards or echoes."""
-    for name, kinds in _FIELD_TYPES.items():
+    for name, kinds in REQUEST_FIELDS.items():
         _check_type(request, name, kinds)
     metadata = request.get("metadata")
     if metadata is not None:
@@ -739,7 +740,11 @@ def _validate_fields(request: dict[str, Any]) -> None:
     if include is not None:
         for i, entry in enumerate(include):
             if not isinstance(entry, str):
-                raise InvalidRequest("'include' entries must be strings.", f"include[{i}]", "invalid_type")
+                raise InvalidRequest(
+                    f"Invalid type for 'include[{i}]': expected a string, but got {_json_type_name(entry)} instead.",
+                    f"include[{i}]",
+                    "invalid_type",
+                )
     reasoning = request.get("reasoning")
     if reasoning is not None:
         for key in ("effort", "summary", "generate_summary"):
@@ -753,6 +758,30 @@ def _validate_fields(request: dict[str, Any]) -> None:
     if isinstance(tools, list):
         for i, tool in enumerate(tools):
             _check_depth(tool, f"tools[{i}]")
+
+
+def check_request(body: dict[str, Any], *, strict: bool = False) -> list[str]:
+    """Validate a Responses create body's top-level fields; return the names it has that are unknown.
+
+    The one validator both the server and library users call, so the same bad field gets the same
+    message everywhere: a field of the wrong JSON type (or a value out of its range: metadata
+    limits, truncation, include entries, nesting depth) raises `InvalidRequest` naming the field, as
+    does a missing ``model``. Unknown names are returned rather than refused, in body order, because OpenAI adds fields
+    faster than a bridge follows them and a client sending a new one should still be served (the
+    server logs each name once); ``strict=True`` refuses them as OpenAI does, with its wording and
+    ``code="unknown_parameter"``. The inside of ``input`` and ``tools`` is checked by the
+    translation itself (`responses_to_chat_request`), which needs the tool map to do it.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", None, "invalid_type")
+    unknown = [name for name in body if name not in REQUEST_FIELDS]
+    if strict and unknown:
+        name = unknown[0]
+        raise InvalidRequest(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    _validate_fields(body)
+    if not body.get("model"):  # the one field no request can do without (input may come from history)
+        raise InvalidRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    return unknown
 
 
 def responses_to_chat_request(request: Any, **options: Any) -> dict[str, Any]:
@@ -801,6 +830,8 @@ def responses_to_chat_request(request: Any, **options: Any) -> dict[str, Any]:
 
     out: dict[str, Any] = {"model": model, "messages": messages}
     tool_choice, chat_tools = _tool_choice(request.get("tool_choice"), chat_tools, tool_map, opts)
+    if tool_choice == "none" and opts.tool_choice_none == "drop_tools":
+        chat_tools = []  # a model shown no tools can call none
     if chat_tools:
         out["tools"] = chat_tools
         if tool_choice is not None:

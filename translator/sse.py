@@ -14,27 +14,18 @@ from typing import Any
 
 import orjson
 
-__all__ = ["DONE_FRAME", "KEEPALIVE_FRAME", "SSEDecoder", "encode_sse"]
+from .errors import UpstreamError
+from .events import EVENT_TYPES
+
+__all__ = ["DONE_FRAME", "KEEPALIVE_FRAME", "MAX_FRAME_BYTES", "SSEDecoder", "encode_sse"]
 
 DONE_FRAME = b"data: [DONE]\n\n"
 KEEPALIVE_FRAME = b": keepalive\n\n"
 
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
-_KNOWN_TYPES = (
-    "response.created", "response.in_progress", "response.completed", "response.incomplete", "response.failed",
-    "error", "response.output_item.added", "response.output_item.done", "response.content_part.added",
-    "response.content_part.done", "response.output_text.delta", "response.output_text.done",
-    "response.output_text.annotation.added", "response.refusal.delta", "response.refusal.done",
-    "response.function_call_arguments.delta", "response.function_call_arguments.done",
-    "response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
-    "response.reasoning_summary_part.added", "response.reasoning_summary_part.done",
-    "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
-    "response.reasoning_text.delta", "response.reasoning_text.done", "response.reasoning.delta",
-    "response.reasoning.done",
-)  # fmt: skip
 #: Precomputed frame heads for the event types the translator emits (a constant, not a cache).
-_PREFIXES: dict[str, bytes] = {t: b"event: " + t.encode() + b"\ndata: " for t in _KNOWN_TYPES}
+_PREFIXES: dict[str, bytes] = {t: b"event: " + t.encode() + b"\ndata: " for t in sorted(EVENT_TYPES)}
 
 
 def encode_sse(event: dict[str, Any]) -> bytes:
@@ -46,37 +37,75 @@ def encode_sse(event: dict[str, Any]) -> bytes:
     return prefix + _dumps(event, None, _NEWLINE) + b"\n"
 
 
+#: The default ceiling on one frame (or the unfinished tail of one): far above any real chunk (a
+#: whole tool call's arguments rarely reach 1 MiB), low enough that a backend streaming one endless
+#: line cannot make the bridge buffer without bound.
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+
+
 class SSEDecoder:
     """Bytes in, ``(event_name | None, data)`` frames out; ``[DONE]`` comes out as data ``"[DONE]"``.
 
     Feed it every network read; call `close` at EOF to flush a last frame that ended without a
     blank line (several backends close the connection right after the final ``data:`` line).
+
+    A frame longer than ``max_frame_bytes`` raises `UpstreamError`: the backend, not the client, is
+    at fault, and buffering it would let one endless line take the process's memory. The unfinished
+    tail is kept in a bytearray that grows in place and is searched only where new bytes arrived,
+    so a long frame fed in small reads costs linear time, not a copy of the whole buffer per read.
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_cr", "_max")
 
-    def __init__(self) -> None:
-        self._buf = b""
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        if isinstance(max_frame_bytes, bool) or not isinstance(max_frame_bytes, int) or max_frame_bytes < 1:
+            raise ValueError("max_frame_bytes must be a positive integer")
+        self._buf = bytearray()
+        self._cr = False  # the last read ended with CR: a LF starting the next one is its CRLF's half
+        self._max = max_frame_bytes
+
+    def _too_long(self) -> UpstreamError:
+        self._buf = bytearray()
+        return UpstreamError(f"The backend sent an SSE frame over {self._max} bytes.")
 
     def feed(self, data: bytes) -> list[tuple[str | None, str]]:
-        buf = self._buf + data if self._buf else data
-        if b"\r" in buf:
-            # A CR at the very end may be the first half of a CRLF split across reads.
-            keep_cr = buf.endswith(b"\r")
-            if keep_cr:
-                buf = buf[:-1]
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if keep_cr:
-                buf += b"\r"
+        if self._cr:
+            self._cr = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        if b"\r" in data:
+            # CR alone ends a line too (WHATWG); a CR at the very end may be the first half of a CRLF
+            # split across reads, so the LF that may start the next read is dropped then.
+            self._cr = data.endswith(b"\r")
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf
         # Only whole frames (ended by a blank line) are parsed; the tail waits for the next read,
         # so no half-parsed state survives between calls. A multi-byte UTF-8 character never
         # contains a newline byte, so the whole-frame prefix always decodes cleanly.
-        end = buf.rfind(b"\n\n")
-        if end < 0:
-            self._buf = buf
-            return []
-        self._buf = buf[end + 2 :]
-        head = buf[:end]
+        if buf:
+            start = len(buf) - 1  # a blank line may straddle the old tail and the new read
+            buf += data
+            end = buf.rfind(b"\n\n", start)
+            if end < 0:
+                if len(buf) > self._max:
+                    raise self._too_long()
+                return []
+            head: bytes | bytearray = buf[:end]
+            del buf[: end + 2]
+        else:
+            end = data.rfind(b"\n\n")
+            if end < 0:
+                if len(data) > self._max:
+                    raise self._too_long()
+                buf += data
+                return []
+            head = data[:end]
+            if end + 2 < len(data):
+                buf += memoryview(data)[end + 2 :]
+        if len(buf) > self._max:
+            raise self._too_long()
+        if len(head) > self._max and any(len(frame) > self._max for frame in head.split(b"\n\n")):
+            raise self._too_long()
         try:
             text = head.decode()
         except UnicodeDecodeError:
@@ -104,8 +133,9 @@ class SSEDecoder:
     def close(self) -> list[tuple[str | None, str]]:
         """Flush what is left at EOF: a last frame that ended without its blank line."""
         out: list[tuple[str | None, str]] = []
-        buf = self._buf.rstrip(b"\r\n")
-        self._buf = b""
+        buf = bytes(self._buf).rstrip(b"\r\n")
+        self._buf = bytearray()
+        self._cr = False
         if buf:
             self._frame(buf.decode("utf-8", "replace"), out)
         return out

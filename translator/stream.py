@@ -1,19 +1,24 @@
 """Streams as state machines: chat completion chunks ⇄ Responses stream events.
 
 `ChatStreamTranslator` is the heart of the bridge. Chat backends stream loosely (see the quirks
-table in REFERENCE §3): the role and an empty content on every chunk (Ollama, Groq), a tool call
-whole in one chunk or split anywhere, tool-call ``index`` missing (Gemini) or every parallel call
-on index 0 (Ollama via LiteLLM), ``finish_reason: "stop"`` after tool calls, a finish reason in a
-chunk of its own or twice (OpenRouter), usage in a last empty-choices chunk or on every chunk or
-never, ``reasoning`` vs ``reasoning_content``, ``data: {"error": …}`` in the middle of a 200 stream.
-Responses clients, on the other hand, are strict: the openai SDK's accumulator raises on an event
-for an item it was not told about, Open Responses rejects a missing field. So the machine keeps
-exactly one item open at a time and emits the canonical sequence (REFERENCE §1.5/§1.6):
-``created``, ``in_progress``, then per item ``output_item.added`` → part added → deltas → part done
-→ ``output_item.done``, then one terminal event with the full output and usage.
+table in docs/wire.md §3): the role and an empty content on every chunk (Ollama, Groq), a tool
+call whole in one chunk or split anywhere, tool-call ``index`` missing (Gemini) or every parallel
+call on index 0 (Ollama via LiteLLM), ``finish_reason: "stop"`` after tool calls, a finish reason
+in a chunk of its own or twice (OpenRouter), usage in a last empty-choices chunk or on every chunk
+or never, ``reasoning`` vs ``reasoning_content``, ``data: {"error": …}`` in the middle of a 200
+stream, choices other than index 0 when a backend ignores ``n``. Responses clients, on the other
+hand, are strict: the openai SDK's accumulator raises on an event for an item it was not told
+about, Open Responses rejects a missing field. So the machine keeps exactly one item open at a
+time and emits the canonical sequence (docs/wire.md §1.5/§1.6): ``created``, ``in_progress``, then
+per item ``output_item.added`` → part added → deltas → part done → ``output_item.done``, then one
+terminal event with the full output and usage.
 
-Item ids are derived from the response id and the output index (``msg_<base>_<n>``), so the same
-answer gives the same ids whether it arrives streamed or whole.
+The pieces it is built from live in builders.py: an `Emitter` that owns the sequence number, and
+one builder per open item kind that holds that item's state. This module keeps dispatch (which
+delta goes where), the think-tag machine, and the one-open-item rule (`_open`).
+
+Item ids are derived from the response id and the output index (``msg_<base>_<n>``, events.py), so
+the same answer gives the same ids whether it arrives streamed or whole.
 
 Hot path: a text chunk costs a few dict lookups and one small event dict. The Response object is
 built twice (at the start and at the end), never per chunk, and nothing is deep-copied.
@@ -21,108 +26,80 @@ built twice (at the start and at the end), never per chunk, and nothing is deep-
 
 from __future__ import annotations
 
+import enum
 import time
 import uuid
 from typing import Any
 
 import orjson
 
-from .errors import InvalidRequest
+from .builders import (
+    CUSTOM,
+    CUSTOM_NATIVE,
+    FUNCTION,
+    REFUSAL,
+    TEXT,
+    Emitter,
+    MessageBuilder,
+    ReasoningBuilder,
+    ToolCall,
+    ToolCallTable,
+    carrier_item,
+    map_logprobs,
+)
+from .errors import InvalidRequest, classify_backend_error
+from .events import (
+    CREATED,
+    ERROR,
+    FAILED,
+    IN_PROGRESS,
+    RESPONSE_ERROR_CODES,
+    item_id,
+    map_usage,
+    response_skeleton,
+    reverse_usage,
+)
 from .options import TranslatorOptions
-from .reasoning import pack_reasoning
 from .requests import ToolMap, build_tool_map
-from .responses import RESPONSE_ERROR_CODES, map_usage, response_skeleton, reverse_usage
 
 __all__ = ["ChatStreamTranslator", "ResponsesStreamTranslator"]
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 
-# open item kinds
-_NONE, _REASONING, _MESSAGE, _CALL = 0, 1, 2, 3
-#: The ``logprobs`` of text deltas when none were asked for. One shared empty list (allocating a
-#: fresh one per delta was a measurable share of the hot path); treat events as read-only.
-_NO_LOGPROBS: list[Any] = []
-# fast paths
-_FAST_NONE, _FAST_TEXT, _FAST_REASONING, _FAST_ARGS = 0, 1, 2, 3
-# think-tag states: undecided, inside <think>, just closed (skip whitespace), plain content
-_T_UNDECIDED, _T_INSIDE, _T_CLOSED, _T_PLAIN = 0, 1, 2, 3
+
+class Fast(enum.IntEnum):
+    """Which fast path the next chunk may take: the kind of delta that continues the open item."""
+
+    NONE = 0
+    TEXT = 1
+    REASONING = 2
+    ARGS = 3
 
 
-def _num(value: Any) -> float:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+class Think(enum.IntEnum):
+    """Where a leading ``<think>…</think>`` in content stands."""
+
+    UNDECIDED = 0  # nothing but whitespace (or a prefix of <think>) seen yet
+    INSIDE = 1  # inside <think>: content is reasoning
+    CLOSED = 2  # just closed: skip the whitespace that follows
+    PLAIN = 3  # plain content from here on
 
 
-def _token_bytes(value: Any) -> list[int]:
-    return [b for b in value if isinstance(b, int) and not isinstance(b, bool)] if isinstance(value, list) else []
+# Module aliases: comparing with a global is cheaper than an enum attribute on the hot path.
+_FAST_NONE, _FAST_TEXT, _FAST_REASONING, _FAST_ARGS = Fast.NONE, Fast.TEXT, Fast.REASONING, Fast.ARGS
+_T_UNDECIDED, _T_INSIDE, _T_CLOSED, _T_PLAIN = Think.UNDECIDED, Think.INSIDE, Think.CLOSED, Think.PLAIN
+
+_OpenItem = MessageBuilder | ReasoningBuilder | ToolCall
 
 
-def _map_logprobs(choice_logprobs: Any) -> list[dict[str, Any]]:
-    """Chat ``choices[0].logprobs.content`` → Responses output_text logprobs."""
-    content = choice_logprobs.get("content") if isinstance(choice_logprobs, dict) else None
-    if not content or not isinstance(content, list):
-        return []
-    out = []
-    for lp in content:
-        if not isinstance(lp, dict):
-            continue
-        top = lp.get("top_logprobs")
-        out.append(
-            {
-                "token": lp["token"] if isinstance(lp.get("token"), str) else "",
-                "logprob": _num(lp.get("logprob")),
-                "bytes": _token_bytes(lp.get("bytes")),
-                "top_logprobs": [
-                    {
-                        "token": t["token"] if isinstance(t.get("token"), str) else "",
-                        "logprob": _num(t.get("logprob")),
-                        "bytes": _token_bytes(t.get("bytes")),
-                    }
-                    for t in (top if isinstance(top, list) else ())
-                    if isinstance(t, dict)
-                ],
-            }
-        )
-    return out
-
-
-def _map_annotation(annotation: Any) -> dict[str, Any] | None:
-    """Chat ``url_citation`` annotation (nested) → Responses annotation (flat); others are dropped."""
-    if not isinstance(annotation, dict) or annotation.get("type") != "url_citation":
-        return None
-    cite = annotation.get("url_citation")
-    if not isinstance(cite, dict):
-        cite = annotation  # some proxies send it flat already
-    start, end = cite.get("start_index"), cite.get("end_index")
-    return {
-        "type": "url_citation",
-        "start_index": start if isinstance(start, int) and not isinstance(start, bool) else 0,
-        "end_index": end if isinstance(end, int) and not isinstance(end, bool) else 0,
-        "title": cite["title"] if isinstance(cite.get("title"), str) else "",
-        "url": cite["url"] if isinstance(cite.get("url"), str) else "",
-    }
-
-
-class _Call:
-    """One tool call being assembled from deltas."""
-
-    __slots__ = ("added", "args", "backend_id", "call_id", "carried", "extra", "index", "item_id", "kind", "name", "namespace",
-                 "output_index", "pending")
-
-    def __init__(self, index: Any, backend_id: str | None) -> None:
-        self.index = index
-        self.backend_id = backend_id
-        self.call_id = backend_id or "call_" + uuid.uuid4().hex[:24]
-        self.name = ""
-        self.namespace: str | None = None
-        self.kind = "function"
-        self.args: list[str] = []
-        self.pending: list[str] = []  # argument fragments seen before the item could be added
-        self.added = False
-        self.extra: Any = None
-        self.carried = False  # extra already put in a reasoning item
-        self.item_id = ""
-        self.output_index = -1
+def _is_answer(choice: Any) -> bool:
+    """Whether a chat choice is the answer: index 0 (or no index). A backend that ignores ``n``
+    streams other choices too; only the first is translated, so none of theirs leak in."""
+    if not isinstance(choice, dict):
+        return False
+    index = choice.get("index")
+    return index is None or (index == 0 and not isinstance(index, bool))
 
 
 class ChatStreamTranslator:
@@ -132,9 +109,12 @@ class ChatStreamTranslator:
     use); ``feed(chunk)`` gives the events a chunk causes; ``finish(done_seen)`` closes the stream
     (``done_seen=False`` means the connection dropped without ``[DONE]``); ``fail(message, code)``
     ends it as ``response.failed``. Once finished, every call returns ``[]``.
+
+    ``fast_path=False`` sends every chunk through the general path; it exists so a differential
+    test can prove the fast path changes nothing but speed.
     """
 
-    def __init__(self, request: dict[str, Any], **options: Any) -> None:
+    def __init__(self, request: dict[str, Any], *, fast_path: bool = True, **options: Any) -> None:
         opts = TranslatorOptions.from_kwargs(**options)
         self.options = opts
         self.request = request if isinstance(request, dict) else {}
@@ -146,39 +126,24 @@ class ChatStreamTranslator:
         self._base = self.id[5:] if self.id.startswith("resp_") else self.id
         self.created_at = opts.now()
         self._skeleton = response_skeleton(self.request, self.id, self.created_at)
-        self._seq = 0
+        self._em = Emitter()
         self._started = False
         self.finished = False
         self._final: dict[str, Any] | None = None
         self._output: list[dict[str, Any] | None] = []  # done items; None while open
-        self._cur = _NONE
-        # message state
-        self._msg_id = ""
-        self._msg_oi = -1
-        self._parts: list[dict[str, Any]] = []  # finished parts of the open message
-        self._part_kind: str | None = None  # "text" | "refusal" | None
-        self._part_index = -1
-        self._text: list[str] = []
-        self._logprobs: list[dict[str, Any]] = []
-        self._annotations: list[dict[str, Any]] = []
-        # reasoning state
-        self._rs_id = ""
-        self._rs_oi = -1
-        self._rs_text: list[str] = []
-        self._rs_part_open = False
-        self._rs_details: list[dict[str, Any]] = []
-        self._rs_extras: dict[str, Any] = {}
-        # calls
-        self._calls: list[_Call] = []
-        self._call: _Call | None = None
+        self._open: _OpenItem | None = None  # the one open item
+        self._calls = ToolCallTable()
         # signals
         self._finish_reason: str | None = None
         self._raw_usage: Any = None
         self._think = _T_UNDECIDED if opts.think_tags else _T_PLAIN
         self._think_buf = ""
         self._reasoning_mode = opts.reasoning_events
-        self._fast = _FAST_NONE  # which fast path the next chunk may take (see _fast_path)
+        self._fast = _FAST_NONE  # which fast path the next chunk may take (see feed)
         self._fast_tpl: dict[str, Any] = {}  # the delta event of the open item, copied per chunk
+        self._fast_buf: list[str] = []  # where the open item keeps its fragments
+        if not fast_path:
+            self.feed = self._feed_general  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ public API
     @property
@@ -196,30 +161,34 @@ class ChatStreamTranslator:
         return resp
 
     def start(self) -> list[dict[str, Any]]:
+        self._start()
+        return self._em.take()
+
+    def _start(self) -> None:
         if self._started or self.finished:
-            return []
+            return
         self._started = True
         created = dict(self._skeleton)
         created["output"] = []
         in_progress = dict(self._skeleton)
         in_progress["output"] = []
-        self._seq = 2
-        return [
-            {"type": "response.created", "sequence_number": 0, "response": created},
-            {"type": "response.in_progress", "sequence_number": 1, "response": in_progress},
-        ]
+        self._em.emit(CREATED, response=created)
+        self._em.emit(IN_PROGRESS, response=in_progress)
 
     def _feed_general(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         if self.finished:
             return []
-        events: list[dict[str, Any]] = self.start() if not self._started else []
-        if not isinstance(chunk, dict):
-            return events
+        self._start()
+        if isinstance(chunk, dict):
+            self._chunk(chunk)
+        return self._em.take()
+
+    def _chunk(self, chunk: dict[str, Any]) -> None:
         error = chunk.get("error")
         if error:
             message, code = self._error_fields(error)
-            events.extend(self.fail(message, code))
-            return events
+            self._fail(message, code)
+            return
         usage = chunk.get("usage")
         if usage and isinstance(usage, dict):
             self._raw_usage = usage
@@ -229,20 +198,19 @@ class ChatStreamTranslator:
                 self._raw_usage = xg["usage"]
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list):
-            return events
+            return
         choice = choices[0]
-        if len(choices) > 1 and (not isinstance(choice, dict) or choice.get("index", 0) != 0):
-            # n > 1 (or a proxy reordering choices): only choice 0 is translated
-            choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
-        if not isinstance(choice, dict):
-            return events
+        if not _is_answer(choice):
+            # n > 1 ignored by the backend, or a proxy reordering choices: only choice 0 is translated
+            choice = next((c for c in choices if _is_answer(c)), None)
+            if choice is None:
+                return
         delta = choice.get("delta")
         if delta and isinstance(delta, dict):
-            self._delta(delta, choice, events)
+            self._delta(delta, choice)
         reason = choice.get("finish_reason")
         if reason and isinstance(reason, str) and self._finish_reason is None:
             self._finish_reason = reason
-        return events
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         """The events one chat chunk causes (``response.created``/``in_progress`` first if needed).
@@ -269,6 +237,7 @@ class ChatStreamTranslator:
             or type(delta) is not dict
             or choice.get("finish_reason")
             or choice.get("logprobs") is not None
+            or choice.get("index")
         ):
             return self._feed_general(chunk)
         usage = get("usage")
@@ -284,12 +253,8 @@ class ChatStreamTranslator:
                 for key, value in delta.items():
                     if value and key != "content" and key != "role":
                         return self._feed_general(chunk)
-            self._text.append(content)
-            event = self._fast_tpl.copy()
-            event["sequence_number"] = self._seq
-            event["delta"] = content
-            self._seq += 1
-            return [event]
+            self._fast_buf.append(content)
+            return [self._em.from_template(self._fast_tpl, content)]
         if fast == _FAST_REASONING:
             text = None
             for key, value in delta.items():
@@ -303,12 +268,8 @@ class ChatStreamTranslator:
                 return self._feed_general(chunk)
             if text is None:
                 return self._feed_general(chunk)
-            self._rs_text.append(text)
-            event = self._fast_tpl.copy()
-            event["sequence_number"] = self._seq
-            event["delta"] = text
-            self._seq += 1
-            return [event]
+            self._fast_buf.append(text)
+            return [self._em.from_template(self._fast_tpl, text)]
         # _FAST_ARGS: an arguments fragment for the open function call
         calls = delta.get("tool_calls")
         if type(calls) is not list or len(calls) != 1:
@@ -317,8 +278,8 @@ class ChatStreamTranslator:
             if value and key != "tool_calls" and key != "role":
                 return self._feed_general(chunk)
         tc = calls[0]
-        call = self._call
-        if type(tc) is not dict or call is None:
+        call = self._open
+        if type(tc) is not dict or type(call) is not ToolCall:
             return self._feed_general(chunk)
         index = tc.get("index")
         backend_id = tc.get("id")
@@ -332,47 +293,45 @@ class ChatStreamTranslator:
             return self._feed_general(chunk)
         fragment = fn.get("arguments")
         name = fn.get("name")
-        if type(fragment) is not str or not fragment or (name and name != call.name and call.kind == "function"):
+        if type(fragment) is not str or not fragment or (name and name != call.name and call.kind == FUNCTION):
             return self._feed_general(chunk)
-        call.args.append(fragment)
-        event = self._fast_tpl.copy()
-        event["sequence_number"] = self._seq
-        event["delta"] = fragment
-        self._seq += 1
-        return [event]
+        self._fast_buf.append(fragment)
+        return [self._em.from_template(self._fast_tpl, fragment)]
 
     def finish(self, done_seen: bool = True) -> list[dict[str, Any]]:
         if self.finished:
             return []
-        events: list[dict[str, Any]] = self.start() if not self._started else []
-        self._flush_think(events)
+        self._start()
+        self._finish(done_seen)
+        return self._em.take()
+
+    def _finish(self, done_seen: bool) -> None:
+        self._flush_think()
         reason = self._finish_reason
         if reason == "error":
-            events.extend(self.fail("The upstream backend ended the answer with finish_reason 'error'."))
-            return events
+            self._fail("The upstream backend ended the answer with finish_reason 'error'.")
+            return
         if reason is None:
             # Never report an answer as completed unless the backend said how it ended: a cut
             # connection, and equally a [DONE] with no finish_reason before it, may have lost the end.
-            events.extend(
-                self.fail(
-                    "The upstream backend ended the stream without a finish reason; the answer may be cut short."
-                    if done_seen
-                    else "The upstream stream ended before the answer was finished."
-                )
+            self._fail(
+                "The upstream backend ended the stream without a finish reason; the answer may be cut short."
+                if done_seen
+                else "The upstream stream ended before the answer was finished."
             )
-            return events
-        for call in self._calls:
+            return
+        for call in self._calls.calls:
             if not call.added:  # a call whose name never came: still surface it
-                self._add_call(call, events)
+                self._add_call(call)
         status = "completed"
         details = None
         if reason == "length":
             status, details = "incomplete", {"reason": "max_output_tokens"}
         elif reason == "content_filter":
             status, details = "incomplete", {"reason": "content_filter"}
-        self._close(events, "incomplete" if status == "incomplete" else "completed")
+        self._close("incomplete" if status == "incomplete" else "completed")
         if status == "completed":
-            self._extras_carrier(events)
+            self._extras_carrier()
         resp = dict(self._skeleton)
         resp["status"] = status
         resp["incomplete_details"] = details
@@ -382,28 +341,33 @@ class ChatStreamTranslator:
         self._final = resp
         self.finished = True
         self._fast = _FAST_NONE
-        events.append({"type": "response." + status, "sequence_number": self._seq, "response": resp})
-        self._seq += 1
-        return events
+        self._em.emit("response." + status, response=resp)
 
     def fail(self, message: str, code: str = "server_error") -> list[dict[str, Any]]:
-        """End the stream as ``response.failed`` (open items are listed, marked incomplete, not closed)."""
+        """End the stream as ``response.failed`` (open items are listed, marked incomplete, not closed).
+
+        ``code`` is reported as given (the server passes ``server_shutting_down`` on shutdown, a
+        backend's context overflow arrives as ``context_length_exceeded``).
+        """
         if self.finished:
             return []
-        events: list[dict[str, Any]] = self.start() if not self._started else []
-        if code not in RESPONSE_ERROR_CODES:
-            code = "server_error"
+        self._start()
+        self._fail(message, code)
+        return self._em.take()
+
+    def _fail(self, message: str, code: str = "server_error") -> None:
+        if self.finished:
+            return
         mode = self.options.error_event
         if mode != "none":
-            event: dict[str, Any] = {"type": "error", "sequence_number": self._seq}
+            fields: dict[str, Any] = {}
             if mode in ("openai", "both"):
-                event["code"] = code
-                event["message"] = message
-                event["param"] = None
+                fields["code"] = code
+                fields["message"] = message
+                fields["param"] = None
             if mode in ("openresponses", "both"):
-                event["error"] = {"type": "server_error", "code": code, "message": message, "param": None}
-            events.append(event)
-            self._seq += 1
+                fields["error"] = {"type": "server_error", "code": code, "message": message, "param": None}
+            self._em.emit(ERROR, **fields)
         resp = dict(self._skeleton)
         resp["status"] = "failed"
         resp["output"] = self._snapshot_output("incomplete")
@@ -412,27 +376,30 @@ class ChatStreamTranslator:
         self._final = resp
         self.finished = True
         self._fast = _FAST_NONE
-        events.append({"type": "response.failed", "sequence_number": self._seq, "response": resp})
-        self._seq += 1
-        return events
+        self._em.emit(FAILED, response=resp)
 
     # ------------------------------------------------------------------ chunk handling
     @staticmethod
     def _error_fields(error: Any) -> tuple[str, str]:
+        """Message and code of a mid-stream error chunk, classified by the same rules as a whole
+        error body (errors.BACKEND_ERROR_RULES), so a context overflow fails with its own code."""
+        mapped = classify_backend_error(error)
         if isinstance(error, dict):
             message = error.get("message") or "The upstream backend reported an error."
             code = error.get("code")
-            return str(message), code if isinstance(code, str) and code in RESPONSE_ERROR_CODES else "server_error"
-        return (error if isinstance(error, str) else "The upstream backend reported an error."), "server_error"
+            if mapped is None:
+                mapped = code if isinstance(code, str) and code in RESPONSE_ERROR_CODES else "server_error"
+            return str(message), mapped
+        return (error if isinstance(error, str) else "The upstream backend reported an error."), mapped or "server_error"
 
-    def _delta(self, delta: dict[str, Any], choice: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    def _delta(self, delta: dict[str, Any], choice: dict[str, Any]) -> None:
         # 1. reasoning (DeepSeek/llama.cpp reasoning_content, vLLM/Ollama/OpenRouter reasoning)
         rc = delta.get("reasoning_content")
         rr = delta.get("reasoning")
         text = rc if isinstance(rc, str) and rc else (rr if isinstance(rr, str) and rr else "")
         details = delta.get("reasoning_details")
         if isinstance(details, list) and details:
-            self._merge_details(details, events)
+            self._reasoning().merge_details(details)
             if not text:
                 text = "".join(
                     t
@@ -442,62 +409,44 @@ class ChatStreamTranslator:
                     if isinstance(t, str)
                 )
         if text:
-            self._reason(text, events)
+            self._reason(text)
         # 2. content (with an optional leading <think>…</think>)
         content = delta.get("content")
         if isinstance(content, str) and content:
-            lp = _map_logprobs(choice.get("logprobs")) if choice.get("logprobs") else None
+            lp = map_logprobs(choice.get("logprobs")) if choice.get("logprobs") else None
             if self._think == _T_PLAIN:
-                self._emit_text(content, events, lp)
+                self._emit_text(content, lp)
             else:
-                self._think_content(content, events, lp)
+                self._think_content(content, lp)
         elif isinstance(content, list):  # some proxies send content parts in deltas
             joined = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
             if joined and self._think == _T_PLAIN:
-                self._emit_text(joined, events, None)
+                self._emit_text(joined, None)
             elif joined:
-                self._think_content(joined, events, None)
+                self._think_content(joined, None)
         annotations = delta.get("annotations")
         if isinstance(annotations, list) and annotations:
-            self._annotate(annotations, events)
+            self._text_part().annotate(annotations)
         # 3. refusal
         refusal = delta.get("refusal")
         if isinstance(refusal, str) and refusal:
-            self._emit_refusal(refusal, events)
+            self._emit_refusal(refusal)
         # 4. tool calls
         calls = delta.get("tool_calls")
         if calls and isinstance(calls, list):
             for tc in calls:
                 if isinstance(tc, dict):
-                    self._tool_delta(tc, events)
-
-    def _merge_details(self, details: list[Any], events: list[dict[str, Any]]) -> None:
-        """Keep OpenRouter reasoning_details for replay, merging streamed fragments by (index, type)."""
-        if self._cur != _REASONING:
-            self._open_reasoning(events)
-        for d in details:
-            if not isinstance(d, dict):
-                continue
-            for prev in self._rs_details:
-                if prev.get("index") == d.get("index") and prev.get("type") == d.get("type"):
-                    for k, v in d.items():
-                        if k in ("text", "summary", "data") and isinstance(v, str):
-                            prev[k] = (prev.get(k) or "") + v
-                        elif v is not None:
-                            prev[k] = v
-                    break
-            else:
-                self._rs_details.append(dict(d))
+                    self._tool_delta(tc)
 
     # ------------------------------------------------------------------ think tags
-    def _think_content(self, content: str, events: list[dict[str, Any]], lp: list[dict[str, Any]] | None) -> None:
+    def _think_content(self, content: str, lp: list[dict[str, Any]] | None) -> None:
         state = self._think
         if state == _T_CLOSED:
             content = content.lstrip()
             if not content:
                 return
             self._think = _T_PLAIN
-            self._emit_text(content, events, lp)
+            self._emit_text(content, lp)
             return
         buf = self._think_buf + content
         if state == _T_UNDECIDED:
@@ -508,19 +457,19 @@ class ChatStreamTranslator:
             if not stripped.startswith(_THINK_OPEN):
                 self._think = _T_PLAIN
                 self._think_buf = ""
-                self._emit_text(buf, events, lp)
+                self._emit_text(buf, lp)
                 return
             self._think = _T_INSIDE
             buf = stripped[len(_THINK_OPEN) :]
         end = buf.find(_THINK_CLOSE)
         if end >= 0:
             if end:
-                self._reason(buf[:end], events)
+                self._reason(buf[:end])
             self._think_buf = ""
             self._think = _T_CLOSED
             rest = buf[end + len(_THINK_CLOSE) :]
             if rest:
-                self._think_content(rest, events, lp)
+                self._think_content(rest, lp)
             return
         keep = 0
         for n in range(min(len(_THINK_CLOSE) - 1, len(buf)), 0, -1):
@@ -533,347 +482,84 @@ class ChatStreamTranslator:
         else:
             self._think_buf = ""
         if buf:
-            self._reason(buf, events)
+            self._reason(buf)
 
-    def _flush_think(self, events: list[dict[str, Any]]) -> None:
+    def _flush_think(self) -> None:
         """At the end: an unclosed <think> is all reasoning; undecided whitespace is dropped."""
         if self._think == _T_INSIDE and self._think_buf:
-            self._reason(self._think_buf, events)
+            self._reason(self._think_buf)
         self._think_buf = ""
 
-    # ------------------------------------------------------------------ items
+    # ------------------------------------------------------------------ the one open item
     def _next_index(self) -> int:
         self._output.append(None)
         return len(self._output) - 1
 
-    def _close(self, events: list[dict[str, Any]], status: str = "completed") -> None:
+    def _close(self, status: str = "completed") -> None:
+        """Close the open item, if any: the rule that keeps exactly one item open at a time."""
         self._fast = _FAST_NONE
-        cur = self._cur
-        if cur == _MESSAGE:
-            self._close_message(events, status)
-        elif cur == _REASONING:
-            self._close_reasoning(events, status)
-        elif cur == _CALL and self._call is not None:
-            self._close_call(self._call, events, status)
-        self._cur = _NONE
+        item = self._open
+        if item is not None:
+            self._output[item.output_index] = item.close(status)
+            self._open = None
 
     # reasoning ---------------------------------------------------------
-    def _open_reasoning(self, events: list[dict[str, Any]]) -> None:
-        self._close(events)
+    def _reasoning(self) -> ReasoningBuilder:
+        """The open reasoning item, opening one (and closing whatever was open) if needed."""
+        item = self._open
+        if type(item) is ReasoningBuilder:
+            return item
+        self._close()
         oi = self._next_index()
-        self._rs_oi = oi
-        self._rs_id = f"rs_{self._base}_{oi}"
-        self._rs_text = []
-        self._rs_details = []
-        self._rs_extras = {}
-        self._rs_part_open = False
-        self._cur = _REASONING
-        item: dict[str, Any] = {"id": self._rs_id, "type": "reasoning", "status": "in_progress", "summary": []}
-        if self._reasoning_mode != "summary":
-            item["content"] = []
-        events.append({"type": "response.output_item.added", "sequence_number": self._seq, "output_index": oi, "item": item})
-        self._seq += 1
+        builder = ReasoningBuilder(self._em, item_id("reasoning", self._base, oi), oi, self._reasoning_mode,
+                                   self.options.encryption_key)
+        self._open = builder
+        return builder
 
-    def _reason(self, text: str, events: list[dict[str, Any]]) -> None:
-        if self._cur != _REASONING:
-            self._open_reasoning(events)
-        summary = self._reasoning_mode == "summary"
-        if not self._rs_part_open:
-            self._rs_part_open = True
-            if summary:
-                events.append(
-                    {
-                        "type": "response.reasoning_summary_part.added",
-                        "sequence_number": self._seq,
-                        "item_id": self._rs_id,
-                        "output_index": self._rs_oi,
-                        "summary_index": 0,
-                        "part": {"type": "summary_text", "text": ""},
-                    }
-                )
-            else:
-                events.append(
-                    {
-                        "type": "response.content_part.added",
-                        "sequence_number": self._seq,
-                        "item_id": self._rs_id,
-                        "output_index": self._rs_oi,
-                        "content_index": 0,
-                        "part": {"type": "reasoning_text", "text": ""},
-                    }
-                )
-            self._seq += 1
-        self._rs_text.append(text)
+    def _reason(self, text: str) -> None:
+        builder = self._reasoning()
+        builder.add(text)
         if self._fast != _FAST_REASONING:
             self._fast = _FAST_REASONING
-            self._fast_tpl = (
-                {"type": "response.reasoning_summary_text.delta", "sequence_number": 0, "item_id": self._rs_id,
-                 "output_index": self._rs_oi, "summary_index": 0, "delta": ""}
-                if summary
-                else {"type": "response.reasoning_text.delta" if self._reasoning_mode == "reasoning_text"
-                      else "response.reasoning.delta", "sequence_number": 0, "item_id": self._rs_id,
-                      "output_index": self._rs_oi, "content_index": 0, "delta": ""}
-            )
-        if summary:
-            events.append(
-                {
-                    "type": "response.reasoning_summary_text.delta",
-                    "sequence_number": self._seq,
-                    "item_id": self._rs_id,
-                    "output_index": self._rs_oi,
-                    "summary_index": 0,
-                    "delta": text,
-                }
-            )
-        else:
-            events.append(
-                {
-                    "type": "response.reasoning_text.delta"
-                    if self._reasoning_mode == "reasoning_text"
-                    else "response.reasoning.delta",
-                    "sequence_number": self._seq,
-                    "item_id": self._rs_id,
-                    "output_index": self._rs_oi,
-                    "content_index": 0,
-                    "delta": text,
-                }
-            )
-        self._seq += 1
-
-    def _reasoning_item(self, status: str) -> dict[str, Any]:
-        text = "".join(self._rs_text)
-        item: dict[str, Any] = {"id": self._rs_id, "type": "reasoning", "status": status}
-        if self._reasoning_mode == "summary":
-            item["summary"] = [{"type": "summary_text", "text": text}] if self._rs_part_open else []
-        else:
-            item["summary"] = []
-            item["content"] = [{"type": "reasoning_text", "text": text}] if self._rs_part_open else []
-        data: dict[str, Any] = {}
-        if text:
-            data["text"] = text
-        if self._rs_details:
-            data["details"] = self._rs_details
-        if self._rs_extras:
-            data["tool_extras"] = self._rs_extras
-        item["encrypted_content"] = pack_reasoning(data, self.options.encryption_key) if data else None
-        return item
-
-    def _close_reasoning(self, events: list[dict[str, Any]], status: str) -> None:
-        item = self._reasoning_item(status)
-        if self._rs_part_open:
-            text = "".join(self._rs_text)
-            base = {"item_id": self._rs_id, "output_index": self._rs_oi}
-            if self._reasoning_mode == "summary":
-                events.append(
-                    {"type": "response.reasoning_summary_text.done", "sequence_number": self._seq, **base,
-                     "summary_index": 0, "text": text}
-                )
-                events.append(
-                    {"type": "response.reasoning_summary_part.done", "sequence_number": self._seq + 1, **base,
-                     "summary_index": 0, "part": {"type": "summary_text", "text": text}}
-                )
-            else:
-                events.append(
-                    {"type": "response.reasoning_text.done" if self._reasoning_mode == "reasoning_text"
-                     else "response.reasoning.done", "sequence_number": self._seq, **base,
-                     "content_index": 0, "text": text}
-                )
-                events.append(
-                    {"type": "response.content_part.done", "sequence_number": self._seq + 1, **base,
-                     "content_index": 0, "part": {"type": "reasoning_text", "text": text}}
-                )
-            self._seq += 2
-        events.append({"type": "response.output_item.done", "sequence_number": self._seq, "output_index": self._rs_oi,
-                       "item": item})
-        self._seq += 1
-        self._output[self._rs_oi] = item
+            self._fast_tpl = builder.template()
+            self._fast_buf = builder.text
 
     # message -----------------------------------------------------------
-    def _open_message(self, events: list[dict[str, Any]]) -> None:
-        self._close(events)
-        oi = self._next_index()
-        self._msg_oi = oi
-        self._msg_id = f"msg_{self._base}_{oi}"
-        self._parts = []
-        self._part_kind = None
-        self._part_index = -1
-        self._cur = _MESSAGE
-        events.append(
-            {
-                "type": "response.output_item.added",
-                "sequence_number": self._seq,
-                "output_index": oi,
-                "item": {"id": self._msg_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []},
-            }
-        )
-        self._seq += 1
-
-    def _open_part(self, kind: str, events: list[dict[str, Any]]) -> None:
+    def _part(self, kind: str) -> MessageBuilder:
+        """The open message with an open part of ``kind``, opening either (and closing others) if needed."""
+        msg = self._open
+        if type(msg) is MessageBuilder and msg.part_kind == kind:
+            return msg
         self._fast = _FAST_NONE
-        if self._cur != _MESSAGE:
-            self._open_message(events)
-        elif self._part_kind is not None:
-            self._close_part(events)
-        self._part_kind = kind
-        self._part_index += 1
-        self._text = []
-        self._logprobs = []
-        self._annotations = []
-        part = (
-            {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            if kind == "text"
-            else {"type": "refusal", "refusal": ""}
-        )
-        events.append(
-            {
-                "type": "response.content_part.added",
-                "sequence_number": self._seq,
-                "item_id": self._msg_id,
-                "output_index": self._msg_oi,
-                "content_index": self._part_index,
-                "part": part,
-            }
-        )
-        self._seq += 1
+        if type(msg) is not MessageBuilder:
+            self._close()
+            oi = self._next_index()
+            msg = MessageBuilder(self._em, item_id("message", self._base, oi), oi)
+            self._open = msg
+        msg.open_part(kind)
+        return msg
 
-    def _current_part(self) -> dict[str, Any]:
-        text = "".join(self._text)
-        if self._part_kind == "text":
-            return {"type": "output_text", "text": text, "annotations": self._annotations, "logprobs": self._logprobs}
-        return {"type": "refusal", "refusal": text}
+    def _text_part(self) -> MessageBuilder:
+        return self._part(TEXT)
 
-    def _close_part(self, events: list[dict[str, Any]]) -> None:
-        part = self._current_part()
-        base = {"item_id": self._msg_id, "output_index": self._msg_oi, "content_index": self._part_index}
-        if self._part_kind == "text":
-            events.append({"type": "response.output_text.done", "sequence_number": self._seq, **base,
-                           "text": part["text"], "logprobs": part["logprobs"]})
-        else:
-            events.append({"type": "response.refusal.done", "sequence_number": self._seq, **base,
-                           "refusal": part["refusal"]})
-        events.append({"type": "response.content_part.done", "sequence_number": self._seq + 1, **base, "part": part})
-        self._seq += 2
-        self._parts.append(part)
-        self._part_kind = None
-
-    def _emit_text(self, text: str, events: list[dict[str, Any]], lp: list[dict[str, Any]] | None) -> None:
-        if self._cur != _MESSAGE or self._part_kind != "text":
-            self._open_part("text", events)
-        self._text.append(text)
+    def _emit_text(self, text: str, lp: list[dict[str, Any]] | None) -> None:
+        msg = self._part(TEXT)
+        msg.add_text(text, lp)
         if self._fast != _FAST_TEXT and self._think == _T_PLAIN:
             self._fast = _FAST_TEXT
-            self._fast_tpl = {
-                "type": "response.output_text.delta",
-                "sequence_number": 0,
-                "item_id": self._msg_id,
-                "output_index": self._msg_oi,
-                "content_index": self._part_index,
-                "delta": "",
-                "logprobs": _NO_LOGPROBS,
-            }
-        if lp:
-            self._logprobs.extend(lp)
-        events.append(
-            {
-                "type": "response.output_text.delta",
-                "sequence_number": self._seq,
-                "item_id": self._msg_id,
-                "output_index": self._msg_oi,
-                "content_index": self._part_index,
-                "delta": text,
-                "logprobs": lp or [],
-            }
-        )
-        self._seq += 1
+            self._fast_tpl = msg.text_template()
+            self._fast_buf = msg.text
 
-    def _annotate(self, annotations: list[Any], events: list[dict[str, Any]]) -> None:
-        if self._cur != _MESSAGE or self._part_kind != "text":
-            self._open_part("text", events)
-        for raw in annotations:
-            annotation = _map_annotation(raw)
-            if annotation is None:
-                continue
-            self._annotations.append(annotation)
-            events.append(
-                {
-                    "type": "response.output_text.annotation.added",
-                    "sequence_number": self._seq,
-                    "item_id": self._msg_id,
-                    "output_index": self._msg_oi,
-                    "content_index": self._part_index,
-                    "annotation_index": len(self._annotations) - 1,
-                    "annotation": annotation,
-                }
-            )
-            self._seq += 1
-
-    def _emit_refusal(self, text: str, events: list[dict[str, Any]]) -> None:
-        if self._cur != _MESSAGE or self._part_kind != "refusal":
-            self._open_part("refusal", events)
-        self._text.append(text)
-        events.append(
-            {
-                "type": "response.refusal.delta",
-                "sequence_number": self._seq,
-                "item_id": self._msg_id,
-                "output_index": self._msg_oi,
-                "content_index": self._part_index,
-                "delta": text,
-            }
-        )
-        self._seq += 1
-
-    def _close_message(self, events: list[dict[str, Any]], status: str) -> None:
-        if self._part_kind is not None:
-            self._close_part(events)
-        item = {"id": self._msg_id, "type": "message", "status": status, "role": "assistant", "content": self._parts}
-        events.append({"type": "response.output_item.done", "sequence_number": self._seq, "output_index": self._msg_oi,
-                       "item": item})
-        self._seq += 1
-        self._output[self._msg_oi] = item
+    def _emit_refusal(self, text: str) -> None:
+        self._part(REFUSAL).add_refusal(text)
 
     # tool calls ----------------------------------------------------------
-    def _find_call(self, tc: dict[str, Any]) -> _Call:
-        """Attribute a tool-call delta to a call (REFERENCE §3.1 rule 6)."""
-        index = tc.get("index")
-        if isinstance(index, list | dict):
-            index = None  # unusable as an index
-        backend_id = tc.get("id")
-        if not isinstance(backend_id, str) or not backend_id:
-            backend_id = None
-        calls = self._calls
-        if backend_id is not None:
-            for call in calls:
-                if call.backend_id == backend_id:
-                    return call
-            if index is not None:
-                for call in reversed(calls):
-                    if call.index == index:
-                        if call.backend_id is None:
-                            call.backend_id = backend_id
-                            if not call.added:
-                                call.call_id = backend_id
-                            return call
-                        break
-            return self._new_call(index, backend_id)
-        if index is not None:
-            for call in reversed(calls):
-                if call.index == index:
-                    return call
-            return self._new_call(index, None)
-        if self._call is not None and self._cur == _CALL:
-            return self._call
-        if calls:
-            return calls[-1]
-        return self._new_call(None, None)
+    def _open_call(self) -> ToolCall | None:
+        item = self._open
+        return item if type(item) is ToolCall else None
 
-    def _new_call(self, index: Any, backend_id: str | None) -> _Call:
-        call = _Call(index, backend_id)
-        self._calls.append(call)
-        return call
-
-    def _tool_delta(self, tc: dict[str, Any], events: list[dict[str, Any]]) -> None:
-        call = self._find_call(tc)
+    def _tool_delta(self, tc: dict[str, Any]) -> None:
+        call = self._calls.find(tc, self._open_call())
         fn = tc.get("function")
         custom = tc.get("custom")
         fragment: Any = None
@@ -884,7 +570,7 @@ class ChatStreamTranslator:
         elif isinstance(custom, dict):
             name = custom.get("name")
             fragment = custom.get("input")
-            call.kind = "custom_native"
+            call.kind = CUSTOM_NATIVE
         if tc.get("extra_content") is not None:
             call.extra = tc["extra_content"]
         if name and isinstance(name, str) and not call.name:
@@ -896,156 +582,67 @@ class ChatStreamTranslator:
             if fragment:
                 call.pending.append(fragment)
             if call.name:
-                self._add_call(call, events)
+                self._add_call(call)
             return
         if fragment:
-            self._call_fragment(call, fragment, events)
+            self._call_fragment(call, fragment)
 
-    def _add_call(self, call: _Call, events: list[dict[str, Any]]) -> None:
+    def _add_call(self, call: ToolCall) -> None:
         if call.extra is not None:
             # Gemini's thought signature must come back with this call on the next turn: put it in
             # the open reasoning item, or in a text-less reasoning item just before the call.
-            if self._cur == _REASONING:
-                self._rs_extras[call.call_id] = call.extra
+            item = self._open
+            if type(item) is ReasoningBuilder:
+                item.extras[call.call_id] = call.extra
             else:
-                self._close(events)
-                self._carrier({call.call_id: call.extra}, events)
+                self._close()
+                self._carrier({call.call_id: call.extra})
             call.carried = True
-        self._close(events)
+        self._close()
         kind, name, namespace = self._tools.resolve(call.name)
-        if call.kind == "custom_native":
-            kind = "custom"
-            call.kind = "custom_native"
-        else:
-            call.kind = kind
+        if call.kind != CUSTOM_NATIVE:  # a native custom call stays one whatever the tool map says
+            call.kind = CUSTOM if kind == "custom" else FUNCTION
         call.name = name
         call.namespace = namespace
         oi = self._next_index()
-        call.output_index = oi
-        call.added = True
-        self._call = call
-        self._cur = _CALL
-        if kind == "custom":
-            call.item_id = f"ctc_{self._base}_{oi}"
-            item: dict[str, Any] = {"id": call.item_id, "type": "custom_tool_call", "status": "in_progress",
-                                    "call_id": call.call_id, "name": name, "input": ""}
-        else:
-            call.item_id = f"fc_{self._base}_{oi}"
-            item = {"id": call.item_id, "type": "function_call", "status": "in_progress", "call_id": call.call_id,
-                    "name": name, "arguments": ""}
-        if namespace:
-            item["namespace"] = namespace
-        events.append({"type": "response.output_item.added", "sequence_number": self._seq, "output_index": oi,
-                       "item": item})
-        self._seq += 1
-        pending, call.pending = call.pending, []
-        for fragment in pending:
-            self._call_fragment(call, fragment, events)
-        if kind == "function" and call.kind == "function":
+        self._open = call
+        call.open(self._em, item_id(call.item_type, self._base, oi), oi)
+        if call.kind == FUNCTION:
             self._fast = _FAST_ARGS
-            self._fast_tpl = {"type": "response.function_call_arguments.delta", "sequence_number": 0,
-                              "item_id": call.item_id, "output_index": call.output_index, "delta": ""}
+            self._fast_tpl = call.args_template()
+            self._fast_buf = call.args
 
-    def _call_fragment(self, call: _Call, fragment: str, events: list[dict[str, Any]]) -> None:
-        call.args.append(fragment)
-        if call.kind != "function" or self._call is not call or self._cur != _CALL:
-            # custom input is sent whole at the end (it arrives JSON-wrapped); a late fragment for
-            # an already closed call (interleaving backends) only lands in the final response.
-            done_item = self._output[call.output_index]
-            if call.kind == "function" and done_item is not None:
-                self._output[call.output_index] = {**done_item, "arguments": "".join(call.args)}
+    def _call_fragment(self, call: ToolCall, fragment: str) -> None:
+        if call is self._open:
+            call.add_live(fragment)
             return
-        events.append({"type": "response.function_call_arguments.delta", "sequence_number": self._seq,
-                       "item_id": call.item_id, "output_index": call.output_index, "delta": fragment})
-        self._seq += 1
+        # a late fragment for an already closed call (interleaving backends) only lands in the
+        # final response
+        call.args.append(fragment)
+        done_item = self._output[call.output_index]
+        if call.kind == FUNCTION and done_item is not None:
+            self._output[call.output_index] = {**done_item, "arguments": "".join(call.args)}
 
-    def _custom_input(self, call: _Call) -> str:
-        raw = "".join(call.args)
-        if call.kind == "custom_native":
-            return raw
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return raw
-        if isinstance(parsed, dict) and isinstance(parsed.get("input"), str):
-            return parsed["input"]
-        return raw
-
-    def _call_item(self, call: _Call, status: str) -> dict[str, Any]:
-        if call.kind == "function":
-            args = "".join(call.args) or "{}"
-            item: dict[str, Any] = {"id": call.item_id, "type": "function_call", "status": status,
-                                    "call_id": call.call_id, "name": call.name, "arguments": args}
-        else:
-            item = {"id": call.item_id, "type": "custom_tool_call", "status": status, "call_id": call.call_id,
-                    "name": call.name, "input": self._custom_input(call)}
-        if call.namespace:
-            item["namespace"] = call.namespace
-        return item
-
-    def _close_call(self, call: _Call, events: list[dict[str, Any]], status: str) -> None:
-        item = self._call_item(call, status)
-        base = {"item_id": call.item_id, "output_index": call.output_index}
-        if item["type"] == "function_call":
-            if not call.args:
-                events.append({"type": "response.function_call_arguments.delta", "sequence_number": self._seq,
-                               **base, "delta": "{}"})
-                self._seq += 1
-            events.append({"type": "response.function_call_arguments.done", "sequence_number": self._seq, **base,
-                           "arguments": item["arguments"]})
-        else:
-            if item["input"]:
-                events.append({"type": "response.custom_tool_call_input.delta", "sequence_number": self._seq,
-                               **base, "delta": item["input"]})
-                self._seq += 1
-            events.append({"type": "response.custom_tool_call_input.done", "sequence_number": self._seq, **base,
-                           "input": item["input"]})
-        events.append({"type": "response.output_item.done", "sequence_number": self._seq + 1,
-                       "output_index": call.output_index, "item": item})
-        self._seq += 2
-        self._output[call.output_index] = item
-        self._call = None
-
-    def _extras_carrier(self, events: list[dict[str, Any]]) -> None:
+    def _extras_carrier(self) -> None:
         """Provider extras that arrived after their call was opened ride in a trailing reasoning item."""
-        extras = {c.call_id: c.extra for c in self._calls if c.extra is not None and c.added and not c.carried}
+        extras = {c.call_id: c.extra for c in self._calls.calls if c.extra is not None and c.added and not c.carried}
         if extras:
-            self._carrier(extras, events)
+            self._carrier(extras)
 
-    def _carrier(self, extras: dict[str, Any], events: list[dict[str, Any]]) -> None:
-        """A reasoning item with no text whose ``encrypted_content`` holds tool-call extras (reasoning.py)."""
+    def _carrier(self, extras: dict[str, Any]) -> None:
         oi = self._next_index()
-        rid = f"rs_{self._base}_{oi}"
-        item: dict[str, Any] = {"id": rid, "type": "reasoning", "status": "completed", "summary": []}
-        if self._reasoning_mode != "summary":
-            item["content"] = []
-        item["encrypted_content"] = pack_reasoning({"tool_extras": extras}, self.options.encryption_key)
-        added = {k: v for k, v in item.items() if k != "encrypted_content"}
-        added["status"] = "in_progress"
-        events.append({"type": "response.output_item.added", "sequence_number": self._seq, "output_index": oi,
-                       "item": added})
-        events.append({"type": "response.output_item.done", "sequence_number": self._seq + 1, "output_index": oi,
-                       "item": item})
-        self._seq += 2
-        self._output[oi] = item
+        self._output[oi] = carrier_item(self._em, item_id("reasoning", self._base, oi), oi, self._reasoning_mode,
+                                        extras, self.options.encryption_key)
 
     def _snapshot_output(self, open_status: str) -> list[dict[str, Any]]:
         """Items so far; the open one rendered from its buffers with ``open_status``."""
         out = []
+        open_item = self._open
         for i, item in enumerate(self._output):
             if item is not None:
                 out.append(item)
-                continue
-            if self._cur == _MESSAGE and i == self._msg_oi:
-                parts = list(self._parts)
-                if self._part_kind is not None:
-                    parts.append(self._current_part())
-                out.append({"id": self._msg_id, "type": "message", "status": open_status, "role": "assistant",
-                            "content": parts})
-            elif self._cur == _REASONING and i == self._rs_oi:
-                out.append(self._reasoning_item(open_status))
-            elif self._cur == _CALL and self._call is not None and i == self._call.output_index:
-                out.append(self._call_item(self._call, open_status))
+            elif open_item is not None and i == open_item.output_index:
+                out.append(open_item.snapshot(open_status))
         return out
 
 

@@ -1,286 +1,53 @@
 """`responses-bridge check`: the conformance kit pointed at any `/v1/responses` endpoint.
 
-It sends a fixed set of requests that need no particular model answer (text, streaming, instructions,
-multi-turn, tool calls, tool output, an image, structured output, bad requests) and validates every
-body and stream with :mod:`translator.validate`, so a user gets the same precise report for this bridge,
-a router, or a vLLM/Ollama server. Scenarios are plain data (:data:`SCENARIOS`): add one by appending a
-:class:`Scenario` with a request builder and, if needed, a check of the final response.
+It sends the requests of :mod:`conformance.scenarios` (text, streaming, instructions, multi-turn, tool
+calls, tool output, an image, structured output, bad requests) and judges every body and stream with
+the kit's rules (:mod:`conformance.sse`, :mod:`conformance.events`, :mod:`conformance.response`, and
+the openai SDK's own accumulator, :mod:`conformance.sdk`), so a user gets the same precise report for
+this bridge, a router, or a vLLM/Ollama server.
 
-`cli.py` wires :func:`add_arguments` and :func:`run` under `responses-bridge check`; `python -m
-server.check` runs the same thing on its own.
+Before the scenarios, one probe request tells an unusable endpoint (nothing listening, a base URL
+without its ``/v1``) from a non-conforming one: the former is one line and exit status 2, not fourteen
+identical failures. `responses-bridge check` wires :func:`add_arguments` and :func:`run`;
+``python -m conformance.check`` runs the same thing on its own. May import: every other module of the
+kit, httpx, orjson; never the bridge's server or translator.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
-import struct
 import sys
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import httpx
 import orjson
 
-from translator.validate import PROFILES, Violation, parse_sse, validate_events, validate_response
+from conformance.catalogue import TERMINAL_EVENT_TYPES
+from conformance.events import validate_events
+from conformance.response import validate_response
+from conformance.rules import PROFILES, Violation
+from conformance.scenarios import SCENARIOS, Scenario, select_scenarios
+from conformance.sdk import sdk_accumulator_problem
+from conformance.sse import parse_sse
 
-__all__ = ["SCENARIOS", "Scenario", "ScenarioResult", "add_arguments", "main", "run", "run_scenario"]
+__all__ = [
+    "SCENARIOS",
+    "Scenario",
+    "ScenarioResult",
+    "add_arguments",
+    "format_scenario_list",
+    "main",
+    "probe",
+    "run",
+    "run_scenario",
+    "select_scenarios",
+]
 
 DEFAULT_UNKNOWN_MODEL = "responses-bridge-check-no-such-model"
-
-#: Rules check adds on top of the validator's (HTTP-level and per-scenario expectations).
-CHECK_RULES: dict[str, str] = {
-    "http-status": "the endpoint answers 200 to a good request and 4xx to a bad one",
-    "content-type": "JSON bodies are application/json, streams text/event-stream",
-    "json-body": "a non-streaming body is one JSON object",
-    "error-shape": "errors use OpenAI's envelope {error: {message, type, param, code}}",
-    "scenario": "the answer has what the scenario asked for (a text, a tool call, JSON, …)",
-    "transport": "the request completed (no connection error or timeout)",
-    "sdk-accumulator": "the openai SDK's stream accumulator (ResponseStreamState) accepts the stream, when openai is installed",
-}
-
-# --------------------------------------------------------------------------------------------------
-# scenario data
-
-
-def _tiny_png() -> str:
-    """A 1x1 red PNG as a data URL, built here so it is certainly a valid image."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1, 8-bit RGB
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
-    png += chunk(b"IEND", b"")
-    return "data:image/png;base64," + base64.b64encode(png).decode()
-
-
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Current weather for a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-    "strict": True,
-}
-# the directive line makes the project's scripted fixture backend call the tool; real models read the question
-TOOL_PROMPT = '@call get_weather {"city": "Paris"}\nWhat is the weather in Paris? Use the get_weather tool.'
-ANSWER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
-    "required": ["city", "population"],
-    "additionalProperties": False,
-}
-
-
-def _text(model: str) -> dict:
-    return {"model": model, "input": "Say hello in one short sentence."}
-
-
-def _instructions(model: str) -> dict:
-    return {
-        "model": model,
-        "instructions": "You are a terse assistant. Answer in one sentence.",
-        "input": "Hi!",
-    }
-
-
-def _multi_turn(model: str) -> dict:
-    return {
-        "model": model,
-        "input": [
-            {"role": "user", "content": "My name is Ada."},
-            {
-                "type": "message",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": "Nice to meet you, Ada.", "annotations": []}],
-            },
-            {"role": "user", "content": [{"type": "input_text", "text": "What is my name?"}]},
-        ],
-    }
-
-
-def _tool_call(model: str) -> dict:
-    return {"model": model, "input": TOOL_PROMPT, "tools": [WEATHER_TOOL], "tool_choice": "required"}
-
-
-def _tool_output(model: str) -> dict:
-    return {
-        "model": model,
-        "tools": [WEATHER_TOOL],
-        "input": [
-            {"role": "user", "content": "What is the weather in Paris?"},
-            {
-                "type": "function_call",
-                "call_id": "call_check_1",
-                "name": "get_weather",
-                "arguments": '{"city": "Paris"}',
-            },
-            {"type": "function_call_output", "call_id": "call_check_1", "output": '{"temperature_c": 18}'},
-        ],
-    }
-
-
-def _image(model: str) -> dict:
-    return {
-        "model": model,
-        "input": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "input_text", "text": "What colour is this image?"},
-                    {"type": "input_image", "image_url": _tiny_png(), "detail": "low"},
-                ],
-            }
-        ],
-    }
-
-
-def _structured(model: str) -> dict:
-    return {
-        "model": model,
-        "input": "Give the largest city of France and its population as JSON.",
-        "text": {"format": {"type": "json_schema", "name": "city", "schema": ANSWER_SCHEMA, "strict": True}},
-    }
-
-
-def _bad_request(model: str) -> dict:
-    return {"model": model, "input": 42}  # input must be a string or a list of items
-
-
-# checks of the final response: return what is wrong (empty = fine)
-
-
-def _list(value: Any) -> list:
-    """A list field of an untrusted body, or [] (the validator reports wrong types; expectations skip them)."""
-    return value if isinstance(value, list) else []
-
-
-def _output_text(response: dict) -> str:
-    return "".join(
-        part["text"]
-        for item in _list(response.get("output"))
-        if isinstance(item, dict) and item.get("type") == "message"
-        for part in _list(item.get("content"))
-        if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str)
-    )
-
-
-def _expect_text(response: dict) -> list[str]:
-    problems = [] if _output_text(response).strip() else ["the response has no output_text"]
-    if response.get("status") != "completed":
-        problems.append(f"status is {response.get('status')!r}, expected 'completed'")
-    return problems
-
-
-def _expect_tool_call(response: dict) -> list[str]:
-    calls = [
-        i for i in _list(response.get("output")) if isinstance(i, dict) and i.get("type") == "function_call"
-    ]
-    if not calls:
-        return ["tool_choice 'required' but the output has no function_call"]
-    problems = []
-    for call in calls:
-        if call.get("name") != "get_weather":
-            problems.append(f"function_call names {call.get('name')!r}, not a declared tool")
-        arguments = call.get("arguments")
-        try:
-            if not isinstance(arguments, str) or not isinstance(json.loads(arguments), dict):
-                problems.append("function_call arguments are not a JSON object")
-        except ValueError:
-            problems.append(f"function_call arguments are not JSON: {call.get('arguments')!r}")
-    if response.get("status") != "completed":
-        problems.append(
-            f"status is {response.get('status')!r}; a response ending in tool calls is 'completed'"
-        )
-    return problems
-
-
-def _expect_json(response: dict) -> list[str]:
-    problems = _expect_text(response)
-    text = _output_text(response)
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return [*problems, f"structured output is not JSON: {text[:80]!r}"]
-    if not isinstance(value, dict):
-        return [*problems, "structured output is not a JSON object"]
-    missing = [k for k in ANSWER_SCHEMA["required"] if k not in value]
-    if missing:
-        problems.append(f"structured output lacks required key(s) {missing}")
-    return problems
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One request sent to the endpoint and what must come back.
-
-    ``expect_status`` "ok" means a 200 with a valid Response (or stream); "client-error" means a 4xx in
-    OpenAI's error envelope, with ``param`` named when ``expect_param`` is set.
-    """
-
-    name: str
-    description: str
-    build: Callable[[str], dict]
-    stream: bool = False
-    expect: Callable[[dict], list[str]] | None = None
-    expect_status: str = "ok"
-    expect_param: bool = False
-    unknown_model: bool = False
-    # a 200 with a valid Response is "skip", not "fail": a catch-all endpoint (one backend for any model
-    # name) has no unknown model, and the check cannot tell it from one that ignores the model field
-    skip_if_accepted: bool = False
-
-
-SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("text", "plain text, not streamed", _text, expect=_expect_text),
-    Scenario("text-stream", "plain text, streamed", _text, stream=True, expect=_expect_text),
-    Scenario("instructions", "system prompt via instructions", _instructions, expect=_expect_text),
-    Scenario(
-        "instructions-stream", "system prompt via instructions, streamed", _instructions, True, _expect_text
-    ),
-    Scenario("multi-turn", "input list with an assistant turn", _multi_turn, expect=_expect_text),
-    Scenario("tool-call", "function tool, tool_choice required", _tool_call, expect=_expect_tool_call),
-    Scenario(
-        "tool-call-stream",
-        "function tool, tool_choice required, streamed",
-        _tool_call,
-        True,
-        _expect_tool_call,
-    ),
-    Scenario(
-        "tool-output", "function_call + function_call_output round trip", _tool_output, expect=_expect_text
-    ),
-    Scenario("tool-output-stream", "tool output round trip, streamed", _tool_output, True, _expect_text),
-    Scenario("image-input", "inline PNG data URL", _image, expect=_expect_text),
-    Scenario("structured-output", "text.format json_schema", _structured, expect=_expect_json),
-    Scenario("structured-output-stream", "json_schema, streamed", _structured, True, _expect_json),
-    Scenario(
-        "bad-request",
-        "input of the wrong type",
-        _bad_request,
-        expect_status="client-error",
-        expect_param=True,
-    ),
-    Scenario(
-        "unknown-model",
-        "a model the endpoint does not serve",
-        _text,
-        expect_status="client-error",
-        unknown_model=True,
-        skip_if_accepted=True,
-    ),
-)
-
 
 # --------------------------------------------------------------------------------------------------
 # running
@@ -315,7 +82,7 @@ class ScenarioResult:
 
 
 def _error_shape(body: Any, *, need_param: bool) -> list[Violation]:
-    """OpenAI's error envelope (REFERENCE §1.9): {"error": {"message", "type", "param", "code"}}."""
+    """OpenAI's error envelope (docs/wire.md §1.9): {"error": {"message", "type", "param", "code"}}."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return [Violation(None, "error-shape", f"body is not {{error: {{…}}}}: {_excerpt(body)}")]
@@ -403,7 +170,7 @@ def run_scenario(
     elif scenario.stream:
         if not content_type.startswith("text/event-stream"):
             violations.append(Violation(None, "sse-content-type", f"Content-Type is {content_type!r}"))
-        # OpenAI's API ends streams without [DONE]; Open Responses requires it (REFERENCE §1.1)
+        # OpenAI's API ends streams without [DONE]; Open Responses requires it (docs/wire.md §1.1)
         events, framing = parse_sse(raw, require_done=profile == "openresponses")
         result.events = len(events)
         violations += framing
@@ -412,7 +179,9 @@ def run_scenario(
         if sdk_problem:
             violations.append(sdk_problem)
         terminal = next((e for e in reversed(events) if str(e.get("type", "")).startswith("response.")), None)
-        final = terminal.get("response") if terminal and terminal.get("type") in _TERMINAL_TYPES else None
+        final = (
+            terminal.get("response") if terminal and terminal.get("type") in TERMINAL_EVENT_TYPES else None
+        )
         if scenario.expect and isinstance(final, dict):
             violations += [Violation(None, "scenario", p) for p in scenario.expect(final)]
     else:
@@ -429,43 +198,68 @@ def run_scenario(
     return result
 
 
-_TERMINAL_TYPES = ("response.completed", "response.incomplete", "response.failed")
+# --------------------------------------------------------------------------------------------------
+# the probe: is there a Responses endpoint at this URL at all?
 
 
-def sdk_accumulator_problem(events: list[dict]) -> Violation | None:
-    """What the openai SDK's own stream accumulator raises on these events, or None.
-
-    The validator states the SDK's rules; this runs the real thing, so a report can say "the official
-    SDK fails on your stream with IndexError". Optional: without the openai package (a test
-    dependency, not a runtime one) nothing is checked. It uses the SDK's private module layout, which
-    is why any import problem just turns the check off.
-    """
+def base_url_problem(base_url: str) -> str | None:
+    """Why ``base_url`` cannot be an endpoint's base URL, or None (checked before any request)."""
     try:
-        import openai
-        from openai import omit
-        from openai._models import construct_type_unchecked
-        from openai.lib.streaming.responses._responses import ResponseStreamState
-        from openai.types.responses import ResponseStreamEvent
-    except ImportError:
-        return None
-    state: Any = ResponseStreamState(input_tools=omit, text_format=omit)
-    for position, event in enumerate(events):
-        try:
-            state.handle_event(construct_type_unchecked(type_=ResponseStreamEvent, value=event))
-        except Exception as exc:  # whatever the SDK raises is the finding
-            message = f"openai {openai.__version__} ResponseStreamState raises {type(exc).__name__}: {exc}"
-            return Violation(position, "sdk-accumulator", message)
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        return f"--base-url {base_url!r} is not a URL ({exc})"
+    if url.scheme not in ("http", "https") or not url.host:
+        return f"--base-url must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/v1; got {base_url!r}"
     return None
 
 
-def select_scenarios(names: Sequence[str] | None, skip: Sequence[str] | None) -> list[Scenario]:
-    """The scenarios to run, in catalogue order; unknown names raise ValueError."""
-    known = {s.name for s in SCENARIOS}
-    unknown = [n for n in [*(names or ()), *(skip or ())] if n not in known]
-    if unknown:
-        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    chosen = [s for s in SCENARIOS if not names or s.name in names]
-    return [s for s in chosen if s.name not in (skip or ())]
+def _is_about_the_model(reply: httpx.Response, model: str) -> bool:
+    """A 404 that names the model (OpenAI answers model_not_found so): the route exists."""
+    try:
+        error = orjson.loads(reply.content).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    if not isinstance(error, dict):
+        return False
+    message = error.get("message")
+    return error.get("code") == "model_not_found" or (isinstance(message, str) and model in message)
+
+
+def probe(client: httpx.Client, base_url: str, model: str) -> str | None:
+    """One request before the scenarios; a one-line reason the endpoint cannot be checked, or None.
+
+    It sends the bad-request scenario's body (``input`` of the wrong type), which a conforming endpoint
+    answers 400 without running a model. Only two answers stop the check: no connection at all, and a
+    404 that is about the route rather than the model. For the latter, when the base URL does not end
+    in ``/v1``, the same request to ``{base}/v1/responses`` tells "you forgot /v1" from "nothing here".
+    Every other answer (a timeout, a 401, a 500) is left for the scenarios to report in detail.
+    """
+    base = base_url.rstrip("/")
+    url = base + "/responses"
+    body = {"model": model, "input": 42}
+    try:
+        reply = client.post(url, json=body)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        return f"cannot connect to {url}: {exc or type(exc).__name__}"
+    except httpx.HTTPError:
+        return None
+    if reply.status_code != 404 or _is_about_the_model(reply, model):
+        return None
+    if not base.endswith("/v1"):
+        alternative = base + "/v1/responses"
+        try:
+            answer: httpx.Response | None = client.post(alternative, json=body)
+        except httpx.HTTPError:
+            answer = None
+        if answer is not None and answer.status_code != 404:
+            return (
+                f"POST {url} answered 404, but {alternative} answers {answer.status_code}: "
+                f"the base URL needs its /v1 (--base-url {base}/v1)"
+            )
+    return (
+        f"POST {url} answered 404 ({_excerpt(reply.text, 80)}): --base-url must be the URL that "
+        f"/responses is under, e.g. http://HOST:PORT/v1"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,7 +267,7 @@ def select_scenarios(names: Sequence[str] | None, skip: Sequence[str] | None) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `check` flags (cli.py adds them to its subcommand)."""
+    """The `check` flags (server/cli.py adds them to its subcommand)."""
     parser.add_argument("--base-url", required=False, default=os.environ.get("RESPONSES_BRIDGE_CHECK_BASE_URL"),
                         help="the endpoint's base URL, e.g. http://127.0.0.1:8080/v1 (POSTs go to {base}/responses)")  # fmt: skip
     parser.add_argument("--model", default=os.environ.get("RESPONSES_BRIDGE_CHECK_MODEL"),
@@ -493,21 +287,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
 
+def format_scenario_list(scenarios: Sequence[Scenario] = SCENARIOS) -> str:
+    """`check --list`: one row per scenario under a header, every column as wide as its widest cell."""
+    rows = [("scenario", "answer", "description")]
+    rows += [(s.name, "stream" if s.stream else "body", s.description) for s in scenarios]
+    name_w = max(len(r[0]) for r in rows)
+    kind_w = max(len(r[1]) for r in rows)
+    return "\n".join(f"{n:<{name_w}}  {k:<{kind_w}}  {d}" for n, k, d in rows)
+
+
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run the selected scenarios; 0 when all pass, 1 on any violation or failure, 2 on bad usage."""
+    """Run the selected scenarios; 0 when all pass, 1 on any violation or failure, 2 when the check
+    cannot run (bad usage, nothing listening, no Responses endpoint at the URL)."""
     out = out or sys.stdout
     err = err or sys.stderr
     if getattr(args, "list", False):
-        for s in SCENARIOS:
-            out.write(f"{s.name:<26} {'stream' if s.stream else '      '} {s.description}\n")
+        out.write(format_scenario_list() + "\n")
         return 0
     if not args.base_url or not args.model:
         err.write("check: --base-url and --model are required\n")
         return 2
+    problem = base_url_problem(args.base_url)
     try:
         scenarios = select_scenarios(args.scenarios, getattr(args, "skip", None))
     except ValueError as exc:
-        err.write(f"check: {exc}\n")
+        problem = problem or str(exc)
+    if problem:
+        err.write(f"check: {problem}\n")
         return 2
     # never $OPENAI_API_KEY: check is pointed at third-party endpoints, which must not receive that key
     api_key = args.api_key or os.environ.get("RESPONSES_BRIDGE_CHECK_API_KEY")
@@ -516,8 +322,12 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     profile = getattr(args, "profile", "openai")
     unknown_model = getattr(args, "unknown_model", DEFAULT_UNKNOWN_MODEL)
     results: list[ScenarioResult] = []
-    progress = _Progress(err, len(scenarios))
     with httpx.Client(timeout=args.timeout, headers=headers) as client:
+        problem = probe(client, args.base_url, args.model)
+        if problem:
+            err.write(f"check: {problem}\n")
+            return 2
+        progress = _Progress(err, len(scenarios))
         for scenario in scenarios:
             progress.start(scenario.name)
             result = run_scenario(
@@ -525,7 +335,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
             )
             results.append(result)
             progress.done(result)
-    progress.close()
+        progress.close()
     report = make_report(args.base_url, args.model, profile, results)
     if args.json:
         out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -610,7 +420,7 @@ class _Progress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m server.check …` (the same flags as `responses-bridge check`)."""
+    """`python -m conformance.check …` (the same flags as `responses-bridge check`)."""
     parser = argparse.ArgumentParser(
         prog="responses-bridge check",
         description="Validate any /v1/responses endpoint against the Responses API contract.",

@@ -1,0 +1,75 @@
+"""Errors as the client sees them: `{"error": {message, type, param, code}}` with a status.
+
+`ApiError` (defined with the upstream client, which raises most of them) carries the status and
+the body; `JSONResponse` is the one JSON response class of the server; the two exception handlers
+turn Starlette's HTTP errors and anything unexpected into the same shape, never a traceback.
+404s the bridge itself raises are `invalid_request_error` with a code, as OpenAI's are.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.upstream import ApiError, scrub
+
+__all__ = [
+    "ApiError",
+    "JSONResponse",
+    "error_response",
+    "handle_http_exception",
+    "handle_unexpected",
+    "invalid",
+    "not_found",
+    "translator_error",
+]
+
+log = logging.getLogger("responses_bridge")
+
+
+class JSONResponse(Response):
+    """A JSON body encoded with orjson (Starlette's own JSONResponse uses the slower json module)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(error: ApiError) -> Response:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    """A 400 naming the request field at fault."""
+    return ApiError(400, message, type="invalid_request_error", param=param, code=code)
+
+
+def not_found(message: str, param: str | None = None, code: str | None = "not_found") -> ApiError:
+    """A 404 typed as OpenAI types them: `invalid_request_error`, the code saying what is missing."""
+    return ApiError(404, message, type="invalid_request_error", param=param, code=code)
+
+
+def translator_error(exc: Exception, secrets: tuple[str, ...]) -> ApiError:
+    """`InvalidRequest` → 400 naming the param; `UpstreamError` → its status (502 by default)."""
+    status = int(getattr(exc, "status", 400))
+    message = scrub(str(getattr(exc, "message", exc)), secrets)
+    return ApiError(status, message, param=getattr(exc, "param", None), code=getattr(exc, "code", None))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(not_found(f"No route for {request.method} {request.url.path}."))
+    message = "Method not allowed." if exc.status_code == 405 else str(exc.detail)
+    return error_response(ApiError(exc.status_code, message))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(ApiError(500, "The bridge hit an internal error.", code="server_error"))
