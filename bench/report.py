@@ -272,6 +272,68 @@ def default_store_verdict(run: dict) -> list[str]:
     return out
 
 
+def targets_table(run: dict, workers: str = "w1") -> list[str]:
+    """The default-path targets as one compact table (target, figure, met?), for docs/benchmarks.md."""
+    floor, relay = _get(run, "floor"), _get(run, "codex-relay")
+    sq, pg = _get(run, f"bridge-sqlite-{workers}"), _get(run, f"bridge-pg-{workers}")
+    if not sq:
+        return []
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    def cpu_ratio(t: dict | None, ref: dict | None, phase: str) -> str:
+        """ref's CPU per request over t's; PostgreSQL's database server CPU counts as t's own."""
+        mine, theirs = _cpu_ms(phase)(t) if t else None, _cpu_ms(phase)(ref) if ref else None
+        if mine is not None and t is not None:
+            mine += _store_cpu_ms(phase)(t) or 0.0
+        return f"{theirs / mine:.2f}x" if mine and theirs else "-"
+
+    def row(what: str, value: float | None, fmt: str, ok: bool | None, per_cpu: str = "") -> str:
+        shown = "-" if value is None else fmt.format(value)
+        return f"| {what} | {shown} | {per_cpu or '-'} | {_verdict(ok)} |"
+
+    out = ["| target | this run | per CPU-second instead (PostgreSQL: bridge + database server) | met? |",
+           "|---|---|---|---|"]
+    r = ratio(_rate(sq, "s64_c16"), _rate(floor, "s64_c16"))
+    out.append(row("streaming (64 chunks), default SQLite, 16 concurrent ≥ 0.6x the floor", r, "{:.2f}x",
+                   None if r is None else r >= 0.6, cpu_ratio(sq, floor, "s64_c16")))
+    r = ratio(_rate(sq, "p64_c16"), _rate(floor, "p64_c16"))
+    out.append(row("the same, paced backend", r, "{:.2f}x", None if r is None else r >= 0.6,
+                   cpu_ratio(sq, floor, "p64_c16")))
+    r = ratio(_rate(sq, "s64_c16"), _rate(relay, "s64_c16"))
+    out.append(row("streaming (64 chunks), default SQLite, 16 concurrent ≥ 3x codex-relay", r, "{:.2f}x",
+                   None if r is None else r >= 3.0, cpu_ratio(sq, relay, "s64_c16")))
+    r = ratio(_rate(sq, "p64_c16"), _rate(relay, "p64_c16"))
+    out.append(row("the same, paced backend", r, "{:.2f}x", None if r is None else r >= 3.0,
+                   cpu_ratio(sq, relay, "p64_c16")))
+    r = ratio(_rate(sq, "ns_c16"), _rate(relay, "ns_c16"))
+    out.append(row("non-streaming, default SQLite, 16 concurrent ≥ 0.5x codex-relay", r, "{:.2f}x",
+                   None if r is None else r >= 0.5, cpu_ratio(sq, relay, "ns_c16")))
+    for phase, what in (("s64_c16", "64-chunk streams"), ("p64_c16", "paced streams"), ("ns_c16", "non-streaming")):
+        r = ratio(_rate(pg, phase), _rate(sq, phase))
+        out.append(row(f"PostgreSQL ≥ 0.8x SQLite, {what}, 16 concurrent", r, "{:.2f}x",
+                       None if r is None else r >= 0.8, cpu_ratio(pg, sq, phase)))
+    theirs = ((relay or {}).get("ttfe") or {}).get("ttfe_p50_ms")
+    for t, name in ((sq, "SQLite"), (pg, "PostgreSQL")):
+        mine = ((t or {}).get("ttfe") or {}).get("ttfe_p50_ms")
+        ok = None if mine is None or theirs is None else mine <= theirs
+        shown = None if mine is None else mine
+        out.append(row(f"time to first event p50 at c1 ≤ codex-relay's ({_fmt(theirs)} ms), {name}", shown,
+                       "{:.3f} ms", ok))
+    for t, name in ((_get(run, f"bridge-{workers}"), "store:false"), (sq, "SQLite"), (pg, "PostgreSQL")):
+        idle = (t or {}).get("idle") or {}
+        mb = idle.get("rss_peak_mb")
+        errs = sum((idle.get("errors") or {}).values()) + (idle.get("closed_by_server_during_hold") or 0)
+        ok = None if mb is None else (mb < 70 and errs == 0 and idle.get("held") == idle.get("streams"))
+        out.append(row(f"{idle.get('streams', 1000):,} idle streams < 70 MB, {name}", mb, "{:.1f} MB", ok))
+    for t, name in ((sq, "SQLite"), (pg, "PostgreSQL"), (_get(run, f"bridge-{workers}"), "store:false")):
+        f = fixed_ms(t, floor) if t else None
+        out.append(row(f"fixed cost per non-streaming request ≤ 0.2 ms CPU, {name}", f, "{:.3f} ms",
+                       None if f is None else f <= 0.2))
+    return out
+
+
 def targets_verdict(run: dict) -> list[str]:
     """The earlier targets (store: false), each judged from this run's figures (PASS / FAIL)."""
     out = []
@@ -373,6 +435,10 @@ def markdown(run: dict, json_name: str, png_name: str | None, chart_status: str)
         "",
         "## Targets for the default (stored) path, judged from this run",
         "",
+        *targets_table(run),
+        "",
+        "In detail:",
+        "",
         *default_store_verdict(run),
         "",
         "## Earlier targets (store: false), judged from this run",
@@ -404,3 +470,31 @@ def chart(json_path: Path, png_path: Path, tools_python: Path) -> str:
     done = subprocess.run([str(tools_python), str(script), str(json_path), str(png_path)],
                           capture_output=True, text=True, timeout=120)
     return "ok" if done.returncode == 0 else f"chart.py failed: {done.stderr[-300:]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python bench/report.py RESULT.json``: rewrite latest.md (latest-quick.md) and the chart from a
+    run's JSON, e.g. after the report's layout changed, without measuring again."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import install
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python bench/report.py RESULT.json", file=sys.stderr)
+        return 2
+    json_path = Path(args[0])
+    run = json.loads(json_path.read_text())
+    png_path = json_path.with_suffix(".png")
+    status = chart(json_path, png_path, install.TOOLS.path("bin/python"))
+    md = markdown(run, json_path.name, png_path.name if png_path.exists() else None, status)
+    out = json_path.parent / ("latest-quick.md" if run.get("quick") else "latest.md")
+    out.write_text(md)
+    print(f"wrote {out}, {png_path if png_path.exists() else '(no chart: ' + status + ')'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
