@@ -472,9 +472,33 @@ def chart(json_path: Path, png_path: Path, tools_python: Path) -> str:
     return "ok" if done.returncode == 0 else f"chart.py failed: {done.stderr[-300:]}"
 
 
+DOC_ROWS = (
+    "streams/s, 64 chunks, 16 concurrent", "streams/s, 64 chunks paced, 16 concurrent",
+    "streams/s, 512 chunks, 16 concurrent", "non-streaming req/s, 16 concurrent",
+    "non-streaming latency p50 ms, concurrency 1", "time to first event p50 ms, concurrency 1",
+    "RSS holding 1,000 idle streams, peak MB", "target CPU ms per stream, 64 chunks, 16 conc.",
+    "target CPU ms per stream, 64 chunks paced, 16 conc.", "target CPU ms per stream, 512 chunks, 16 conc.",
+    "target CPU ms per non-streaming request, 16 conc.", "target CPU ms per non-streaming request, concurrency 1",
+    "target CPU µs per content chunk ((512 - 64 chunks) / 448)",
+    "PostgreSQL server CPU ms per non-streaming request, 16 conc.",
+    "PostgreSQL server CPU ms per stream, 64 chunks, 16 conc.",
+    "fixed cost: CPU ms per non-streaming request minus the floor's",
+    "fixed cost per stream: CPU ms per 64-chunk stream - 64 x per-chunk - floor's",
+    "CPU cores used by everything else meanwhile", "load average when the target started",
+)
+
+
+def docs_section(run: dict) -> str:
+    """The rows docs/benchmarks.md quotes (a subset of latest.md's table) and the targets table."""
+    full = table(run).splitlines()
+    keep = full[:2] + [ln for ln in full[2:] if ln.split(" | ", 1)[0].lstrip("| ").strip() in DOC_ROWS]
+    return "\n".join([*keep, "", *targets_table(run)])
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python bench/report.py RESULT.json``: rewrite latest.md (latest-quick.md) and the chart from a
-    run's JSON, e.g. after the report's layout changed, without measuring again."""
+    run's JSON, e.g. after the report's layout changed, without measuring again.
+    ``python bench/report.py --docs RESULT.json`` prints the tables docs/benchmarks.md quotes."""
     import json
     import sys
 
@@ -482,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     import install
 
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--docs":  # print the section docs/benchmarks.md quotes
+        print(docs_section(json.loads(Path(args[1]).read_text())))
+        return 0
     if len(args) != 1:
         print("usage: python bench/report.py RESULT.json", file=sys.stderr)
         return 2
