@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from server.config import Limits
 from server.errors import ApiError, invalid, translator_error
 from translator import check_request
 from translator.errors import InvalidRequest
@@ -21,9 +22,68 @@ log = logging.getLogger("responses_bridge")
 __all__ = ["ResponsesRequest", "read_body", "read_responses_request"]
 
 
-async def read_body(request: Request, limit: int, gap: float) -> bytes:
-    """The whole body, refused early when over `limit`, and given up on (408) when the client leaves
-    a gap longer than `gap` seconds (a stalled or slowloris upload must not hold a connection)."""
+#: Top-level fields that hold the arrays a request can make long, with the limit that bounds each.
+_ARRAY_LIMITS = {"input": "request_max_input_items", "tools": "request_max_tools"}
+
+
+class JSONShapeMeter:
+    """Counts the JSON objects and arrays of a body as it arrives, and refuses it (a 400) the moment
+    the count passes `ceiling` (`limits.request_max_json_containers`).
+
+    Parsing a million small objects holds the event loop for ~0.4 s and ~1 GB, so the count is
+    taken on the raw bytes before anything is parsed, one read at a time: each read costs
+    microseconds (`bytes.count` runs at memory speed), and a hostile body is refused before it has
+    even arrived whole. Braces inside strings are counted too, which only over-counts; a real
+    request is nowhere near the ceiling. The field named is the array field (`input`, `tools`)
+    after whose name most brackets came: a best guess, since nothing was parsed."""
+
+    _MARKERS = tuple((name, f'"{name}"'.encode()) for name in _ARRAY_LIMITS)
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.total = 0
+        self.by_field: dict[str | None, int] = {}
+        self._field: str | None = None
+        self._tail = b""  # the end of the previous read, so a field name split across reads is found
+
+    def feed(self, part: bytes) -> None:
+        tail = self._tail
+        window = tail + part if tail else part
+        start = pos = len(tail)
+        marks = sorted((at, name) for name, token in self._MARKERS for at in _find_all(window, token))
+        for at, name in marks:
+            end = max(at, start)
+            self._count(window, pos, end)
+            pos, self._field = end, name
+        self._count(window, pos, len(window))
+        self._tail = window[-8:]
+        if self.total > self.ceiling:
+            named = {k: v for k, v in self.by_field.items() if k is not None}
+            param = max(named, key=named.__getitem__) if named else None
+            raise invalid(f"The request holds more than {self.ceiling:,} JSON objects and arrays "
+                          "(limits.request_max_json_containers).", param, "request_too_large")  # fmt: skip
+
+    def _count(self, window: bytes, begin: int, end: int) -> None:
+        if end > begin:
+            n = window.count(b"{", begin, end) + window.count(b"[", begin, end)
+            self.total += n
+            self.by_field[self._field] = self.by_field.get(self._field, 0) + n
+
+
+def _find_all(data: bytes, token: bytes) -> list[int]:
+    found, at = [], data.find(token)
+    while at >= 0:
+        found.append(at)
+        at = data.find(token, at + 1)
+    return found
+
+
+async def read_body(request: Request, limit: int, gap: float, *, max_json_containers: int | None = None) -> bytes:
+    """The whole body, refused early when over `limit` (or, with `max_json_containers`, when it
+    holds more JSON objects and arrays than that: see `JSONShapeMeter`), and given up on (408) when
+    the client leaves a gap longer than `gap` seconds (a stalled or slowloris upload must not hold a
+    connection)."""
+    meter = JSONShapeMeter(max_json_containers) if max_json_containers else None
     length = request.headers.get("content-length")
     too_large = ApiError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
     if length is not None and length.isdigit() and int(length) > limit:
@@ -43,6 +103,8 @@ async def read_body(request: Request, limit: int, gap: float) -> bytes:
         size += len(part)
         if size > limit:
             raise too_large
+        if meter is not None:
+            meter.feed(part)
         parts.append(part)
     return b"".join(parts)
 
@@ -58,15 +120,28 @@ class ResponsesRequest:
     store: bool  # False only when the request said `store: false`
 
 
-def read_responses_request(body: bytes, *, strict: bool = False) -> ResponsesRequest:
+
+def _check_array_lengths(payload: dict[str, Any], limits: Limits) -> None:
+    for name, setting in _ARRAY_LIMITS.items():
+        value = payload.get(name)
+        limit = getattr(limits, setting)
+        if isinstance(value, list) and len(value) > limit:
+            raise invalid(f"Invalid '{name}': array too long. Expected an array with maximum length {limit:,}, "
+                          f"but got an array with length {len(value):,} instead (limits.{setting}).",
+                          name, "array_above_max_length")  # fmt: skip
+
+
+def read_responses_request(body: bytes, *, strict: bool = False, limits: Limits | None = None) -> ResponsesRequest:
     """Parse and check the body; every refusal is a 400 naming the field. With `strict`, an unknown
     top-level field is refused (OpenAI's `unknown_parameter`) instead of logged and dropped."""
+    limits = limits or Limits()
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise invalid(f"We could not parse the JSON body of your request: {exc.msg}.", None, "invalid_json") from None
     if not isinstance(payload, dict):
         raise invalid("The request body must be a JSON object.", None, "invalid_json")
+    _check_array_lengths(payload, limits)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("Missing required parameter: 'model' (a non-empty string).", "model", "missing_required_parameter")

@@ -3,51 +3,65 @@
 Every `serve` flag has an environment fallback `RESPONSES_BRIDGE_<FLAG>` (API keys comma-separated),
 so a container can be configured without a command line. Precedence: flag, then environment, then
 the config file (`--config`), then defaults. `--upstream` replaces the config file's upstreams with
-one upstream named `default`.
+one upstream named `default`. The resolution itself lives in `server.config.resolve_config`.
+
+`serve` checks everything it can before it answers a request: the config, the upstream URLs, the
+store (opened once and closed) and the listening socket (bound here and handed to uvicorn). Each
+failure is one line on stderr naming the setting and the cause, and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import logging.config
 import os
+import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from server.config import (
     FIXTURES_UPSTREAM,
+    SETTINGS,
     BridgeConfig,
     ConfigError,
+    base_url_warnings,
+    config_from_env,
     list_profiles,
-    load_config,
     redact_url,
-    single_upstream,
-    split_keys,
+    resolve_config,
 )
 
-__all__ = ["build_config", "config_from_env", "main"]
+__all__ = ["build_config", "config_from_env", "logging_config", "main", "version", "worker_app"]
 
-ENV_PREFIX = "RESPONSES_BRIDGE_"
+# `server.cli.config_from_env` is kept as an alias of `server.config.config_from_env` while
+# `server.app.app_from_env` still imports it from here.
+
 log = logging.getLogger("responses_bridge")
 
-# flag dest → environment variable suffix
-_ENV = {
-    "upstream": "UPSTREAM",
-    "upstream_key": "UPSTREAM_KEY",
-    "host": "HOST",
-    "port": "PORT",
-    "api_key": "API_KEY",
-    "store": "STORE",
-    "config": "CONFIG",
-    "workers": "WORKERS",
-    "profile": "PROFILE",
-    "log_format": "LOG_FORMAT",
-    "keepalive_interval": "KEEPALIVE_INTERVAL",
-    "max_body_bytes": "MAX_BODY_BYTES",
-    "encryption_key": "ENCRYPTION_KEY",
-    "store_retention_days": "STORE_RETENTION_DAYS",
-}
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+STORE_OPEN_TIMEOUT = 15.0
+"""Seconds the start-up check waits for the store to open (an unreachable database host)."""
+
+
+def version() -> str:
+    """The installed distribution's version, or pyproject.toml's when run from a source tree."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("responses-bridge")
+    except metadata.PackageNotFoundError:
+        pass
+    import tomllib
+
+    try:
+        with (Path(__file__).resolve().parent.parent / "pyproject.toml").open("rb") as fh:
+            return str(tomllib.load(fh)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,15 +70,19 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="chat backend base URL ending in /v1 (e.g. http://127.0.0.1:11434/v1), or 'fixtures' for the "
              "built-in fixture backend [RESPONSES_BRIDGE_UPSTREAM]")
     add("--upstream-key", metavar="KEY",
-        help="API key sent to the backend, or 'passthrough' to forward the caller's [RESPONSES_BRIDGE_UPSTREAM_KEY]")
+        help="API key sent to the backend, or 'passthrough' to forward the caller's. Visible to other "
+             "local users in `ps`: prefer RESPONSES_BRIDGE_UPSTREAM_KEY or --upstream-key-file "
+             "[RESPONSES_BRIDGE_UPSTREAM_KEY]")
+    add("--upstream-key-file", metavar="PATH",
+        help="read the backend API key from this file [RESPONSES_BRIDGE_UPSTREAM_KEY_FILE]")
     add("--profile", metavar="NAME", help=f"backend profile: {', '.join(list_profiles())} [RESPONSES_BRIDGE_PROFILE]")
     add("--host", help="bind address (default 127.0.0.1) [RESPONSES_BRIDGE_HOST]")
     add("--port", type=int, help="port (default 8080) [RESPONSES_BRIDGE_PORT]")
     add("--api-key", action="append", metavar="KEY",
         help="require this key from clients (repeatable) [RESPONSES_BRIDGE_API_KEY, comma-separated]")
     add("--store", metavar="SPEC",
-        help="none, memory, sqlite:///path.db or postgresql://... (default sqlite:///./responses-bridge.db) "
-             "[RESPONSES_BRIDGE_STORE]")
+        help="none, memory, sqlite:///path.db (relative to the working directory), sqlite:////abs/path.db or "
+             "postgresql://... (default sqlite:///./responses-bridge.db) [RESPONSES_BRIDGE_STORE]")
     add("--store-retention-days", type=float, metavar="DAYS",
         help="purge stored responses older than this, hourly (default: keep) [RESPONSES_BRIDGE_STORE_RETENTION_DAYS]")
     add("--config", metavar="FILE", help="TOML config file (see docs/server.md) [RESPONSES_BRIDGE_CONFIG]")
@@ -75,48 +93,22 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-body-bytes", type=int, metavar="N",
         help="request body limit (default 32 MiB) [RESPONSES_BRIDGE_MAX_BODY_BYTES]")
     add("--encryption-key", metavar="SECRET",
-        help="secret for reasoning carried in encrypted_content [RESPONSES_BRIDGE_ENCRYPTION_KEY]")  # fmt: skip
-
-
-def _value(args: argparse.Namespace, dest: str, env: dict[str, str] | os._Environ[str]) -> Any:
-    value = getattr(args, dest, None)
-    if value is not None:
-        return value
-    return env.get(ENV_PREFIX + _ENV[dest]) or None
+        help="secret for reasoning carried in encrypted_content [RESPONSES_BRIDGE_ENCRYPTION_KEY]")
+    add("--strict-params", action="store_true", default=None,
+        help="reject requests naming an unknown field (OpenAI's 400 unknown_parameter) instead of "
+             "logging and dropping it [RESPONSES_BRIDGE_STRICT_PARAMS=1]")
+    add("--connect-timeout", type=float, metavar="SECONDS",
+        help="backend connect timeout (default 10) [RESPONSES_BRIDGE_CONNECT_TIMEOUT]")
+    add("--first-byte-timeout", type=float, metavar="SECONDS",
+        help="wait for the backend's response headers (default 600) [RESPONSES_BRIDGE_FIRST_BYTE_TIMEOUT]")
+    add("--idle-timeout", type=float, metavar="SECONDS",
+        help="silence allowed between two reads of a backend stream (default 300) "
+             "[RESPONSES_BRIDGE_IDLE_TIMEOUT]")  # fmt: skip
 
 
 def build_config(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> BridgeConfig:
-    """Flags over environment over config file over defaults."""
-    env = os.environ if env is None else env
-    config_file = _value(args, "config", env)
-    upstream_url = _value(args, "upstream", env)
-    overrides: dict[str, Any] = {}
-    if upstream_url:
-        overrides["upstreams"] = (
-            single_upstream(upstream_url, _value(args, "upstream_key", env), _value(args, "profile", env)),
-        )
-    elif _value(args, "profile", env) and not config_file:
-        raise ConfigError("--profile needs --upstream")
-    keys = args.api_key if args.api_key else ([env[ENV_PREFIX + "API_KEY"]] if env.get(ENV_PREFIX + "API_KEY") else [])
-    if keys:
-        overrides["api_keys"] = split_keys(keys)
-    for dest, cast in (("host", str), ("port", int), ("store", str), ("workers", int), ("log_format", str),
-                       ("keepalive_interval", float), ("max_body_bytes", int), ("encryption_key", str),
-                       ("store_retention_days", float)):  # fmt: skip
-        value = _value(args, dest, env)
-        if value is not None:
-            try:
-                overrides[dest] = cast(value)
-            except ValueError:
-                raise ConfigError(f"{ENV_PREFIX}{_ENV[dest]}: not a valid {cast.__name__}: {value!r}") from None
-    if config_file:
-        import dataclasses
-
-        base = load_config(config_file, env)
-        return dataclasses.replace(base, **overrides)
-    if "upstreams" not in overrides:
-        raise ConfigError("no upstream: pass --upstream URL (or --upstream fixtures), or --config FILE")
-    return BridgeConfig(**overrides)
+    """Flags over environment over config file over defaults (see `server.config.resolve_config`)."""
+    return resolve_config({s.name: getattr(args, s.name, None) for s in SETTINGS}, env)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="responses-bridge",
         description="Serve the OpenAI Responses API (/v1/responses) in front of a Chat Completions backend.",
     )
+    parser.add_argument("--version", action="version", version=f"responses-bridge {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the bridge")
     _add_serve_arguments(serve)
@@ -137,63 +130,254 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_env() -> BridgeConfig:
-    """The config a worker process builds from RESPONSES_BRIDGE_* (see `_export_env`)."""
-    parser = argparse.ArgumentParser()
-    _add_serve_arguments(parser)
-    return build_config(parser.parse_args([]))
-
-
 def _export_env(args: argparse.Namespace) -> None:
-    """Workers are separate processes importing `server.app:app_from_env`: hand them the flags."""
-    for dest, suffix in _ENV.items():
-        value = getattr(args, dest, None)
+    """Workers are separate processes building their config with `config_from_env`: hand them the flags."""
+    for setting in SETTINGS:
+        value = getattr(args, setting.name, None)
         if value is None:
             continue
-        os.environ[ENV_PREFIX + suffix] = ",".join(value) if isinstance(value, list) else str(value)
+        os.environ[setting.env] = ",".join(value) if isinstance(value, list) else str(value)
+
+
+# ------------------------------------------------------------------------------------------ logging
+
+
+def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
+    """The bridge's and uvicorn's loggers on stderr in the chosen format, as a `dictConfig` document.
+
+    It is handed to uvicorn as `log_config`, so every `--workers` process applies it when it starts
+    (a worker is a fresh interpreter: logging set up in the parent does not reach it)."""
+    formatter: dict[str, Any] = (
+        {"()": "server.accesslog._JsonFormatter"} if log_format == "json" else {"format": TEXT_LOG_FORMAT}
+    )
+    logger = {"handlers": ["stderr"], "level": level, "propagate": False}
+    handler = {
+        "class": "logging.StreamHandler", "formatter": "bridge", "stream": "ext://sys.stderr",
+        "filters": ["not_fixture_server"],
+    }  # fmt: skip
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"not_fixture_server": {"()": "server.cli.NotFixtureServer"}},
+        "formatters": {"bridge": formatter},
+        "handlers": {"stderr": handler},
+        "loggers": {name: dict(logger) for name in ("responses_bridge", "uvicorn", "uvicorn.error")},
+    }
+
+
+class NotFixtureServer(logging.Filter):
+    """Drops uvicorn's informational lines from the in-process fixture backend's server (its thread
+    is named `fixture-backend`): its "Shutting down" and "Finished server process" would read as the
+    bridge's. Its warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno < logging.WARNING
+            and record.name.startswith("uvicorn")
+            and record.threadName == FIXTURE_THREAD
+        )
+
+
+FIXTURE_THREAD = "fixture-backend"
+
+
+class _KeepLogging:
+    """Re-applies the bridge's logging once the app has started.
+
+    The in-process fixture backend (`--upstream fixtures`) is a second uvicorn server started in the
+    app's lifespan; its `uvicorn.Config` reconfigures the shared `uvicorn.error` logger (level
+    warning), which would swallow the bridge's own uvicorn lines from then on."""
+
+    def __init__(self, app: Any, log_config: dict[str, Any]) -> None:
+        self.app = app
+        self.log_config = log_config
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_restoring(message: Any) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                logging.config.dictConfig(self.log_config)
+            await send(message)
+
+        await self.app(scope, receive, send_restoring)
+
+
+def worker_app() -> Any:
+    """uvicorn factory for `--workers N` (`server.cli:worker_app`): the config from the environment
+    `serve` exported, with the same logging as the parent."""
+    from server.app import create_app
+    from server.http_protocol import configure
+
+    config = config_from_env()
+    configure(config.limits)  # the worker's protocol class is named by path, so it is told the limits here
+    return _KeepLogging(create_app(config), logging_config(config.log_format))
+
+
+# ---------------------------------------------------------------------------------- start-up checks
+
+
+class StartupError(Exception):
+    """A setting that cannot work on this machine; the message names the setting and the cause."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host: {exc.strerror or text}"
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0 and os.strerror(exc.errno) not in text:
+        text = f"{os.strerror(exc.errno)}: {text}"
+    return text if type(exc).__name__ in text else f"{text} ({type(exc).__name__})"
+
+
+def _sqlite_path(store: Any) -> Path:
+    return Path(store.path).expanduser().absolute()
+
+
+def _check_sqlite_location(path: Path, spec: str) -> None:
+    """The directory must exist and be writable: the store never creates directories on its own
+    (`sqlite:///a/b.db` is relative to the working directory, a typo would land in a new folder)."""
+    directory = path.parent
+    if not directory.is_dir():
+        hint = " (sqlite:///path is relative to the working directory; sqlite:////path is absolute)"
+        raise StartupError(f"--store {spec}: directory {directory} does not exist{hint}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StartupError(f"--store {spec}: directory {directory} is not writable")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StartupError(f"--store {spec}: {path} is not readable and writable")
+
+
+async def _open_and_close(store: Any) -> None:
+    await asyncio.wait_for(store.open(), STORE_OPEN_TIMEOUT)
+    await store.close()
+
+
+def check_store(spec: str) -> str:
+    """Open the store once and close it; a description for the log, or StartupError."""
+    try:
+        from server.store import MemoryStore, NullStore, StoreSpecError, open_store
+    except ImportError:
+        return "none (server.store is not available)"
+    shown = redact_url(spec)
+    try:
+        store = open_store(spec)
+    except StoreSpecError as exc:
+        raise StartupError(_one_line(exc)) from None
+    if isinstance(store, NullStore):
+        return "none: responses are not stored (previous_response_id and GET /v1/responses/{id} answer 400/404)"
+    if isinstance(store, MemoryStore):
+        return "memory: lost on exit and not shared between workers"
+    if hasattr(store, "path"):  # SQLite
+        path = _sqlite_path(store)
+        _check_sqlite_location(path, spec)
+        described, where = f"SQLite file {path}", f"{spec}: cannot open {path}"
+    else:  # PostgreSQL (credentials redacted in the log and in the error)
+        described, where = f"PostgreSQL {shown}", shown
+    try:
+        asyncio.run(_open_and_close(store))
+    except TimeoutError:
+        raise StartupError(f"--store {where}: no answer within {STORE_OPEN_TIMEOUT:g} s") from None
+    except Exception as exc:  # any engine's failure (asyncpg missing, DNS, auth, sqlite) becomes one line
+        raise StartupError(f"--store {where}: {_one_line(exc)}") from None
+    return described
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a taken port is one clear error before anything is logged
+    as listening. uvicorn serves on it (and shares it with its workers)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"--host {host} --port {port}: cannot listen: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def base_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/v1"
+    if host in ("0.0.0.0", "::"):
+        url += " (all interfaces: clients use this machine's address)"
+    return url
+
+
+# ------------------------------------------------------------------------------------------- serve
 
 
 def serve(args: argparse.Namespace) -> int:
-    from server.accesslog import configure_logging
+    from server.app import create_app
     from server.auth import is_loopback
 
     config = build_config(args)
-    configure_logging(config.log_format)
+    app = create_app(config)  # checks every upstream's translator options, also for --workers
+    store = check_store(config.store)
+    sock = bind_socket(config.host, config.port)
+    port = int(sock.getsockname()[1])
+    # Only now, with nothing left that can fail, does anything reach the log.
+    log_config = logging_config(config.log_format)
+    logging.config.dictConfig(log_config)
+    if args.upstream_key is not None:
+        log.warning(
+            "--upstream-key on the command line is visible to every local user (ps); use "
+            "RESPONSES_BRIDGE_UPSTREAM_KEY or --upstream-key-file PATH"
+        )  # fmt: skip
     if not config.api_keys and not is_loopback(config.host):
         log.warning(
             "no API key configured and bound to %s: anyone who can reach this address can use the "
             "backend. Pass --api-key KEY (or RESPONSES_BRIDGE_API_KEY).", config.host
         )  # fmt: skip
+    for warning in base_url_warnings(config):
+        log.warning("%s", warning)
     for upstream in config.upstreams:
         where = "the built-in fixture backend" if upstream.base_url == FIXTURES_UPSTREAM else redact_url(upstream.base_url)
         log.info("upstream %s → %s (profile %s)", upstream.name, where, upstream.profile or "none")
+    log.info("store: %s", store)
+    log.info("listening; base URL for clients: %s", base_url(config.host, port))
 
     import uvicorn
 
+    from server.http_protocol import bounded_protocol
+
     common: dict[str, Any] = {
         "host": config.host,
-        "port": config.port,
+        "port": port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "http": "httptools",
-        "log_config": None,
+        "log_config": log_config,
         "access_log": False,
         "timeout_graceful_shutdown": config.shutdown_grace + 5,
         "timeout_keep_alive": 30,
         "proxy_headers": False,
     }
-    log.info("listening on http://%s:%d/v1/responses", config.host, config.port)
-    if config.workers > 1:
-        _export_env(args)
-        uvicorn.run("server.app:app_from_env", factory=True, workers=config.workers, **common)
-        return 0
-    from server.app import create_app
+    try:
+        if config.workers > 1:
+            from uvicorn.supervisors import Multiprocess
 
-    uvicorn.run(create_app(config), **common)
+            _export_env(args)
+            os.environ["RESPONSES_BRIDGE_PORT"] = str(port)  # the bound one, should --port be 0
+            common["http"] = "server.http_protocol:BoundedHttpToolsProtocol"
+            worker_config = uvicorn.Config("server.cli:worker_app", factory=True, workers=config.workers, **common)
+            Multiprocess(worker_config, sockets=[sock]).run()
+            return 0
+        common["http"] = bounded_protocol(config.limits)  # header size/count/time, body rate, connections
+        uvicorn.Server(uvicorn.Config(_KeepLogging(app, log_config), **common)).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -204,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from conformance import check as check_module
 
         return int(check_module.run(args))
-    except ConfigError as exc:
+    except (ConfigError, StartupError) as exc:
         print(f"responses-bridge: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

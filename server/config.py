@@ -27,10 +27,14 @@ __all__ = [
     "Route",
     "Timeouts",
     "Upstream",
+    "base_url_warnings",
+    "check_base_url",
+    "config_from_env",
     "list_profiles",
     "load_config",
     "load_profile",
     "parse_config",
+    "resolve_config",
 ]
 
 PASSTHROUGH = "passthrough"
@@ -61,6 +65,11 @@ class Timeouts:
     first_byte: float = 600.0
     idle: float = 300.0
 
+    def __post_init__(self) -> None:
+        for name in ("connect", "first_byte", "idle"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"timeouts.{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+
 
 # --------------------------------------------------------------------------------------------------
 # [limits]: ceilings against hostile peers (enforced by server/transport.py, server/upstream.py and
@@ -74,7 +83,12 @@ class Limits:
     Backend side (`upstream_*`): the response header block, the bytes of one answer (streamed or
     not), and the size of a non-streamed JSON answer. Client side (`request_*`, checked before any
     API key): header block size and count, the time from connection open to the end of the headers,
-    a minimum body rate averaged over a window, and the number of open connections."""
+    a minimum body rate averaged over a window, and the number of open connections. Request shape
+    (`request_max_*`, checked after the API key): JSON objects and arrays in one body, counted on the
+    raw bytes before parsing (parsing a million small objects holds the event loop for ~0.4 s and
+    ~1 GB), then the lengths of `input` and `tools`, before any translation. Response shape: the
+    output items (messages, reasoning, tool calls) one answer may hold (the translator's
+    `max_output_items`)."""
 
     upstream_max_header_bytes: int = 64 * 1024
     upstream_max_answer_bytes: int = 64 * 1024 * 1024
@@ -85,6 +99,10 @@ class Limits:
     request_min_body_rate: int = 1024
     request_body_rate_window: float = 10.0
     max_client_connections: int = 1000
+    request_max_json_containers: int = 100_000
+    request_max_input_items: int = 20_000
+    request_max_tools: int = 2_000
+    response_max_output_items: int = 1024
 
     def __post_init__(self) -> None:
         for name in LIMIT_KEYS:
@@ -96,7 +114,8 @@ class Limits:
 LIMIT_KEYS = (
     "upstream_max_header_bytes", "upstream_max_answer_bytes", "upstream_max_json_bytes",
     "request_max_header_bytes", "request_max_headers", "request_header_timeout", "request_min_body_rate",
-    "request_body_rate_window", "max_client_connections",
+    "request_body_rate_window", "max_client_connections", "request_max_json_containers",
+    "request_max_input_items", "request_max_tools", "response_max_output_items",
 )  # fmt: skip
 _FLOAT_LIMITS = {"request_header_timeout", "request_body_rate_window"}
 
@@ -182,6 +201,9 @@ class BridgeConfig:
     port: int = 8080
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
+    strict_params: bool = False
+    """Reject a request naming a field the bridge does not know (OpenAI's 400 `unknown_parameter`)
+    instead of logging a warning and dropping the field."""
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -193,6 +215,10 @@ class BridgeConfig:
             raise ConfigError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
         if self.max_body_bytes <= 0 or self.keepalive_interval <= 0:
             raise ConfigError("max_body_bytes and keepalive_interval must be positive")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
 
     def route(self, model: str) -> Route | None:
         """The upstream serving `model`, or None (→ 404 model_not_found).
@@ -250,6 +276,43 @@ def redact_url(url: str) -> str:
     if sep and "@" in host_part:
         host_part = "***@" + host_part.rsplit("@", 1)[1]
     return f"{scheme}{sep}{host_part}{slash}{path}" if sep else url
+
+
+_BASE_URL_SCHEMES = ("http", "https")
+
+
+def check_base_url(url: str, setting: str) -> str:
+    """`url` without a trailing slash, or a ConfigError naming `setting` when no request could reach it.
+
+    httpx refuses a URL without `http://` or `https://` on every request (UnsupportedProtocol), so a
+    missing scheme is caught here, at start-up, instead of as a 502 on each call."""
+    url = url.strip().rstrip("/")
+    if url == FIXTURES_UPSTREAM:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in _BASE_URL_SCHEMES:
+        raise ConfigError(
+            f"{setting}: {redact_url(url)!r} has no http:// or https:// scheme "
+            f"(write e.g. http://{rest if sep else url})"
+        )
+    host = rest.partition("/")[0].rpartition("@")[2]
+    if not host or host.startswith(":"):
+        raise ConfigError(f"{setting}: {redact_url(url)!r} names no host")
+    return url
+
+
+def base_url_warnings(config: BridgeConfig) -> list[str]:
+    """One line per upstream whose base URL looks wrong but may be intended (the bridge appends
+    `/chat/completions`, and nearly every backend serves that under `/v1`)."""
+    warnings = []
+    for upstream in config.upstreams:
+        url = upstream.base_url
+        if url != FIXTURES_UPSTREAM and not url.endswith("/v1"):
+            warnings.append(
+                f"upstream {upstream.name}: base URL {redact_url(url)} does not end in /v1; requests go to "
+                f"{redact_url(url)}/chat/completions (most backends serve /v1/chat/completions)"
+            )
+    return warnings
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +385,7 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     if "base_url" not in table:
         raise ConfigError(f"{where}.base_url is required")
-    base_url = str(_expect(table["base_url"], str, f"{where}.base_url")).rstrip("/")
+    base_url = check_base_url(str(_expect(table["base_url"], str, f"{where}.base_url")), f"{where}.base_url")
     profile = table.get("profile")
     if profile is not None:
         _expect(profile, str, f"{where}.profile")
@@ -346,12 +409,19 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
 _TOP_KEYS = {
     "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
     "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
-    "port", "workers", "store_retention_days", "limits",
+    "port", "workers", "store_retention_days", "limits", "strict_params",
 }  # fmt: skip
 
 
-def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> BridgeConfig:
-    """Build a `BridgeConfig` from a parsed TOML document (unknown keys are errors: typos matter)."""
+def parse_config(
+    data: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BridgeConfig:
+    """Build a `BridgeConfig` from a parsed TOML document (unknown keys are errors: typos matter).
+
+    `overrides` (BridgeConfig fields, from flags and environment) win over the file; they are applied
+    before the config is checked, so a file that sets only `[timeouts]` works with `--upstream`."""
     env = os.environ if env is None else env
     unknown = set(data) - _TOP_KEYS
     if unknown:
@@ -382,13 +452,20 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     for key in ("keepalive_interval", "shutdown_grace", "store_retention_days"):
         if key in data:
             kwargs[key] = float(_expect(data[key], (int, float), key))
+    if "strict_params" in data:
+        kwargs["strict_params"] = _expect(data["strict_params"], bool, "strict_params")
     kwargs["encryption_key"] = _secret(data, "encryption_key", "config", env)
     if "limits" in data:
         kwargs["limits"] = parse_limits(data["limits"])
+    kwargs.update(overrides or {})
     return BridgeConfig(**kwargs)
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> BridgeConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BridgeConfig:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -396,7 +473,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(data, env)
+    return parse_config(data, env, overrides)
 
 
 def single_upstream(
@@ -404,11 +481,12 @@ def single_upstream(
     api_key: str | None = None,
     profile: str | None = None,
     name: str = "default",
+    setting: str = "--upstream",
 ) -> Upstream:
     """The upstream described by `--upstream URL [--upstream-key KEY] [--profile NAME]`."""
     return Upstream(
         name=name,
-        base_url=base_url.rstrip("/"),
+        base_url=check_base_url(base_url, setting),
         api_key=api_key or None,
         profile=profile,
         options=resolve_options(profile, None),
@@ -418,3 +496,173 @@ def single_upstream(
 def split_keys(values: Iterable[str]) -> tuple[str, ...]:
     """API keys from repeated flags and/or comma-separated env values."""
     return tuple(k.strip() for v in values for k in v.split(",") if k.strip())
+
+
+# --------------------------------------------------------------------------------------------------
+# flags and environment
+
+ENV_PREFIX = "RESPONSES_BRIDGE_"
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `serve` setting given as a flag (`--name-with-dashes`) or as `RESPONSES_BRIDGE_<NAME>`.
+
+    `field` is the BridgeConfig field it sets (None: handled by `resolve_config` itself), `cast` turns
+    an environment string into the field's type."""
+
+    name: str
+    cast: Any = str
+    field: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("upstream"),
+    Setting("upstream_key"),
+    Setting("upstream_key_file"),
+    Setting("profile"),
+    Setting("config"),
+    Setting("api_key"),
+    Setting("host", str, "host"),
+    Setting("port", int, "port"),
+    Setting("store", str, "store"),
+    Setting("store_retention_days", float, "store_retention_days"),
+    Setting("workers", int, "workers"),
+    Setting("log_format", str, "log_format"),
+    Setting("keepalive_interval", float, "keepalive_interval"),
+    Setting("max_body_bytes", int, "max_body_bytes"),
+    Setting("encryption_key", str, "encryption_key"),
+    Setting("strict_params", _bool, "strict_params"),
+    Setting("connect_timeout", float),
+    Setting("first_byte_timeout", float),
+    Setting("idle_timeout", float),
+)
+"""Every `serve` setting; the flag table in server/cli.py and the worker environment follow it."""
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+_TIMEOUT_SETTINGS = {"connect_timeout": "connect", "first_byte_timeout": "first_byte", "idle_timeout": "idle"}
+
+
+class _Sources:
+    """Flag values over environment values, remembering which one a value came from."""
+
+    def __init__(self, flags: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self.flags = flags
+        self.env = env
+
+    def flag(self, name: str) -> Any:
+        return self.flags.get(name)
+
+    def env_value(self, name: str) -> str | None:
+        return self.env.get(_BY_NAME[name].env) or None
+
+    def get(self, name: str) -> tuple[Any, str]:
+        """(value or None, the setting's name as the operator wrote it)."""
+        setting = _BY_NAME[name]
+        value = self.flag(name)
+        if value is not None:
+            return value, setting.flag
+        value = self.env_value(name)
+        return (value, setting.env) if value is not None else (None, setting.flag)
+
+    def cast(self, name: str) -> Any:
+        value, where = self.get(name)
+        if value is None:
+            return None
+        setting = _BY_NAME[name]
+        try:
+            return setting.cast(value)
+        except (TypeError, ValueError):
+            kind = "boolean" if setting.cast is _bool else setting.cast.__name__
+            raise ConfigError(f"{where}: not a valid {kind}: {value!r}") from None
+
+
+def read_key_file(path: str, setting: str) -> str:
+    """The key in `path` (surrounding whitespace and the trailing newline dropped)."""
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
+    if not key:
+        raise ConfigError(f"{setting}: {path} is empty")
+    return key
+
+
+def _upstream_key(sources: _Sources) -> str | None:
+    """`--upstream-key` or `--upstream-key-file`; a flag beats the environment, both at one level is an error."""
+    for level in (sources.flag, sources.env_value):
+        key, key_file = level("upstream_key"), level("upstream_key_file")
+        if key is not None and key_file is not None:
+            raise ConfigError("give the upstream key once: --upstream-key or --upstream-key-file, not both")
+        if key is not None:
+            return str(key)
+        if key_file is not None:
+            where = "--upstream-key-file" if level == sources.flag else _BY_NAME["upstream_key_file"].env
+            return read_key_file(str(key_file), where)
+    return None
+
+
+def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """The config for `serve`: flags (by setting name; None = not given) over `RESPONSES_BRIDGE_*`
+    environment over the config file (`config`) over defaults."""
+    env = os.environ if env is None else env
+    sources = _Sources(flags, env)
+    config_file = sources.get("config")[0]
+    upstream_url, upstream_where = sources.get("upstream")
+    profile = sources.get("profile")[0]
+    overrides: dict[str, Any] = {}
+    if upstream_url:
+        upstream = single_upstream(str(upstream_url), _upstream_key(sources), profile, setting=upstream_where)
+        overrides["upstreams"] = (upstream,)
+    elif profile:
+        raise ConfigError("--profile applies to --upstream; in a config file, set profile per [[upstreams]]")
+    keys = flags.get("api_key")
+    if not keys and sources.env_value("api_key"):
+        keys = [sources.env_value("api_key")]
+    if keys:
+        overrides["api_keys"] = split_keys([keys] if isinstance(keys, str) else keys)
+    for setting in SETTINGS:
+        if setting.field is not None:
+            value = sources.cast(setting.name)
+            if value is not None:
+                overrides[setting.field] = value
+    timeouts = {field: sources.cast(name) for name, field in _TIMEOUT_SETTINGS.items()}
+    timeouts = {k: v for k, v in timeouts.items() if v is not None}
+    if config_file:
+        config = load_config(str(config_file), env, overrides)
+    elif "upstreams" not in overrides:
+        raise ConfigError("no upstream: pass --upstream URL (or --upstream fixtures), or --config FILE")
+    else:
+        config = BridgeConfig(**overrides)
+    if timeouts:
+        import dataclasses
+
+        config = dataclasses.replace(config, timeouts=dataclasses.replace(config.timeouts, **timeouts))
+    return config
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """The config a worker process builds from `RESPONSES_BRIDGE_*` alone (the parent `serve` exports
+    its flags there for `--workers N`)."""
+    return resolve_config({}, env)

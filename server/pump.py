@@ -58,6 +58,7 @@ import httpx
 import orjson
 
 from server.accesslog import AccessRecord
+from server.limits import UpstreamLimitError
 from server.upstream import scrub_value
 from translator import OUTPUT_DELTA_TYPES, TERMINAL_EVENT_TYPES, completion_to_chunk
 from translator.errors import UpstreamError
@@ -226,9 +227,7 @@ class EventPump:
             # Some backends ignore `stream: true` (tools on older Ollama): one JSON body instead.
             yield await self._whole_body()
             return
-        raw_iter = (
-            self.upstream.aiter_bytes() if self.upstream.headers.get("content-encoding") else self.upstream.aiter_raw()
-        ).__aiter__()
+        raw_iter = self.upstream.aiter_raw().__aiter__()  # encoded answers never get here (server/transport.py)
         decoder = SSEDecoder()
         loads = orjson.loads
         self._reader = asyncio.current_task()
@@ -245,6 +244,9 @@ class EventPump:
                     yield await self._abort_batch()
                     return
                 raise
+            except UpstreamLimitError as exc:  # the answer broke a [limits] ceiling: say which
+                yield await self._fail(str(exc).replace("the backend", self.upstream_name, 1), exc.code)
+                return
             except httpx.TimeoutException:
                 yield await self._fail(f"Upstream {self.upstream_name} sent nothing for too long.", "upstream_timeout")
                 return

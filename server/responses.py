@@ -58,7 +58,9 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     config = state.config
     if state.shutting_down:
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
-    asked = read_responses_request(await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0)))
+    body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0),
+                           max_json_containers=config.limits.request_max_json_containers)
+    asked = read_responses_request(body, strict=config.strict_params, limits=config.limits)
     route = config.route(asked.model)
     if route is None:
         raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
@@ -158,7 +160,7 @@ async def _cancel_on_disconnect(receive: Receive) -> AsyncIterator[None]:
 
 
 def _options(config: BridgeConfig, upstream_options: dict[str, Any]) -> dict[str, Any]:
-    options = dict(upstream_options)
+    options = {"max_output_items": config.limits.response_max_output_items, **upstream_options}
     if config.encryption_key is not None:
         options.setdefault("encryption_key", config.encryption_key)
     return options

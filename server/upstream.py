@@ -370,7 +370,7 @@ class FixtureBackend:
         self.port = int(self._sock.getsockname()[1])
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         config = uvicorn.Config(
-            create_app(), host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+            create_app(), host="127.0.0.1", port=self.port, log_config=None, log_level=None, access_log=False,
             lifespan="off", timeout_graceful_shutdown=2,
         )  # fmt: skip
         self._server = uvicorn.Server(config)

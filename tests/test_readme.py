@@ -47,3 +47,33 @@ def test_readme_example_runs(index: int, bridge_url: str, tmp_path: Path) -> Non
         assert out.strip() == "completed ['reasoning', 'message']"
     else:
         pytest.fail(f"README example {index} has no expectation in this test")
+
+
+def test_readme_says_what_to_install_first() -> None:
+    text = README.read_text()
+    install = text.index("pip install openai openai-agents")
+    assert install < text.index("```python"), "the clients are installed before the first example uses them"
+    assert "[postgres]" in text and "/healthz" in text and "--store-retention-days" in text
+
+
+def test_readme_codex_config_stays_on_the_machine() -> None:
+    import tomllib
+
+    text = README.read_text()
+    block = re.search(r"```toml\n(model = .*?)```", text, flags=re.S)
+    assert block, "the Codex config block"
+    config = tomllib.loads(block.group(1))
+    assert config["check_for_update_on_startup"] is False
+    assert config["web_search"] == "disabled"
+    assert config["analytics"]["enabled"] is False and config["feedback"]["enabled"] is False
+    assert config["features"]["plugins"] is False and config["features"]["remote_plugin"] is False
+    assert config["otel"]["exporter"] == "none"
+
+
+def test_readme_example_models_are_listed(bridge_url: str) -> None:
+    import httpx
+
+    listed = {m["id"] for m in httpx.get(bridge_url.rstrip("/") + "/models", timeout=10).json()["data"]}
+    used = set(re.findall(r'model="([^"]+)"', "".join(python_blocks())))
+    used |= set(re.findall(r"--model (\S+)", README.read_text()))
+    assert used and used <= listed, used - listed

@@ -255,3 +255,118 @@ def test_retention_task_runs_in_the_lifespan(make_bridge: Callable[..., BridgeHa
     assert state.retention is not None and not state.retention.done()
     handle.stop()
     assert state.retention.done()
+
+
+# ------------------------------------------------------------------------------ flags, env, file
+
+
+def test_timeouts_only_file_with_upstream_flag(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text("[timeouts]\nconnect = 2\nidle = 40\n")
+    config = build_config(_args(upstream="http://127.0.0.1:11434/v1", config=str(path)), {})
+    assert config.upstreams[0].base_url == "http://127.0.0.1:11434/v1"
+    assert config.timeouts == Timeouts(connect=2.0, first_byte=600.0, idle=40.0)
+    with pytest.raises(ConfigError, match="at least one upstream"):
+        build_config(_args(config=str(path)), {})
+
+
+def test_timeout_flags_and_env_beat_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text("[timeouts]\nconnect = 2\nfirst_byte = 30\nidle = 40\n")
+    env = {"RESPONSES_BRIDGE_IDLE_TIMEOUT": "7", "RESPONSES_BRIDGE_FIRST_BYTE_TIMEOUT": "8"}
+    config = build_config(_args(upstream="fixtures", config=str(path), first_byte_timeout=9.0), env)
+    assert config.timeouts == Timeouts(connect=2.0, first_byte=9.0, idle=7.0)
+    assert build_config(_args(upstream="fixtures", connect_timeout=1.5), {}).timeouts.connect == 1.5
+    with pytest.raises(ConfigError, match="RESPONSES_BRIDGE_IDLE_TIMEOUT: not a valid float"):
+        build_config(_args(upstream="fixtures"), {"RESPONSES_BRIDGE_IDLE_TIMEOUT": "soon"})
+    with pytest.raises(ConfigError, match=r"timeouts\.idle must be a positive"):
+        build_config(_args(upstream="fixtures", idle_timeout=-1.0), {})
+
+
+def test_strict_params_from_flag_env_and_file(tmp_path: Path) -> None:
+    assert build_config(_args(upstream="fixtures"), {}).strict_params is False
+    assert build_config(_args(upstream="fixtures", strict_params=True), {}).strict_params is True
+    for text, expected in (("1", True), ("true", True), ("off", False)):
+        env = {"RESPONSES_BRIDGE_STRICT_PARAMS": text}
+        assert build_config(_args(upstream="fixtures"), env).strict_params is expected
+    with pytest.raises(ConfigError, match="RESPONSES_BRIDGE_STRICT_PARAMS: not a valid boolean"):
+        build_config(_args(upstream="fixtures"), {"RESPONSES_BRIDGE_STRICT_PARAMS": "maybe"})
+    config = _load(tmp_path, "strict_params = true\n[[upstreams]]\nbase_url = 'http://h/v1'\n")
+    assert config.strict_params is True
+    with pytest.raises(ConfigError, match="strict_params has the wrong type"):
+        _load(tmp_path, "strict_params = 'yes'\n[[upstreams]]\nbase_url = 'http://h/v1'\n")
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [("127.0.0.1:11434/v1", "--upstream"), ("localhost/v1", "--upstream"), ("http:///v1", "--upstream")],
+)
+def test_upstream_url_without_scheme_or_host_is_a_config_error(url: str, where: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"^{where}: "):
+        build_config(_args(upstream=url), {})
+    with pytest.raises(ConfigError, match=r"^RESPONSES_BRIDGE_UPSTREAM: "):
+        build_config(_args(), {"RESPONSES_BRIDGE_UPSTREAM": url})
+    with pytest.raises(ConfigError, match=r"^upstreams\[0\]\.base_url: "):
+        _load(tmp_path, f"[[upstreams]]\nbase_url = '{url}'\n")
+
+
+def test_base_url_without_v1_is_a_warning_naming_it() -> None:
+    from server.config import base_url_warnings
+
+    config = build_config(_args(upstream="https://u:pw@host:8000/openai/"), {})
+    [warning] = base_url_warnings(config)
+    assert "https://***@host:8000/openai does not end in /v1" in warning and "pw" not in warning
+    assert base_url_warnings(build_config(_args(upstream="http://host/v1"), {})) == []
+    assert base_url_warnings(build_config(_args(upstream="fixtures"), {})) == []
+
+
+def test_upstream_key_file(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-from-file\n")
+    config = build_config(_args(upstream="http://h/v1", upstream_key_file=str(key)), {})
+    assert config.upstreams[0].api_key == "sk-from-file"
+    env = {"RESPONSES_BRIDGE_UPSTREAM_KEY_FILE": str(key)}
+    assert build_config(_args(upstream="http://h/v1"), env).upstreams[0].api_key == "sk-from-file"
+    # a flag beats the environment, whichever form each uses
+    assert build_config(_args(upstream="http://h/v1", upstream_key="sk-flag"), env).upstreams[0].api_key == "sk-flag"
+    with pytest.raises(ConfigError, match="not both"):
+        build_config(_args(upstream="http://h/v1", upstream_key="k", upstream_key_file=str(key)), {})
+    with pytest.raises(ConfigError, match=r"^--upstream-key-file: cannot read"):
+        build_config(_args(upstream="http://h/v1", upstream_key_file=str(tmp_path / "missing")), {})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        build_config(_args(upstream="http://h/v1", upstream_key_file=str(tmp_path / "empty")), {})
+
+
+def test_config_from_env_lives_in_config_and_cli_keeps_the_alias() -> None:
+    import server.cli
+    import server.config
+
+    assert server.cli.config_from_env is server.config.config_from_env
+    env = {"RESPONSES_BRIDGE_UPSTREAM": "fixtures", "RESPONSES_BRIDGE_PORT": "4321", "RESPONSES_BRIDGE_STRICT_PARAMS": "1"}
+    config = server.config.config_from_env(env)
+    assert (config.port, config.strict_params, config.upstreams[0].base_url) == (4321, True, "fixtures")
+
+
+def test_every_setting_has_a_flag() -> None:
+    from server.cli import _parser
+    from server.config import SETTINGS
+
+    serve = _parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    flags = {option for action in serve._actions for option in action.option_strings}
+    assert {s.flag for s in SETTINGS} <= flags
+
+
+def test_example_config_file_loads(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "bridge.example.toml"
+    config = load_config(example, {})
+    assert config.host == "127.0.0.1" and config.port == 8080
+    assert config.store == "sqlite:///./responses-bridge.db"
+    assert config.timeouts.first_byte == 600
+    assert [u.name for u in config.upstreams] == ["local"]
+    assert config.upstreams[0].base_url == "http://127.0.0.1:11434/v1"
+    assert config.upstreams[0].profile == "ollama"
+    assert config.strict_params is False
+    # and as `serve --config` builds it, with the flags on top
+    config = build_config(_args(config=str(example), port=9999), {})
+    assert config.port == 9999 and config.upstreams[0].name == "local"

@@ -347,7 +347,7 @@ class _NoScan(list):  # type: ignore[type-arg]
 
 
 def test_tool_call_lookup_never_scans_all_calls() -> None:
-    tr = ChatStreamTranslator(REQ, **OPTS)
+    tr = ChatStreamTranslator(REQ, **OPTS, max_output_items=10_000)  # above the 3,000 calls opened here
     table: ToolCallTable = tr._calls
     table.calls = _NoScan()
     tr.start()

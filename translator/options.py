@@ -45,6 +45,11 @@ class TranslatorOptions:
     client said ``"none"``, for backends that call a tool anyway when they see tools (or reject
     ``"none"``): a model that is shown no tools can call none.
 
+    ``max_output_items``: the most output items (messages, reasoning items, tool calls) one
+    response may hold; a backend that streams more (a runaway loop, or a hostile peer opening a
+    hundred thousand tool-call indexes) ends the response as ``failed`` with code
+    ``upstream_too_large`` instead of the bridge building every item while other clients wait.
+
     ``completed_at`` is an addition to the documented table: it fixes the terminal timestamp so a
     test can compare a streamed response with a whole one byte for byte (otherwise it is "now").
     """
@@ -62,6 +67,7 @@ class TranslatorOptions:
     error_event: str = "both"
     named_tool_choice: str = "native"
     tool_choice_none: str = "native"
+    max_output_items: int = 1024
     encryption_key: str | None = None
     response_id: str | None = None
     created_at: int | None = None
@@ -76,6 +82,9 @@ class TranslatorOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"option {name} must be a string or None")
+        if not isinstance(self.max_output_items, int) or isinstance(self.max_output_items, bool) \
+                or self.max_output_items < 1:
+            raise TypeError("option max_output_items must be a positive integer")
         for name in ("created_at", "completed_at"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):

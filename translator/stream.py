@@ -93,6 +93,10 @@ _T_UNDECIDED, _T_INSIDE, _T_CLOSED, _T_PLAIN = Think.UNDECIDED, Think.INSIDE, Th
 _OpenItem = MessageBuilder | ReasoningBuilder | ToolCall
 
 
+class _TooManyItems(Exception):
+    """Raised where a new output item would pass ``max_output_items``; `_feed_general` fails the response."""
+
+
 def _is_answer(choice: Any) -> bool:
     """Whether a chat choice is the answer: index 0 (or no index). A backend that ignores ``n``
     streams other choices too; only the first is translated, so none of theirs leak in."""
@@ -180,7 +184,11 @@ class ChatStreamTranslator:
             return []
         self._start()
         if isinstance(chunk, dict):
-            self._chunk(chunk)
+            try:
+                self._chunk(chunk)
+            except _TooManyItems:
+                self._fail(f"The backend sent more than {self.options.max_output_items} output items in one "
+                           "response (max_output_items).", "upstream_too_large")  # fmt: skip
         return self._em.take()
 
     def _chunk(self, chunk: dict[str, Any]) -> None:
@@ -492,6 +500,8 @@ class ChatStreamTranslator:
 
     # ------------------------------------------------------------------ the one open item
     def _next_index(self) -> int:
+        if len(self._output) >= self.options.max_output_items:
+            raise _TooManyItems  # before the item exists, so the output so far stays consistent
         self._output.append(None)
         return len(self._output) - 1
 

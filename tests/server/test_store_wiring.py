@@ -72,3 +72,30 @@ def test_a_background_job_left_by_a_stopped_bridge_fails_at_the_next_start(tmp_p
         text = "".join(live.iter_text())
     assert "event: response.failed" in text
     assert text.rstrip().endswith("data: [DONE]")
+
+
+# ------------------------------------------------------------------ request shape, before parsing
+
+
+def test_the_shape_meter_names_the_field_and_finds_names_split_across_reads() -> None:
+    from server.body import JSONShapeMeter
+    from server.errors import ApiError
+
+    body = b'{"model":"m","input":"hi","to' + b'ols":[' + b'{"type":"function","name":"f"},' * 300 + b'{}]}'
+    meter = JSONShapeMeter(200)
+    with pytest.raises(ApiError) as refused:
+        for at in range(0, len(body), 29):  # reads that cut the field name in two
+            meter.feed(body[at:at + 29])
+    assert refused.value.status == 400
+    assert refused.value.param == "tools"
+    assert meter.total == 201  # refused at the first container past the ceiling, not at the end
+
+
+def test_the_shape_meter_lets_a_request_under_the_ceiling_through() -> None:
+    from server.body import JSONShapeMeter
+
+    meter = JSONShapeMeter(200)
+    body = b'{"model":"m","input":[' + b'{"role":"user","content":"x"},' * 150 + b'{}]}'
+    for at in range(0, len(body), 64):
+        meter.feed(body[at:at + 64])
+    assert meter.total == 153 and meter.by_field["input"] == 152  # the outer object comes before the name
