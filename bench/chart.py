@@ -46,7 +46,8 @@ def growth(run: dict, dst: str) -> None:
     sampled variants (stored / read only / inline) per depth, one colour per store."""
     fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
     for i, (store, res) in enumerate((run.get("chain") or {}).items()):
-        turns = res.get("per_turn") or []
+        cols = res.get("per_turn") or []
+        turns = cols if isinstance(cols, list) else [dict(zip(cols, v, strict=True)) for v in zip(*cols.values(), strict=True)]
         if not turns:
             continue
         xs = [t["turn"] for t in turns]

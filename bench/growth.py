@@ -191,8 +191,21 @@ async def chain_mode(port: int, bridge: Meter, backend: Meter, store_pids: Calla
         print(f"  depth {depth}: " + ", ".join(f"{k} {row[k].get('cpu_ms_p50')} ms CPU / {row[k].get('wall_ms_p50')} "
                                               "ms wall" for k in variants if k in row), flush=True)
     client.close()
-    return {"turns": len(per_turn), "errors": errors, "build_seconds": round(built, 2), "per_turn": per_turn,
+    return {"turns": len(per_turn), "errors": errors, "build_seconds": round(built, 2), "per_turn": columns(per_turn),
             "samples": samples}
+
+
+def columns(rows: list[dict]) -> dict[str, list]:
+    """Rows of equal keys as one list per key: 1,000 turns take a few lines of JSON, not thousands."""
+    return {key: [r[key] for r in rows] for key in (rows[0] if rows else {})}
+
+
+def rows_of(cols: dict[str, list] | list[dict]) -> list[dict]:
+    """The inverse of ``columns`` (and rows as they are, for results written before it)."""
+    if isinstance(cols, list):
+        return cols
+    keys = list(cols)
+    return [dict(zip(keys, values, strict=True)) for values in zip(*(cols[k] for k in keys), strict=True)]
 
 
 async def _fill(port: int, n: int, concurrency: int) -> dict:
@@ -291,6 +304,15 @@ async def scale_mode(target: Target, port: int, pid: int, fill: int, streams: in
     return out
 
 
+def dumps(result: dict) -> str:
+    """Indented JSON, except that lists of numbers stay on one line (the per-turn columns)."""
+    import re
+
+    text = json.dumps(result, indent=2)
+    return re.sub(r"\[\s*([-0-9.,\s]+?)\s*\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]",
+                  text)
+
+
 def _start(target: Target, upstream: str) -> tuple[procs.Proc, int]:
     port = procs.free_port()
     proc = procs.start(f"growth-{target.key}", target.argv(port, upstream), LOGS, env=target.env, cwd=WORK)
@@ -351,7 +373,7 @@ def markdown(result: dict) -> str:
                   f"- whole stored request, CPU: {growth_of({d: r.get('stored', {}) for d, r in res['samples'].items()}, 'cpu_ms_p50')}",
                   f"- inline (history sent upstream, no store), CPU: "
                   f"{growth_of({d: r.get('inline', {}) for d, r in res['samples'].items()}, 'cpu_ms_p50')}"]
-        turns = res["per_turn"]
+        turns = rows_of(res["per_turn"])
         if turns:
             def window(lo: int, hi: int, turns: list[dict] = turns) -> str:
                 sel = [t for t in turns if lo <= t["turn"] <= hi]
@@ -466,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if opts.quick else ""
     json_path = results_dir / f"{started:%Y-%m-%d}-{run.machine_slug(info)}-growth{suffix}.json"
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    json_path.write_text(dumps(result) + "\n")
     png_path = json_path.with_suffix(".png")
     import install
     import report
