@@ -1,7 +1,8 @@
 """The conformance kit: rules any Responses API producer must follow, and tools that apply them.
 
-It judges this project's translator and any other server alike, so it imports nothing of the bridge
-(``translator/``, ``server/``); only the corpus runner reads the scenario data in ``fixtures/``.
+It judges this project's translator and any other server alike, so it imports nothing of the server
+and of the translator only its pure event catalogue (``translator/events.py``, the one list of event
+names); only the corpus runner reads the scenario data in ``fixtures/``.
 Modules, bottom to top (each may import only those above it):
 
 * :mod:`conformance.rules` - the rule table (:data:`RULES`, :data:`CHECK_RULES`), :class:`Violation`;

@@ -27,10 +27,11 @@ import httpx
 import orjson
 
 from conformance.catalogue import TERMINAL_EVENT_TYPES
+from conformance.chat import accumulate_chunks, parse_chat_sse, validate_chat_completion, validate_chat_stream
 from conformance.events import validate_events
 from conformance.response import validate_response
 from conformance.rules import PROFILES, Violation
-from conformance.scenarios import SCENARIOS, Scenario, select_scenarios
+from conformance.scenarios import CHAT_SCENARIOS, SCENARIOS, Scenario, select_chat_scenarios, select_scenarios
 from conformance.sdk import sdk_accumulator_problem
 from conformance.sse import parse_sse
 
@@ -43,6 +44,7 @@ __all__ = [
     "main",
     "probe",
     "run",
+    "run_chat_scenario",
     "run_scenario",
     "select_scenarios",
 ]
@@ -198,6 +200,84 @@ def run_scenario(
     return result
 
 
+def _chat_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """A whole chat completion in the shape `accumulate_chunks` gives a stream (choice 0)."""
+    choices = body.get("choices") if isinstance(body.get("choices"), list) else []
+    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    calls = []
+    for call in message.get("tool_calls") or ():
+        fn = call.get("function") if isinstance(call, dict) and isinstance(call.get("function"), dict) else {}
+        calls.append({"id": call.get("id") if isinstance(call, dict) else None, "name": fn.get("name"),
+                      "arguments": fn.get("arguments")})
+    return {"content": message.get("content"), "reasoning_content": message.get("reasoning_content"),
+            "tool_calls": calls, "finish_reason": choice.get("finish_reason"), "usage": body.get("usage"),
+            "error": body.get("error")}
+
+
+def run_chat_scenario(
+    client: httpx.Client, url: str, scenario: Scenario, model: str, *, unknown_model: str
+) -> ScenarioResult:
+    """`run_scenario` for a `/v1/chat/completions` endpoint, judged by the chunk grammar."""
+    result = ScenarioResult(scenario.name, scenario.description, scenario.stream)
+    request = scenario.build(unknown_model if scenario.unknown_model else model)
+    if scenario.stream:
+        request["stream"] = True
+    started = time.monotonic()
+    try:
+        if scenario.stream:
+            with client.stream("POST", url, json=request) as response:
+                raw = response.read()
+        else:
+            response = client.post(url, json=request)
+            raw = response.content
+    except httpx.HTTPError as exc:
+        result.result, result.error = "error", f"{type(exc).__name__}: {exc}"
+        result.violations.append(Violation(None, "transport", result.error))
+        return result
+    finally:
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+    result.status_code = response.status_code
+    content_type = response.headers.get("content-type", "")
+    violations = result.violations
+    if scenario.expect_status == "client-error":
+        if response.status_code == 200 and scenario.skip_if_accepted:
+            result.result = "skip"
+            result.error = "the endpoint answered 200 (it routes any model name); nothing to check"
+            return result
+        if not 400 <= response.status_code < 500:
+            violations.append(Violation(None, "http-status", f"expected a 4xx for {scenario.description}, "
+                                                             f"got {response.status_code}"))  # fmt: skip
+        else:
+            body, problems = _json_body(response)
+            violations += problems or _error_shape(body, need_param=scenario.expect_param)
+    elif response.status_code != 200:
+        violations.append(Violation(None, "http-status", f"HTTP {response.status_code}: {_excerpt(response.text)}"))
+    elif scenario.stream:
+        if not content_type.startswith("text/event-stream"):
+            violations.append(Violation(None, "sse-content-type", f"Content-Type is {content_type!r}"))
+        chunks, _done, _framing = parse_chat_sse(raw)
+        result.events = len(chunks)
+        violations += validate_chat_stream(raw, request)
+        answer = accumulate_chunks(chunks)
+        if answer["error"] is not None:
+            violations.append(Violation(None, "scenario", f"the stream ended in an error: {_excerpt(answer['error'])}"))
+        elif scenario.expect:
+            violations += [Violation(None, "scenario", p) for p in scenario.expect(answer)]
+    else:
+        if not content_type.startswith("application/json"):
+            violations.append(Violation(None, "content-type", f"Content-Type is {content_type!r}"))
+        body, problems = _json_body(response)
+        violations += problems
+        if isinstance(body, dict):
+            violations += validate_chat_completion(body)
+            if scenario.expect:
+                violations += [Violation(None, "scenario", p) for p in scenario.expect(_chat_answer(body))]
+    if violations:
+        result.result = "fail"
+    return result
+
+
 # --------------------------------------------------------------------------------------------------
 # the probe: is there a Responses endpoint at this URL at all?
 
@@ -225,7 +305,7 @@ def _is_about_the_model(reply: httpx.Response, model: str) -> bool:
     return error.get("code") == "model_not_found" or (isinstance(message, str) and model in message)
 
 
-def probe(client: httpx.Client, base_url: str, model: str) -> str | None:
+def probe(client: httpx.Client, base_url: str, model: str, api: str = "responses") -> str | None:
     """One request before the scenarios; a one-line reason the endpoint cannot be checked, or None.
 
     It sends the bad-request scenario's body (``input`` of the wrong type), which a conforming endpoint
@@ -235,8 +315,9 @@ def probe(client: httpx.Client, base_url: str, model: str) -> str | None:
     Every other answer (a timeout, a 401, a 500) is left for the scenarios to report in detail.
     """
     base = base_url.rstrip("/")
-    url = base + "/responses"
-    body = {"model": model, "input": 42}
+    path = "/chat/completions" if api == "chat" else "/responses"
+    url = base + path
+    body: dict[str, Any] = {"model": model, "messages": 42} if api == "chat" else {"model": model, "input": 42}
     try:
         reply = client.post(url, json=body)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -246,7 +327,7 @@ def probe(client: httpx.Client, base_url: str, model: str) -> str | None:
     if reply.status_code != 404 or _is_about_the_model(reply, model):
         return None
     if not base.endswith("/v1"):
-        alternative = base + "/v1/responses"
+        alternative = base + "/v1" + path
         try:
             answer: httpx.Response | None = client.post(alternative, json=body)
         except httpx.HTTPError:
@@ -258,7 +339,7 @@ def probe(client: httpx.Client, base_url: str, model: str) -> str | None:
             )
     return (
         f"POST {url} answered 404 ({_excerpt(reply.text, 80)}): --base-url must be the URL that "
-        f"/responses is under, e.g. http://HOST:PORT/v1"
+        f"{path} is under, e.g. http://HOST:PORT/v1"
     )
 
 
@@ -278,6 +359,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only this scenario (repeatable); see --list")  # fmt: skip
     parser.add_argument("--skip", action="append", metavar="NAME", default=None,
                         help="leave this scenario out (repeatable)")  # fmt: skip
+    parser.add_argument("--api", choices=("responses", "chat"), default="responses",
+                        help="responses (default): POST {base}/responses; chat: the same scenarios against "
+                             "POST {base}/chat/completions, judged by the chunk grammar")  # fmt: skip
     parser.add_argument("--profile", choices=PROFILES, default="openai",
                         help="openai (default) or openresponses (adds Open Responses' stricter rules)")  # fmt: skip
     parser.add_argument("--unknown-model", default=DEFAULT_UNKNOWN_MODEL,
@@ -301,15 +385,17 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     cannot run (bad usage, nothing listening, no Responses endpoint at the URL)."""
     out = out or sys.stdout
     err = err or sys.stderr
+    api = getattr(args, "api", "responses")
     if getattr(args, "list", False):
-        out.write(format_scenario_list() + "\n")
+        out.write(format_scenario_list(CHAT_SCENARIOS if api == "chat" else SCENARIOS) + "\n")
         return 0
     if not args.base_url or not args.model:
         err.write("check: --base-url and --model are required\n")
         return 2
     problem = base_url_problem(args.base_url)
     try:
-        scenarios = select_scenarios(args.scenarios, getattr(args, "skip", None))
+        select = select_chat_scenarios if api == "chat" else select_scenarios
+        scenarios = select(args.scenarios, getattr(args, "skip", None))
     except ValueError as exc:
         problem = problem or str(exc)
     if problem:
@@ -318,25 +404,28 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     # never $OPENAI_API_KEY: check is pointed at third-party endpoints, which must not receive that key
     api_key = args.api_key or os.environ.get("RESPONSES_BRIDGE_CHECK_API_KEY")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    url = args.base_url.rstrip("/") + "/responses"
+    url = args.base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/responses")
     profile = getattr(args, "profile", "openai")
     unknown_model = getattr(args, "unknown_model", DEFAULT_UNKNOWN_MODEL)
     results: list[ScenarioResult] = []
     with httpx.Client(timeout=args.timeout, headers=headers) as client:
-        problem = probe(client, args.base_url, args.model)
+        problem = probe(client, args.base_url, args.model, api)
         if problem:
             err.write(f"check: {problem}\n")
             return 2
         progress = _Progress(err, len(scenarios))
         for scenario in scenarios:
             progress.start(scenario.name)
-            result = run_scenario(
-                client, url, scenario, args.model, profile=profile, unknown_model=unknown_model
-            )
+            if api == "chat":
+                result = run_chat_scenario(client, url, scenario, args.model, unknown_model=unknown_model)
+            else:
+                result = run_scenario(
+                    client, url, scenario, args.model, profile=profile, unknown_model=unknown_model
+                )
             results.append(result)
             progress.done(result)
         progress.close()
-    report = make_report(args.base_url, args.model, profile, results)
+    report = make_report(args.base_url, args.model, "chat" if api == "chat" else profile, results)
     if args.json:
         out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

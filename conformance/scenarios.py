@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ANSWER_SCHEMA", "SCENARIOS", "TOOL_PROMPT", "WEATHER_TOOL", "Scenario", "select_scenarios"]
+__all__ = ["ANSWER_SCHEMA", "CHAT_SCENARIOS", "CHAT_WEATHER_TOOL", "SCENARIOS", "TOOL_PROMPT", "WEATHER_TOOL", "Scenario",
+           "select_chat_scenarios", "select_scenarios"]
 
 
 def _tiny_png() -> str:
@@ -261,4 +262,149 @@ def select_scenarios(names: Sequence[str] | None, skip: Sequence[str] | None) ->
     if unknown:
         raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     chosen = [s for s in SCENARIOS if not names or s.name in names]
+    return [s for s in chosen if s.name not in (skip or ())]
+
+
+# --------------------------------------------------------------------------------------------------
+# the same scenarios for a /v1/chat/completions endpoint (`check --api chat`)
+#
+# Chat expectations read the answer as `conformance.chat.accumulate_chunks` gives it, whether it
+# came streamed or whole: {"content", "reasoning_content", "tool_calls": [{id, name, arguments}],
+# "finish_reason", "usage", "error"}.
+
+CHAT_WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {k: WEATHER_TOOL[k] for k in ("name", "description", "parameters", "strict")},
+}
+
+
+def _chat_text(model: str) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+
+
+def _chat_usage(model: str) -> dict:
+    return {**_chat_text(model), "stream_options": {"include_usage": True}}
+
+
+def _chat_instructions(model: str) -> dict:
+    return {"model": model, "messages": [
+        {"role": "system", "content": "You are a terse assistant. Answer in one sentence."},
+        {"role": "user", "content": "Hi!"}]}
+
+
+def _chat_multi_turn(model: str) -> dict:
+    return {"model": model, "messages": [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Nice to meet you, Ada."},
+        {"role": "user", "content": [{"type": "text", "text": "What is my name?"}]}]}
+
+
+def _chat_tool_call(model: str) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": TOOL_PROMPT}], "tools": [CHAT_WEATHER_TOOL],
+            "tool_choice": "required"}
+
+
+def _chat_tool_output(model: str) -> dict:
+    return {"model": model, "tools": [CHAT_WEATHER_TOOL], "messages": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_check_1", "type": "function", "function": {
+            "name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_check_1", "content": '{"temperature_c": 18}'}]}
+
+
+def _chat_image(model: str) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What colour is this image?"},
+        {"type": "image_url", "image_url": {"url": _tiny_png(), "detail": "low"}}]}]}
+
+
+def _chat_structured(model: str) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "Give the largest city of France and its "
+                                                                     "population as JSON."}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": ANSWER_SCHEMA,
+                                                                       "strict": True}}}
+
+
+def _chat_bad_request(model: str) -> dict:
+    return {"model": model, "messages": 42}  # messages must be an array
+
+
+def _chat_expect_text(answer: dict) -> list[str]:
+    problems = [] if isinstance(answer.get("content"), str) and answer["content"].strip() else ["the answer has no content"]
+    if answer.get("finish_reason") != "stop":
+        problems.append(f"finish_reason is {answer.get('finish_reason')!r}, expected 'stop'")
+    return problems
+
+
+def _chat_expect_usage(answer: dict) -> list[str]:
+    usage = answer.get("usage")
+    problems = _chat_expect_text(answer)
+    if not isinstance(usage, dict):
+        problems.append("stream_options.include_usage asked for usage; none came")
+    return problems
+
+
+def _chat_expect_tool_call(answer: dict) -> list[str]:
+    calls = _list(answer.get("tool_calls"))
+    if not calls:
+        return ["tool_choice 'required' but the answer has no tool call"]
+    problems = []
+    for call in calls:
+        if not isinstance(call, dict):
+            continue
+        if call.get("name") != "get_weather":
+            problems.append(f"the tool call names {call.get('name')!r}, not a declared tool")
+        try:
+            if not isinstance(json.loads(call.get("arguments") or ""), dict):
+                problems.append("tool call arguments are not a JSON object")
+        except ValueError:
+            problems.append(f"tool call arguments are not JSON: {call.get('arguments')!r}")
+    if answer.get("finish_reason") != "tool_calls":
+        problems.append(f"finish_reason is {answer.get('finish_reason')!r}, expected 'tool_calls'")
+    return problems
+
+
+def _chat_expect_json(answer: dict) -> list[str]:
+    problems = _chat_expect_text(answer)
+    text = answer.get("content") or ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [*problems, f"structured output is not JSON: {text[:80]!r}"]
+    if not isinstance(value, dict):
+        return [*problems, "structured output is not a JSON object"]
+    missing = [k for k in ANSWER_SCHEMA["required"] if k not in value]
+    return [*problems, f"structured output lacks required key(s) {missing}"] if missing else problems
+
+
+CHAT_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("text", "plain text, not streamed", _chat_text, expect=_chat_expect_text),
+    Scenario("text-stream", "plain text, streamed (no usage asked: none may come)", _chat_text, True, _chat_expect_text),
+    Scenario("usage-stream", "streamed with stream_options.include_usage", _chat_usage, True, _chat_expect_usage),
+    Scenario("instructions", "system message", _chat_instructions, expect=_chat_expect_text),
+    Scenario("instructions-stream", "system message, streamed", _chat_instructions, True, _chat_expect_text),
+    Scenario("multi-turn", "messages with an assistant turn", _chat_multi_turn, expect=_chat_expect_text),
+    Scenario("tool-call", "function tool, tool_choice required", _chat_tool_call, expect=_chat_expect_tool_call),
+    Scenario("tool-call-stream", "function tool, tool_choice required, streamed", _chat_tool_call, True,
+             _chat_expect_tool_call),
+    Scenario("tool-output", "assistant tool_calls + tool message round trip", _chat_tool_output,
+             expect=_chat_expect_text),
+    Scenario("tool-output-stream", "tool output round trip, streamed", _chat_tool_output, True, _chat_expect_text),
+    Scenario("image-input", "inline PNG data URL", _chat_image, expect=_chat_expect_text),
+    Scenario("structured-output", "response_format json_schema", _chat_structured, expect=_chat_expect_json),
+    Scenario("structured-output-stream", "json_schema, streamed", _chat_structured, True, _chat_expect_json),
+    Scenario("bad-request", "messages of the wrong type", _chat_bad_request, expect_status="client-error",
+             expect_param=True),
+    Scenario("unknown-model", "a model the endpoint does not serve", _chat_text, expect_status="client-error",
+             unknown_model=True, skip_if_accepted=True),
+)
+
+
+def select_chat_scenarios(names: Sequence[str] | None, skip: Sequence[str] | None) -> list[Scenario]:
+    """`select_scenarios` over the chat catalogue."""
+    known = {s.name for s in CHAT_SCENARIOS}
+    unknown = [n for n in [*(names or ()), *(skip or ())] if n not in known]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    chosen = [s for s in CHAT_SCENARIOS if not names or s.name in names]
     return [s for s in chosen if s.name not in (skip or ())]

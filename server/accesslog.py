@@ -25,6 +25,8 @@ _UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x21), 0x5C, *range(0x7F, 0xA0))}
 
 def escape_text(value: str) -> str:
     """`value` safe to write into one space-separated text log line."""
+    if value.isascii() and value.isprintable() and " " not in value and "\\" not in value:
+        return value  # the common case, nothing to escape: skip the per-character translation
     return value.translate(_UNSAFE)
 
 
@@ -32,7 +34,7 @@ class AccessRecord:
     """What is known about one request; endpoints fill it in, `emit` writes it once."""
 
     __slots__ = (
-        "error_code", "first_token", "input_tokens", "method", "model", "output_tokens", "path",
+        "error_code", "first_token", "input_tokens", "method", "metrics", "model", "output_tokens", "path",
         "response_id", "start", "status", "stream", "upstream",
     )  # fmt: skip
 
@@ -49,6 +51,8 @@ class AccessRecord:
         self.output_tokens: int | None = None
         self.response_id: str | None = None
         self.error_code: str | None = None
+        #: The app's `server.metrics.BridgeMetrics` (None: metrics off); the pump counts streams with it.
+        self.metrics: Any = None
 
     def mark_first_token(self) -> None:
         if self.first_token is None:
@@ -84,23 +88,46 @@ class AccessRecord:
         }
 
 
+_TEXT_LINE = "%s %s %s model=%s upstream=%s stream=%s duration_ms=%s ttft_ms=%s tokens_in=%s tokens_out=%s%s"
+
+
 def emit(record: AccessRecord, log_format: str) -> None:
+    """Write the request's one access line.
+
+    The `LogRecord` is made and handed to the handlers directly (what `Logger.info` does, minus its
+    walk up the stack to find the caller, which no access line shows), and the text line's fields
+    are formatted by the handler, as for any log call: one record per request, nothing else."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    fields = record.fields()
+    now = time.perf_counter()
+    start = record.start
+    duration = round((now - start) * 1000, 1)
+    ttft = None if record.first_token is None else round((record.first_token - start) * 1000, 1)
     if log_format == "json":
-        access_log.info(orjson.dumps({"ts": time.time(), "event": "access", **fields}).decode())
-        return
-    access_log.info(
-        '%s %s %s model=%s upstream=%s stream=%s duration_ms=%s ttft_ms=%s tokens_in=%s tokens_out=%s%s',
-        escape_text(fields["method"]), escape_text(fields["path"]), fields["status"],
-        escape_text(fields["model"] or "-"), escape_text(fields["upstream"] or "-"),
-        str(fields["stream"]).lower(), fields["duration_ms"],
-        "-" if fields["ttft_ms"] is None else fields["ttft_ms"],
-        "-" if fields["input_tokens"] is None else fields["input_tokens"],
-        "-" if fields["output_tokens"] is None else fields["output_tokens"],
-        f' error={fields["error_code"]}' if fields["error_code"] else "",
-    )  # fmt: skip
+        fields = {
+            "ts": time.time(), "event": "access", "method": record.method, "path": record.path,
+            "status": record.status, "model": record.model, "upstream": record.upstream, "stream": record.stream,
+            "duration_ms": duration, "ttft_ms": ttft, "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens, "response_id": record.response_id,
+            "error_code": record.error_code,
+        }  # fmt: skip
+        message, args = orjson.dumps(fields).decode(), ()
+    else:
+        message = _TEXT_LINE
+        args = (
+            escape_text(record.method), escape_text(record.path), record.status,
+            escape_text(record.model or "-"), escape_text(record.upstream or "-"),
+            "true" if record.stream else "false", duration,
+            "-" if ttft is None else ttft,
+            "-" if record.input_tokens is None else record.input_tokens,
+            "-" if record.output_tokens is None else record.output_tokens,
+            f" error={record.error_code}" if record.error_code else "",
+        )  # fmt: skip
+    access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, _EMIT_LINE, message, args,
+                                            None, "emit"))  # fmt: skip
+
+
+_EMIT_LINE = emit.__code__.co_firstlineno
 
 
 class _JsonFormatter(logging.Formatter):

@@ -2,7 +2,8 @@
 
 Each piece lives in a module of its own (docs/architecture.md): `server.responses` (`POST
 /v1/responses`), `server.models`, `server.stored` (stored responses), `server.state` (shared state,
-lifespan, health), `server.middleware` (auth, access log), `server.errors` (the error shape).
+lifespan, health), `server.middleware` (auth, access log), `server.errors` (the error shape),
+`server.metrics` (Prometheus, when on).
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from server import stored
+from server import conversations, stored
+from server.chat import CHAT_ENDPOINT, create_chat_completion
+from server.compact import COMPACT_ENDPOINT, compact_response
 from server.config import BridgeConfig, ConfigError
 from server.errors import error_response, handle_http_exception, handle_unexpected
+from server.metrics import BridgeMetrics
 from server.middleware import BridgeMiddleware
 from server.models import list_models, retrieve_model
 from server.responses import create_response
 from server.scope import OWNER_KEY, RAW_SEND_KEY, RESPONSES_ENDPOINT
 from server.state import BridgeState, healthz, lifespan
+from server.websocket import responses_websocket
 from translator.options import TranslatorOptions
 
 __all__ = ["OWNER_KEY", "BridgeMiddleware", "app_from_env", "create_app", "error_response"]
@@ -34,24 +39,32 @@ def create_app(config: BridgeConfig) -> Starlette:
     """The ASGI app for `config`. Upstream clients and the store open in the lifespan."""
     _check_options(config)
     state = BridgeState(config)
+    metrics = BridgeMetrics(config) if config.metrics_enabled else None
     routes: list[BaseRoute] = [
         Route(RESPONSES_ENDPOINT, create_response, methods=["POST"]),
+        Route(CHAT_ENDPOINT, create_chat_completion, methods=["POST"]),
+        WebSocketRoute(RESPONSES_ENDPOINT, responses_websocket),
+        Route(COMPACT_ENDPOINT, compact_response, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         *stored.routes(),
+        *conversations.routes(),
+        *(metrics.routes() if metrics is not None else ()),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: handle_http_exception,
         Exception: handle_unexpected,
     }
-    app = BridgeApp(routes=routes, lifespan=lifespan(state), exception_handlers=handlers)
+    run = lifespan(state) if metrics is None else metrics.lifespan(lifespan(state), state)
+    app = BridgeApp(routes=routes, lifespan=run, exception_handlers=handlers)
+    app.state.metrics = metrics  # server/cli.py serves it on --metrics-port
     app.state.bridge = state
     app.state.config = config
     app.state.store = None  # set by the lifespan; server/stored.py and server/background.py read it
     app.state.begin_shutdown = state.begin_shutdown
     state.app = app
-    app.add_middleware(BridgeMiddleware, config=config)
+    app.add_middleware(BridgeMiddleware, config=config, metrics=metrics)
     return app
 
 

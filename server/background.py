@@ -47,6 +47,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from server.accesslog import AccessRecord
+from server.conversations import append_on_completion
 from server.errors import ApiError
 from server.pump import TERMINAL_TYPES, EventPump, commit_terminal
 from server.store import TERMINAL_STATUSES, NullStore
@@ -109,12 +110,14 @@ class BackgroundRunner:
         queued = {**queued, "status": "queued", "background": True}
         await self.store.put(queued, input_items, owner=owner)
         task = asyncio.get_running_loop().create_task(
-            self._job(queued, run, owner), name=f"background-{response_id}"
+            self._job(queued, run, owner, input_items), name=f"background-{response_id}"
         )
         self.tasks[response_id] = task
         return queued
 
-    async def _job(self, queued: dict[str, Any], run: RunStream, owner: str | None) -> None:
+    async def _job(
+        self, queued: dict[str, Any], run: RunStream, owner: str | None, input_items: list[dict[str, Any]]
+    ) -> None:
         response_id = queued["id"]
         job = asyncio.current_task()
         assert job is not None
@@ -124,7 +127,11 @@ class BackgroundRunner:
         pending: dict[str, Any] | None = None
 
         async def commit(response: dict[str, Any]) -> bool:
-            return bool(await self.store.update_response(response, owner=owner))
+            # One transaction: the final status and, on a `conversation`, the turn's items; False
+            # (cancelled meanwhile: the cancel wins) appends nothing.
+            return await self.store.update_response(
+                response, owner=owner, **append_on_completion(response, input_items)
+            )
 
         try:
             async with contextlib.aclosing(run()) as stream:

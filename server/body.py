@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from server.config import Limits
 from server.errors import ApiError, invalid, translator_error
@@ -19,7 +19,7 @@ from translator.errors import InvalidRequest
 
 log = logging.getLogger("responses_bridge")
 
-__all__ = ["ResponsesRequest", "read_body", "read_responses_request"]
+__all__ = ["JSONShapeMeter", "ResponsesRequest", "check_responses_payload", "read_body", "read_responses_request"]
 
 
 #: Top-level fields that hold the arrays a request can make long, with the limit that bounds each.
@@ -82,31 +82,66 @@ async def read_body(request: Request, limit: int, gap: float, *, max_json_contai
     """The whole body, refused early when over `limit` (or, with `max_json_containers`, when it
     holds more JSON objects and arrays than that: see `JSONShapeMeter`), and given up on (408) when
     the client leaves a gap longer than `gap` seconds (a stalled or slowloris upload must not hold a
-    connection)."""
-    meter = JSONShapeMeter(max_json_containers) if max_json_containers else None
-    length = request.headers.get("content-length")
-    too_large = ApiError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
+    connection).
+
+    Read from the ASGI `receive` itself, under one deadline moved on at every message: what
+    `request.stream()` does (a disconnect raises `ClientDisconnect`), without an async generator and
+    a new timer per message on the path of every request. A body that arrives whole in one message
+    (most do) is metered only when its brackets alone could break the ceiling: the meter refuses a
+    body exactly when that count does, so it is needed only to name the field."""
+    length = _content_length(request.scope["headers"])
     if length is not None and length.isdigit() and int(length) > limit:
-        raise too_large
+        raise _too_large(limit)
+    meter: JSONShapeMeter | None = None
     parts: list[bytes] = []
     size = 0
-    chunks = request.stream().__aiter__()
-    while True:
-        try:
-            async with asyncio.timeout(gap):
-                part = await chunks.__anext__()
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise ApiError(408, f"The request body stalled for more than {gap:g} seconds.",
-                           type="invalid_request_error", code="request_timeout") from None  # fmt: skip
-        size += len(part)
-        if size > limit:
-            raise too_large
-        if meter is not None:
-            meter.feed(part)
-        parts.append(part)
-    return b"".join(parts)
+    receive = request.receive
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(gap) as deadline:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "http.request":
+                    part = message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if part:
+                        size += len(part)
+                        if size > limit:
+                            raise _too_large(limit)
+                        if max_json_containers:
+                            if meter is None and (more or parts or _containers(part) > max_json_containers):
+                                meter = JSONShapeMeter(max_json_containers)
+                                for earlier in parts:
+                                    meter.feed(earlier)
+                            if meter is not None:
+                                meter.feed(part)
+                        parts.append(part)
+                    if not more:
+                        break
+                    deadline.reschedule(loop.time() + gap)
+                elif kind == "http.disconnect":
+                    raise ClientDisconnect()
+    except TimeoutError:
+        raise ApiError(408, f"The request body stalled for more than {gap:g} seconds.",
+                       type="invalid_request_error", code="request_timeout") from None  # fmt: skip
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The first Content-Length of the ASGI headers (as `request.headers.get` reads it)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return value.decode("latin-1")
+    return None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
+
+
+def _containers(part: bytes) -> int:
+    return part.count(b"{") + part.count(b"[")
 
 
 @dataclass(frozen=True)
@@ -134,11 +169,16 @@ def _check_array_lengths(payload: dict[str, Any], limits: Limits) -> None:
 def read_responses_request(body: bytes, *, strict: bool = False, limits: Limits | None = None) -> ResponsesRequest:
     """Parse and check the body; every refusal is a 400 naming the field. With `strict`, an unknown
     top-level field is refused (OpenAI's `unknown_parameter`) instead of logged and dropped."""
-    limits = limits or Limits()
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise invalid(f"We could not parse the JSON body of your request: {exc.msg}.", None, "invalid_json") from None
+    return check_responses_payload(payload, strict=strict, limits=limits)
+
+
+def check_responses_payload(payload: Any, *, strict: bool = False, limits: Limits | None = None) -> ResponsesRequest:
+    """`read_responses_request` for a body already parsed (a WebSocket `response.create` message)."""
+    limits = limits or Limits()
     if not isinstance(payload, dict):
         raise invalid("The request body must be a JSON object.", None, "invalid_json")
     _check_array_lengths(payload, limits)

@@ -35,10 +35,7 @@ from server.config import (
     resolve_config,
 )
 
-__all__ = ["build_config", "config_from_env", "logging_config", "main", "version", "worker_app"]
-
-# `server.cli.config_from_env` is kept as an alias of `server.config.config_from_env` while
-# `server.app.app_from_env` still imports it from here.
+__all__ = ["build_config", "logging_config", "main", "version", "worker_app"]
 
 log = logging.getLogger("responses_bridge")
 
@@ -97,6 +94,14 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--strict-params", action="store_true", default=None,
         help="reject requests naming an unknown field (OpenAI's 400 unknown_parameter) instead of "
              "logging and dropping it [RESPONSES_BRIDGE_STRICT_PARAMS=1]")
+    add("--metrics", action="store_true", default=None,
+        help="serve Prometheus metrics at GET /metrics, behind --api-key when keys are set (docs/metrics.md) "
+             "[RESPONSES_BRIDGE_METRICS=1]")
+    add("--metrics-port", type=int, metavar="PORT",
+        help="serve the metrics on a listener of their own instead (no API key; implies --metrics) "
+             "[RESPONSES_BRIDGE_METRICS_PORT]")
+    add("--metrics-host", metavar="HOST",
+        help="address of the --metrics-port listener (default 127.0.0.1) [RESPONSES_BRIDGE_METRICS_HOST]")
     add("--connect-timeout", type=float, metavar="SECONDS",
         help="backend connect timeout (default 10) [RESPONSES_BRIDGE_CONNECT_TIMEOUT]")
     add("--first-byte-timeout", type=float, metavar="SECONDS",
@@ -121,12 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bridge")
     _add_serve_arguments(serve)
     check = sub.add_parser("check", help="conformance check of a /v1/responses server")
-    try:
-        from conformance import check as check_module
-    except ImportError:
-        check.set_defaults(check_missing=True)
-    else:
-        check_module.add_arguments(check)
+    from conformance import check as check_module
+
+    check_module.add_arguments(check)
     return parser
 
 
@@ -161,7 +163,9 @@ def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
         "filters": {"not_fixture_server": {"()": "server.cli.NotFixtureServer"}},
         "formatters": {"bridge": formatter},
         "handlers": {"stderr": handler},
-        "loggers": {name: dict(logger) for name in ("responses_bridge", "uvicorn", "uvicorn.error")},
+        "loggers": {**{name: dict(logger) for name in ("responses_bridge", "uvicorn", "uvicorn.error")},
+                    # the bridge writes its own access line; uvicorn's would be a second one per request
+                    "uvicorn.access": {"handlers": [], "propagate": False}},
     }
 
 
@@ -256,10 +260,8 @@ async def _open_and_close(store: Any) -> None:
 
 def check_store(spec: str) -> str:
     """Open the store once and close it; a description for the log, or StartupError."""
-    try:
-        from server.store import MemoryStore, NullStore, StoreSpecError, open_store
-    except ImportError:
-        return "none (server.store is not available)"
+    from server.store import MemoryStore, NullStore, StoreSpecError, StoreUnavailable, open_store
+
     shown = redact_url(spec)
     try:
         store = open_store(spec)
@@ -280,6 +282,8 @@ def check_store(spec: str) -> str:
     except TimeoutError:
         raise StartupError(f"--store {where}: no answer within {STORE_OPEN_TIMEOUT:g} s") from None
     except Exception as exc:  # any engine's failure (asyncpg missing, DNS, auth, sqlite) becomes one line
+        if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None:
+            exc = exc.__cause__  # the wrapper says "failed during open"; the engine's error says why
         raise StartupError(f"--store {where}: {_one_line(exc)}") from None
     return described
 
@@ -319,6 +323,7 @@ def serve(args: argparse.Namespace) -> int:
     store = check_store(config.store)
     sock = bind_socket(config.host, config.port)
     port = int(sock.getsockname()[1])
+    metrics = _start_metrics(config, app, sock)
     # Only now, with nothing left that can fail, does anything reach the log.
     log_config = logging_config(config.log_format)
     logging.config.dictConfig(log_config)
@@ -338,6 +343,7 @@ def serve(args: argparse.Namespace) -> int:
         where = "the built-in fixture backend" if upstream.base_url == FIXTURES_UPSTREAM else redact_url(upstream.base_url)
         log.info("upstream %s → %s (profile %s)", upstream.name, where, upstream.profile or "none")
     log.info("store: %s", store)
+    log.info("metrics: %s", metrics.description)
     log.info("listening; base URL for clients: %s", base_url(config.host, port))
 
     import uvicorn
@@ -369,7 +375,23 @@ def serve(args: argparse.Namespace) -> int:
         uvicorn.Server(uvicorn.Config(_KeepLogging(app, log_config), **common)).run(sockets=[sock])
     finally:
         sock.close()
+        metrics.close()
     return 0
+
+
+def _start_metrics(config: BridgeConfig, app: Any, sock: socket.socket) -> Any:
+    """The metrics' share of this process (server/metrics.py): the workers' shared directory, the
+    `--metrics-port` listener. A port that cannot be bound is a start-up failure like the main one."""
+    from server.metrics import MetricsRuntime
+
+    try:
+        return MetricsRuntime(config, getattr(app.state, "metrics", None))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"--metrics-host {config.metrics_host} --metrics-port {config.metrics_port}: cannot listen: "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -382,9 +404,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
-        if getattr(args, "check_missing", False):
-            print("responses-bridge check is not available in this build", file=sys.stderr)
-            return 2
         from conformance import check as check_module
 
         return int(check_module.run(args))

@@ -49,6 +49,8 @@ FIXTURES_UPSTREAM = "fixtures"
 """`--upstream fixtures`: serve the project's fixture chat backend in-process (no backend needed)."""
 
 LOG_FORMATS = ("text", "json")
+UPSTREAM_APIS = ("chat", "responses")
+"""What an upstream speaks: Chat Completions (the default) or the Responses API."""
 
 
 class ConfigError(ValueError):
@@ -153,6 +155,8 @@ class Upstream:
     Routing: a model named in `aliases` (alias → backend model), a model starting with `prefix` (the
     prefix is stripped), or a model in `models`. An upstream without `models` accepts any model not
     claimed by another upstream. `options` are the translator options after applying `profile`.
+    `api` is what the backend speaks: `chat` (POSTs go to `{base_url}/chat/completions`) or
+    `responses` (`{base_url}/responses`; chat clients are then served by translation, docs/reverse.md).
     """
 
     name: str
@@ -164,6 +168,14 @@ class Upstream:
     profile: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: The backend model's context window in tokens, for `truncation: "auto"` (docs/conversations.md);
+    #: None: learned from the backend's first `context_length_exceeded` answer instead.
+    context_window: int | None = None
+    api: str = "chat"
+
+    def __post_init__(self) -> None:
+        if self.api not in UPSTREAM_APIS:
+            raise ConfigError(f"upstream {self.name}: api must be one of {', '.join(UPSTREAM_APIS)}, got {self.api!r}")
 
     @property
     def passthrough(self) -> bool:
@@ -204,6 +216,13 @@ class BridgeConfig:
     strict_params: bool = False
     """Reject a request naming a field the bridge does not know (OpenAI's 400 `unknown_parameter`)
     instead of logging a warning and dropping the field."""
+    metrics: bool = False
+    """Prometheus metrics (docs/metrics.md): `/metrics` on the main port behind the API keys, or on
+    `metrics_host:metrics_port` when a port is given (a port alone turns metrics on)."""
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    #: Seconds a WebSocket connection may live (server/websocket.py); Open Responses says 60 minutes.
+    websocket_connection_limit: float = 3600.0
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -213,12 +232,21 @@ class BridgeConfig:
             raise ConfigError(f"upstream names must be unique, got {names}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
-        if self.max_body_bytes <= 0 or self.keepalive_interval <= 0:
-            raise ConfigError("max_body_bytes and keepalive_interval must be positive")
+        if self.max_body_bytes <= 0 or self.keepalive_interval <= 0 or self.websocket_connection_limit <= 0:
+            raise ConfigError("max_body_bytes, keepalive_interval and websocket_connection_limit must be positive")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be between 0 and 65535, got {self.metrics_port}")
+        if self.metrics_port and self.metrics_port == self.port and self.metrics_host == self.host:
+            raise ConfigError(f"metrics_port {self.metrics_port} is the bridge's own port; pick another")
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Metrics are on when asked for, or when a metrics port is given."""
+        return self.metrics or self.metrics_port is not None
 
     def route(self, model: str) -> Route | None:
         """The upstream serving `model`, or None (→ 404 model_not_found).
@@ -374,7 +402,7 @@ def _secret(table: Mapping[str, Any], key: str, where: str, env: Mapping[str, st
 
 _UPSTREAM_KEYS = {
     "name", "base_url", "api_key", "api_key_env", "models", "aliases", "prefix", "profile", "options",
-    "headers",
+    "headers", "context_window", "api",
 }  # fmt: skip
 
 
@@ -393,6 +421,9 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
     aliases = _expect(table.get("aliases", {}), dict, f"{where}.aliases")
     headers = _expect(table.get("headers", {}), dict, f"{where}.headers")
     prefix = table.get("prefix")
+    context_window = table.get("context_window")
+    if context_window is not None and (_expect(context_window, int, f"{where}.context_window") <= 0):
+        raise ConfigError(f"{where}.context_window must be a positive number of tokens")
     return Upstream(
         name=str(_expect(table.get("name", f"upstream{index}"), str, f"{where}.name")),
         base_url=base_url,
@@ -403,13 +434,16 @@ def parse_upstream(table: Mapping[str, Any], index: int, env: Mapping[str, str])
         profile=profile,
         options=resolve_options(profile, options),
         headers={str(k): str(v) for k, v in headers.items()},
+        context_window=context_window,
+        api=str(_expect(table.get("api", "chat"), str, f"{where}.api")),
     )
 
 
 _TOP_KEYS = {
     "upstreams", "api_keys", "api_keys_env", "store", "timeouts", "max_body_bytes", "keepalive_interval",
     "shutdown_grace", "log_format", "encryption_key", "encryption_key_env", "max_connections", "host",
-    "port", "workers", "store_retention_days", "limits", "strict_params",
+    "port", "workers", "store_retention_days", "limits", "strict_params", "metrics", "metrics_port",
+    "metrics_host", "websocket_connection_limit",
 }  # fmt: skip
 
 
@@ -443,17 +477,18 @@ def parse_config(
     kwargs["timeouts"] = Timeouts(
         **{k: float(_expect(v, (int, float), f"timeouts.{k}")) for k, v in timeouts.items()}
     )
-    for key in ("store", "log_format", "host"):
+    for key in ("store", "log_format", "host", "metrics_host"):
         if key in data:
             kwargs[key] = _expect(data[key], str, key)
-    for key in ("max_body_bytes", "max_connections", "port", "workers"):
+    for key in ("max_body_bytes", "max_connections", "port", "workers", "metrics_port"):
         if key in data:
             kwargs[key] = int(_expect(data[key], int, key))
-    for key in ("keepalive_interval", "shutdown_grace", "store_retention_days"):
+    for key in ("keepalive_interval", "shutdown_grace", "store_retention_days", "websocket_connection_limit"):
         if key in data:
             kwargs[key] = float(_expect(data[key], (int, float), key))
-    if "strict_params" in data:
-        kwargs["strict_params"] = _expect(data["strict_params"], bool, "strict_params")
+    for key in ("strict_params", "metrics"):
+        if key in data:
+            kwargs[key] = _expect(data[key], bool, key)
     kwargs["encryption_key"] = _secret(data, "encryption_key", "config", env)
     if "limits" in data:
         kwargs["limits"] = parse_limits(data["limits"])
@@ -552,6 +587,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", int, "max_body_bytes"),
     Setting("encryption_key", str, "encryption_key"),
     Setting("strict_params", _bool, "strict_params"),
+    Setting("metrics", _bool, "metrics"),
+    Setting("metrics_port", int, "metrics_port"),
+    Setting("metrics_host", str, "metrics_host"),
     Setting("connect_timeout", float),
     Setting("first_byte_timeout", float),
     Setting("idle_timeout", float),

@@ -9,9 +9,11 @@ turn Starlette's HTTP errors and anything unexpected into the same shape, never 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,10 +34,32 @@ __all__ = [
 log = logging.getLogger("responses_bridge")
 
 
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
 class JSONResponse(Response):
-    """A JSON body encoded with orjson (Starlette's own JSONResponse uses the slower json module)."""
+    """A JSON body encoded with orjson (Starlette's own JSONResponse uses the slower json module).
+
+    Without extra headers, a media type or a background task (every answer of the responses route)
+    the two header fields are set directly, as `Response.init_headers` would set them."""
 
     media_type = "application/json"
+
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        if headers is not None or media_type is not None or background is not None:
+            super().__init__(content, status_code, headers, media_type, background)
+            return
+        self.status_code = status_code
+        self.background = None
+        self.body = body = orjson.dumps(content)
+        self.raw_headers = [(b"content-length", str(len(body)).encode("latin-1")), _JSON_CONTENT_TYPE]
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)

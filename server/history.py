@@ -9,20 +9,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from server.conversations import conversation_history, conversation_of
 from server.errors import invalid, not_found
+from translator.events import ITEM_ID_PREFIXES
 
-__all__ = ["ID_PREFIXES", "item_id", "normalise_input", "prepare_input"]
-
-#: Id prefix per item type, as OpenAI's own ids start (`msg_…`, `fc_…`).
-ID_PREFIXES = {
-    "message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
-    "custom_tool_call": "ctc", "custom_tool_call_output": "ctco",
-}  # fmt: skip
-
+__all__ = ["item_id", "normalise_input", "prepare_input"]
 
 def item_id(kind: str) -> str:
-    """A fresh id for an input item of type `kind`."""
-    return f"{ID_PREFIXES.get(kind, 'item')}_{uuid.uuid4().hex}"
+    """A fresh id for an input item of type `kind` (prefixes: translator/events.py, the one table)."""
+    return f"{ITEM_ID_PREFIXES.get(kind, 'item_')}{uuid.uuid4().hex}"
 
 
 def normalise_input(value: Any) -> list[dict[str, Any]]:
@@ -44,15 +39,18 @@ async def prepare_input(
     """The request the translator sees (stored history prepended, item references resolved) and the
     input items to store with the answer. `store` is None when the bridge keeps nothing."""
     previous_id = payload.get("previous_response_id")
+    conversation_id = conversation_of(payload)  # a 400 with previous_response_id too
     raw_input = payload.get("input")
     has_refs = isinstance(raw_input, list) and any(
         isinstance(i, dict) and i.get("type") == "item_reference" for i in raw_input
     )
-    if previous_id is None and not has_refs:
+    if previous_id is None and conversation_id is None and not has_refs:
         return payload, normalise_input(raw_input) if store is not None else []
     if previous_id is not None and not isinstance(previous_id, str):
         raise invalid("previous_response_id must be a string.", "previous_response_id")
     history: list[dict[str, Any]] = []
+    if conversation_id is not None:  # its items come first, oldest first (404 when missing)
+        history = await conversation_history(store, conversation_id, owner)
     if previous_id is not None:
         if store is None:
             raise not_found(f"Previous response with id '{previous_id}' not found: this bridge runs without a "

@@ -186,6 +186,9 @@ class EventPump:
     async def events(self) -> AsyncIterator[Batch]:
         """The batches (see the module docstring). Never raises except CancelledError."""
         inner = self._batches()
+        metrics = self.record.metrics  # the streams-in-flight gauge (server/metrics.py), when on
+        if metrics is not None:
+            metrics.stream_opened(self.upstream_name)
         try:
             while True:
                 try:
@@ -211,6 +214,8 @@ class EventPump:
             try:
                 await inner.aclose()
             finally:
+                if metrics is not None:
+                    metrics.stream_closed(self.upstream_name)
                 await self.upstream.aclose()
                 if self.on_close is not None:
                     self.on_close(self)

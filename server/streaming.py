@@ -13,7 +13,7 @@ this module owns only the wire:
   stops generating for nobody).
 
 Hot path: one `b"".join` of `encode_sse` per upstream read; no per-chunk logging, tasks or locks;
-the keep-alive and disconnect watchers are one task each per stream.
+the disconnect watcher is one task per stream, the keep-alive a timer (a task only while one is sent).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ class EventStream:
         self.ended = False  # `[DONE]` written (or the client gone): nothing more may be sent
         self._last_write = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -61,17 +63,21 @@ class EventStream:
             self._last_write = loop.time()
             writer = loop.create_task(self._write(send))
             listener = loop.create_task(self._listen(receive, writer))
-            keepalive = loop.create_task(self._keepalive(send))
+            self._arm_keepalive(send)
             try:
                 await asyncio.wait((writer,))
             finally:
                 listener.cancel()
-                keepalive.cancel()
+                self._stop_keepalive()
             if not writer.cancelled() and writer.exception() is not None:
                 raise writer.exception()  # type: ignore[misc]
         except OSError:  # the client's socket went away while we wrote
             self._gone()
         finally:
+            if writer is None:  # gone before the headers went out: the pump never ran, so close it here
+                await self.pump.upstream.aclose()
+                if self.pump.on_close is not None:
+                    self.pump.on_close(self.pump)
             if writer is not None and not writer.done():  # we were cancelled ourselves (server force-exit)
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -126,14 +132,36 @@ class EventStream:
                     writer.cancel()
                 return
 
-    async def _keepalive(self, send: Send) -> None:
+    # A timer, not a task: a stream that never falls silent (most) never starts a keep-alive task.
+
+    def _arm_keepalive(self, send: Send) -> None:
         loop = self._loop
         assert loop is not None
-        interval = self.keepalive_interval
-        while not self.ended:
-            delay = self._last_write + interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            self._last_write = loop.time()
+        self._keepalive_timer = loop.call_at(self._last_write + self.keepalive_interval, self._keepalive_due, send)
+
+    def _keepalive_due(self, send: Send) -> None:
+        self._keepalive_timer = None
+        loop = self._loop
+        if self.ended or loop is None:
+            return
+        if self._last_write + self.keepalive_interval > loop.time():  # written meanwhile: wait from then
+            self._arm_keepalive(send)
+            return
+        self._last_write = loop.time()
+        self._keepalive_task = loop.create_task(self._send_keepalive(send))
+
+    async def _send_keepalive(self, send: Send) -> None:
+        try:
             await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+        finally:
+            self._keepalive_task = None
+        if not self.ended:
+            self._arm_keepalive(send)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httptools
@@ -36,7 +36,7 @@ import httpx
 from server.config import Limits
 from server.limits import UpstreamLimitError, too_large, unsupported_encoding
 
-__all__ = ["FastTransport"]
+__all__ = ["FastTransport", "RawResponse", "ResponseHeaders"]
 
 #: Buffered, unread body bytes above which the socket stops being read (backpressure).
 _HIGH_WATER = 256 * 1024
@@ -45,6 +45,8 @@ _LOW_WATER = 64 * 1024
 _MAX_TAKE = 64 * 1024
 
 _Origin = tuple[str, int]
+#: `{"connect", "read", "write", "pool"}` seconds (None: no limit), as httpx keeps them per request.
+Timeouts = dict[str, Any]
 
 #: Content-Encoding values that mean "not encoded".
 _IDENTITY = frozenset((b"", b"identity"))
@@ -58,12 +60,17 @@ def _encoding_refused(value: bytes) -> bool:
     return value.strip().lower() not in _IDENTITY
 
 
-def _timeout_of(request: httpx.Request, key: str) -> float | None:
-    timeouts = request.extensions.get("timeout")
+def _timeout_of(timeouts: Timeouts | None, key: str) -> float | None:
     if isinstance(timeouts, dict):
         value = timeouts.get(key)
         return float(value) if value is not None else None
     return None
+
+
+def _timeouts_of(request: httpx.Request) -> Timeouts | None:
+    """The request's timeout dict (httpx's `extensions["timeout"]`), read again for every body read."""
+    timeouts = request.extensions.get("timeout")
+    return timeouts if isinstance(timeouts, dict) else None
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -265,7 +272,7 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    async def wait(self, timeout: float | None, request: httpx.Request, exc_type: type[Exception]) -> None:
+    async def wait(self, timeout: float | None, request: httpx.Request | None, exc_type: type[Exception]) -> None:
         """Wait for the protocol's next event (headers, body bytes, end, failure)."""
         waiter = self.waiter = self.loop.create_future()
         handle = self.loop.call_later(timeout, _expire, waiter) if timeout is not None else None
@@ -295,7 +302,7 @@ class _Connection(asyncio.Protocol):
             and self.keep_alive
         )
 
-    async def send(self, data: bytes, timeout: float | None, request: httpx.Request) -> None:
+    async def send(self, data: bytes, timeout: float | None, request: httpx.Request | None) -> None:
         transport = self.transport
         if transport is None or self.closed:
             raise httpx.RemoteProtocolError(
@@ -314,9 +321,12 @@ class _Connection(asyncio.Protocol):
 class _Body(httpx.AsyncByteStream):
     """A response body read straight from the connection's buffer; closing it frees the connection."""
 
-    def __init__(self, pool: _Pool, conn: _Connection, request: httpx.Request) -> None:
+    def __init__(
+        self, pool: _Pool, conn: _Connection, timeouts: Timeouts | None, request: httpx.Request | None = None
+    ) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
+        self._timeouts = timeouts
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -334,13 +344,13 @@ class _Body(httpx.AsyncByteStream):
             if conn.error is not None:
                 error = conn.error
                 self._finish()
-                if isinstance(error, httpx.RequestError):
+                if isinstance(error, httpx.RequestError) and self._request is not None:
                     error.request = self._request
                 raise error
             if conn.complete:
                 self._finish()
                 return
-            await conn.wait(_timeout_of(self._request, "read"), self._request, httpx.ReadTimeout)
+            await conn.wait(_timeout_of(self._timeouts, "read"), self._request, httpx.ReadTimeout)
 
     def _finish(self) -> None:
         conn, self._conn = self._conn, None
@@ -349,6 +359,104 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._finish()
+
+
+class ResponseHeaders(Mapping[str, str]):
+    """A response's headers as `httpx.Headers` reads them (names case-insensitive, repeated fields
+    joined with ", ", values decoded as ASCII, else UTF-8, else Latin-1), built on first use."""
+
+    __slots__ = ("_map", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._map: dict[str, str] | None = None
+
+    def _mapping(self) -> dict[str, str]:
+        mapping = self._map
+        if mapping is None:
+            encoding = _header_encoding(self._raw)
+            mapping = {}
+            for name, value in self._raw:
+                key, text = name.decode(encoding).lower(), value.decode(encoding)
+                mapping[key] = f"{mapping[key]}, {text}" if key in mapping else text
+            self._map = mapping
+        return mapping
+
+    def __getitem__(self, key: str) -> str:
+        return self._mapping()[key.lower()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """One field, found without decoding the others when it occurs once and is ASCII (which
+        reads the same in every encoding `httpx.Headers` might pick)."""
+        if self._map is None and key.isascii():
+            target = key.lower().encode("ascii")
+            found: bytes | None = None
+            for name, value in self._raw:
+                if name.lower() == target:
+                    if found is not None:
+                        found = None  # repeated: joined by the general path
+                        break
+                    found = value
+            else:
+                if found is None:
+                    return default
+            if found is not None and found.isascii():
+                return found.decode("ascii")
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._mapping()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    @property
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        return self._raw
+
+
+def _header_encoding(raw: list[tuple[bytes, bytes]]) -> str:
+    for encoding in ("ascii", "utf-8"):
+        try:
+            for name, value in raw:
+                name.decode(encoding)
+                value.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    return "iso-8859-1"
+
+
+class RawResponse:
+    """An answer from `FastTransport.send_raw`: what the bridge reads of an `httpx.Response`
+    (`status_code`, `headers`, `aiter_raw`, `aread`, `aclose`), without its model layer.
+    `timeouts` is the live dict the body reads consult (the bridge switches `read` to the idle
+    timeout once the headers are in)."""
+
+    __slots__ = ("_body", "headers", "status_code", "timeouts")
+
+    def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: _Body, timeouts: Timeouts) -> None:
+        self.status_code = status
+        self.headers = ResponseHeaders(raw_headers)
+        self.timeouts = timeouts
+        self._body = body
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        async for part in self._body:
+            yield part
+        await self.aclose()
+
+    async def aread(self) -> bytes:
+        return b"".join([part async for part in self.aiter_raw()])
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
 
 
 class _BoundedStream(httpx.AsyncByteStream):
@@ -439,7 +547,7 @@ class _Pool:
                 return True
         return False
 
-    async def acquire(self, origin: _Origin, request: httpx.Request) -> _Connection:
+    async def acquire(self, origin: _Origin, timeouts: Timeouts | None, request: httpx.Request | None) -> _Connection:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
@@ -451,13 +559,13 @@ class _Pool:
             if self.max_connections is None or self.total < self.max_connections or self._evict_one_idle():
                 self.total += 1
                 try:
-                    return await self._connect(origin, request, loop)
+                    return await self._connect(origin, timeouts, request, loop)
                 except BaseException:
                     self.total -= 1
                     self._notify()
                     raise
             if deadline is None:
-                pool_timeout = _timeout_of(request, "pool")
+                pool_timeout = _timeout_of(timeouts, "pool")
                 deadline = loop.time() + pool_timeout if pool_timeout is not None else float("inf")
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -478,11 +586,12 @@ class _Pool:
                     self.waiters.remove(waiter)
 
     async def _connect(
-        self, origin: _Origin, request: httpx.Request, loop: asyncio.AbstractEventLoop
+        self, origin: _Origin, timeouts: Timeouts | None, request: httpx.Request | None,
+        loop: asyncio.AbstractEventLoop,
     ) -> _Connection:
         conn = _Connection(origin, loop, self.ceilings)
         try:
-            async with asyncio.timeout(_timeout_of(request, "connect")):
+            async with asyncio.timeout(_timeout_of(timeouts, "connect")):
                 await loop.create_connection(lambda: conn, origin[0], origin[1])
         except TimeoutError:
             raise httpx.ConnectTimeout("Timed out connecting.", request=request) from None
@@ -552,17 +661,40 @@ class FastTransport(httpx.AsyncBaseTransport):
             body: bytes = request.content
         except httpx.RequestNotRead:
             body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
-        head = self._head(request, body)
-        head_only = request.method == "HEAD"
-        conn = await self._pool.acquire(origin, request)
+        timeouts = _timeouts_of(request)
+        conn = await self._exchange(origin, self._head(request, body) + body, timeouts, request,
+                                    head_only=request.method == "HEAD")  # fmt: skip
+        return httpx.Response(
+            conn.status,
+            headers=conn.headers,
+            stream=_Body(self._pool, conn, timeouts, request),
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def send_raw(self, origin: _Origin, data: bytes, timeouts: Timeouts) -> RawResponse:
+        """Send one request already encoded as bytes (head and body) to `origin` on a pooled
+        connection, and return its answer once the headers are in.
+
+        The bridge's hot path: no `httpx.Request`/`httpx.Response` objects, no URL parsing, no
+        header merging (the caller pre-built the head once per upstream). The same pool, ceilings and
+        exceptions as `handle_async_request`; `timeouts["read"]` is read again for every body read."""
+        conn = await self._exchange(origin, data, timeouts, None)
+        return RawResponse(conn.status, conn.headers, _Body(self._pool, conn, timeouts), timeouts)
+
+    async def _exchange(
+        self, origin: _Origin, data: bytes, timeouts: Timeouts | None, request: httpx.Request | None,
+        *, head_only: bool = False,
+    ) -> _Connection:
+        """Write `data` on a pooled connection and wait for the answer's headers."""
+        conn = await self._pool.acquire(origin, timeouts, request)
         try:
             conn.start(head_only)
-            await conn.send(head + body, _timeout_of(request, "write"), request)
-            read_timeout = _timeout_of(request, "read")
+            await conn.send(data, _timeout_of(timeouts, "write"), request)
+            read_timeout = _timeout_of(timeouts, "read")
             while not conn.headers_done:
                 if conn.error is not None:
                     error = conn.error
-                    if isinstance(error, httpx.RequestError):
+                    if isinstance(error, httpx.RequestError) and request is not None:
                         error.request = request
                     raise error
                 await conn.wait(read_timeout, request, httpx.ReadTimeout)
@@ -570,12 +702,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             conn._close_transport()
             self._pool.release(conn, False)
             raise
-        return httpx.Response(
-            conn.status,
-            headers=conn.headers,
-            stream=_Body(self._pool, conn, request),
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return conn
 
     @staticmethod
     def _head(request: httpx.Request, body: bytes) -> bytes:

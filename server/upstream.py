@@ -1,7 +1,12 @@
-"""Talking to a chat backend: one shared httpx.AsyncClient per upstream, errors mapped to HTTP.
+"""Talking to a chat backend: one keep-alive pool per upstream, errors mapped to HTTP.
+
+Chat requests to an `http://` upstream are written straight to the pool (`FastTransport.send_raw`,
+a request head encoded once per upstream, the same bytes httpx would send); `https://` upstreams
+(TLS, HTTP/2, proxies), URLs carrying credentials and `GET /models` go through the upstream's
+`httpx.AsyncClient`, whose transport is the same pool for plain HTTP.
 
 Every failure before a stream starts becomes an `ApiError` carrying the status the client should
-see (REFERENCE §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
+see (docs/wire.md §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
 the backend's 4xx keeps its status and message, 429 keeps its Retry-After, refused/reset/5xx become
 502, timeouts 504. Messages, and every header passed through to the client, are scrubbed of
 configured secrets before they leave the process (also base64-encoded and in any letter case).
@@ -19,7 +24,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -27,8 +32,9 @@ import orjson
 
 from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
 from server.limits import UpstreamLimitError, too_large
-from server.transport import FastTransport
-from translator.errors import UpstreamError, error_type_for_status
+from server.transport import FastTransport, RawResponse
+from translator.errors import UpstreamError, classify_backend_error, error_type_for_status
+from translator.options import TranslatorOptions
 
 __all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub", "scrub_value"]
 
@@ -123,6 +129,49 @@ def scrub_value(value: Any, secrets: Iterable[str]) -> Any:
 #: Sends on pooled connections that turn out stale before the final attempt (see `_send`).
 _STALE_RETRIES = 3
 
+#: Stands for the caller's key while the request head of a passthrough upstream is pre-built.
+_TOKEN_SLOT = "responses-bridge-caller-token-slot"
+
+#: What both request paths answer with: an `httpx.Response` or a `RawResponse` (the same reads).
+UpstreamResponse = httpx.Response | RawResponse
+
+
+class _ChatHead:
+    """The head of every `POST .../chat/completions` to one `http://` upstream, encoded once.
+
+    It is taken from the request httpx itself would build (same header names, values and order;
+    only the length, and for a passthrough upstream the caller's key, differ per request), so the
+    hot path skips httpx's per-request URL parsing, header merging and model objects."""
+
+    __slots__ = ("after_token", "before_token", "origin")
+
+    def __init__(self, client: httpx.AsyncClient, url: str, passthrough: bool) -> None:
+        extra = {"authorization": f"Bearer {_TOKEN_SLOT}"} if passthrough else None
+        request = client.build_request("POST", url, content=b"x", headers=_json_headers(extra))
+        if request.url.userinfo:
+            # httpx turns credentials in the URL into Basic auth when it sends: leave those to httpx
+            raise ValueError("credentials in the URL")
+        head = FastTransport._head(request, b"x")
+        tail = b"Content-Length: 1\r\n\r\n"
+        if not head.endswith(tail):
+            raise ValueError("unexpected request head")
+        prefix = head[: -len(tail)] + b"Content-Length: "
+        slot = _TOKEN_SLOT.encode()
+        if passthrough:
+            if prefix.count(slot) != 1:
+                raise ValueError("unexpected request head")
+            self.before_token, _, self.after_token = prefix.partition(slot)
+        else:
+            self.before_token, self.after_token = prefix, b""
+        self.origin = (request.url.host, request.url.port or 80)
+
+    def encode(self, body: bytes, token: str | None) -> bytes:
+        length = str(len(body)).encode()
+        if token is None:
+            return b"".join((self.before_token, length, b"\r\n\r\n", body))
+        # ASCII as httpx encodes a header value (a key it cannot encode fails the same way there)
+        return b"".join((self.before_token, token.encode("ascii"), self.after_token, length, b"\r\n\r\n", body))
+
 
 class UpstreamClient:
     """The shared HTTP/1.1 keep-alive pool to one backend, sized for many concurrent streams."""
@@ -149,15 +198,25 @@ class UpstreamClient:
             max_keepalive_connections=min(config.max_connections, 256),
             keepalive_expiry=30.0,
         )
+        self.transport = FastTransport(limits=limits, ceilings=config.limits)
         self.client = httpx.AsyncClient(
             headers=headers,
             timeout=self.timeout,
             # httpcore costs more CPU than the translation; the ceilings bound what a backend can cost
-            transport=FastTransport(limits=limits, ceilings=config.limits),
+            transport=self.transport,
             follow_redirects=False,
             trust_env=False,
         )
+        self._timeouts: dict[str, float | None] = self.timeout.as_dict()
+        #: Chat requests to an `http://` upstream go straight to the pool (`FastTransport.send_raw`);
+        #: others (`https://`: TLS, HTTP/2, proxies) through httpx.
+        self._chat_head: _ChatHead | None = None
+        if self.chat_url.startswith("http://"):
+            with contextlib.suppress(ValueError, httpx.InvalidURL):
+                self._chat_head = _ChatHead(self.client, self.chat_url, upstream.passthrough)
         self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
+        #: The translator options for this upstream, set on first use by `server.responses`.
+        self.translator_options: TranslatorOptions | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -175,37 +234,39 @@ class UpstreamClient:
 
     # ---------------------------------------------------------------------------------- requests
 
-    async def open_stream(self, chat_request: dict[str, Any], caller_token: str | None) -> httpx.Response:
+    async def _post_chat(self, chat_request: dict[str, Any], caller_token: str | None) -> UpstreamResponse:
+        """POST a chat request; the answer once its headers are in (its body not yet read)."""
+        content = orjson.dumps(chat_request)
+        auth = self._auth(caller_token)
+        head = self._chat_head
+        if head is None:
+            request = self.client.build_request("POST", self.chat_url, content=content, headers=_json_headers(auth))
+            return await self._send(lambda: self.client.send(request, stream=True))
+        data = head.encode(content, caller_token if auth is not None else None)
+        return await self._send(lambda: self.transport.send_raw(head.origin, data, dict(self._timeouts)))
+
+    async def open_stream(self, chat_request: dict[str, Any], caller_token: str | None) -> UpstreamResponse:
         """POST a streaming chat request and return the response once its status is known and good.
 
         The caller owns the returned response and must `aclose()` it. After the headers, the read
-        timeout is switched from first-byte to idle (httpcore reads it per body read)."""
-        request = self.client.build_request(
-            "POST",
-            self.chat_url,
-            content=orjson.dumps(chat_request),
-            headers=_json_headers(self._auth(caller_token)),
-        )
-        response = await self._send(request, stream=True)
+        timeout is switched from first-byte to idle (the transport reads it per body read)."""
+        response = await self._post_chat(chat_request, caller_token)
         if response.status_code >= 400:
             try:
                 await self._raise_for_status(response)
             finally:
                 await response.aclose()
-        timeout = response.request.extensions.get("timeout")
-        if isinstance(timeout, dict):
-            timeout["read"] = self.idle_timeout
+        if isinstance(response, RawResponse):
+            response.timeouts["read"] = self.idle_timeout
+        else:
+            timeout = response.request.extensions.get("timeout")
+            if isinstance(timeout, dict):
+                timeout["read"] = self.idle_timeout
         return response
 
     async def complete(self, chat_request: dict[str, Any], caller_token: str | None) -> dict[str, Any]:
         """POST a non-streaming chat request and return the parsed chat completion."""
-        request = self.client.build_request(
-            "POST",
-            self.chat_url,
-            content=orjson.dumps(chat_request),
-            headers=_json_headers(self._auth(caller_token)),
-        )
-        response = await self._send(request, stream=True)
+        response = await self._post_chat(chat_request, caller_token)
         try:
             if response.status_code >= 400:
                 await self._raise_for_status(response)
@@ -230,7 +291,31 @@ class UpstreamClient:
             raise self._error_from_body(502, completion, {})
         return completion
 
-    async def _read_json_body(self, response: httpx.Response) -> bytes:
+    async def post(self, path: str, body: dict[str, Any], caller_token: str | None, *, stream: bool) -> httpx.Response:
+        """POST `body` to `{base_url}{path}` (a native Responses backend's `/responses`) through this
+        upstream's pool, retries and error mapping; the answer once its status is known and good
+        (a backend 4xx keeps its status and message, 5xx/refused become 502, timeouts 504). With
+        `stream`, the read timeout switches to idle after the headers. The caller closes it."""
+        headers = {"content-type": "application/json", "accept": "text/event-stream, application/json"}
+        headers.update(self._auth(caller_token) or {})
+        request = self.client.build_request("POST", self.base_url + path, content=orjson.dumps(body), headers=headers)
+        response = await self._send(lambda: self.client.send(request, stream=True))
+        if response.status_code >= 400:
+            try:
+                await self._raise_for_status(response)
+            finally:
+                await response.aclose()
+        if stream:
+            timeout = response.request.extensions.get("timeout")
+            if isinstance(timeout, dict):
+                timeout["read"] = self.idle_timeout
+        return response  # type: ignore[return-value]
+
+    async def read_json(self, response: UpstreamResponse) -> bytes:
+        """The bytes of a non-streamed answer, within `upstream_max_json_bytes` (see `_read_json_body`)."""
+        return await self._read_json_body(response)
+
+    async def _read_json_body(self, response: UpstreamResponse) -> bytes:
         """A non-streamed answer, refused as soon as it is known to exceed `upstream_max_json_bytes`
         (by its Content-Length, or while it arrives): parsing 300 MB of JSON costs gigabytes."""
         limit = self.limits.upstream_max_json_bytes
@@ -261,11 +346,11 @@ class UpstreamClient:
             self._models_cache = (now, models)
         return models
 
-    async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+    async def _send(self, send: Callable[[], Awaitable[UpstreamResponse]]) -> UpstreamResponse:
         try:
             for _attempt in range(_STALE_RETRIES):
                 try:
-                    return await self.client.send(request, stream=stream)
+                    return await send()
                 except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
                     # A pooled keep-alive connection the backend had already closed (uvicorn, hence vLLM
                     # and most Python servers, drops idle ones after 5 s) fails before any response byte.
@@ -273,7 +358,7 @@ class UpstreamClient:
                     # completion has no side effect a second attempt could duplicate. Several pooled
                     # connections can be stale at once, hence a few attempts before the last one.
                     continue
-            return await self.client.send(request, stream=stream)
+            return await send()
         except httpx.ConnectTimeout:
             raise ApiError(504, f"Timed out connecting to upstream {self.name}.", code="upstream_timeout") from None
         except httpx.PoolTimeout:
@@ -289,7 +374,7 @@ class UpstreamClient:
                 502, f"Upstream {self.name} closed the connection ({type(exc).__name__}).", code="upstream_error"
             ) from None
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
+    async def _raise_for_status(self, response: UpstreamResponse) -> None:
         parts: list[bytes] = []
         size = 0
         try:
@@ -334,6 +419,9 @@ class UpstreamClient:
         message = scrub(message, self.secrets)
         type_, param, code = (scrub(v, self.secrets) if isinstance(v, str) else v for v in (type_, param, code))
         passed = {k: scrub(headers[k], self.secrets) for k in _PASS_HEADERS if k in headers}
+        if classify_backend_error(err if isinstance(err, dict) else message) == "context_length_exceeded":
+            # Every backend words "prompt too long" its own way; clients act on OpenAI's code (they compact).
+            return ApiError(400, message, type="invalid_request_error", code="context_length_exceeded", headers=passed)
         if 400 <= status < 500 and status != 408:
             return ApiError(status, message, type=type_, param=param, code=code, headers=passed)
         if status in (408, 504):

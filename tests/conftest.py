@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import RunningServer, run_app
+from tests.support.servers import RunningServer, run_app
 
 
 def _default_store() -> str:

@@ -9,7 +9,6 @@ from .events import EVENT_TYPES, ITEM_ID_PREFIXES, OUTPUT_DELTA_TYPES, TERMINAL_
 from .options import TranslatorOptions
 from .reasoning import pack_reasoning, unpack_reasoning
 from .requests import (
-    chat_to_responses_request,
     check_request,
     items_to_messages,
     messages_to_items,
@@ -21,6 +20,7 @@ from .responses import (
     map_usage,
     response_to_chat_completion,
 )
+from .reverse_request import chat_to_responses_request
 from .sse import DONE_FRAME, KEEPALIVE_FRAME, SSEDecoder, encode_sse
 from .stream import ChatStreamTranslator, ResponsesStreamTranslator
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from .errors import UpstreamError
 from .events import (
     CONTENT_PART_ADDED,
     CONTENT_PART_DONE,
@@ -319,11 +320,17 @@ class ReasoningBuilder:
             data["details"] = self.details
         if self.extras:
             data["tool_extras"] = self.extras
-        item["encrypted_content"] = pack_reasoning(data, self.encryption_key) if data else None
+        try:
+            item["encrypted_content"] = pack_reasoning(data, self.encryption_key) if data else None
+        except UpstreamError:  # a failed response's snapshot must still be built; close() raises it
+            item["encrypted_content"] = None
         return item
 
     def close(self, status: str) -> dict[str, Any]:
         item = self.snapshot(status)
+        if item["encrypted_content"] is None and (self.details or self.extras or self.text):
+            pack_reasoning({"text": "".join(self.text), "details": self.details, "tool_extras": self.extras},
+                           self.encryption_key)  # raises the UpstreamError that made the snapshot drop it
         if self.part_open:
             text = "".join(self.text)
             where = self._where()

@@ -76,14 +76,17 @@ EVENT_TYPES = frozenset((
     REASONING_TEXT_DONE, REASONING_DELTA, REASONING_DONE,
 ))  # fmt: skip
 
-#: Output item type → id prefix. Ids are ``<prefix><response id without resp_>_<output index>``, so
-#: the same answer gets the same ids whether it arrives streamed or whole.
+#: Item type → id prefix, the one table (OpenAI's ids start the same way). Output items get
+#: ``<prefix><response id without resp_>_<output index>``, so the same answer gets the same ids
+#: whether it arrives streamed or whole; input items stored without an id get a prefix from here too.
 ITEM_ID_PREFIXES: dict[str, str] = {
     "message": "msg_",
     "function_call": "fc_",
     "custom_tool_call": "ctc_",
     "reasoning": "rs_",
     "compaction": "cmp_",
+    "function_call_output": "fco_",
+    "custom_tool_call_output": "ctco_",
 }
 
 
@@ -92,7 +95,9 @@ def item_id(item_type: str, base: str, output_index: int) -> str:
     return f"{ITEM_ID_PREFIXES[item_type]}{base}_{output_index}"
 
 
-#: ``ResponseError.code`` values the SDK accepts; anything else is reported as server_error.
+#: ``ResponseError.code`` values the SDK's enum lists. A backend's own code in a mid-stream error chunk
+#: is relayed only when it is one of these (else ``server_error``); the bridge's own codes
+#: (``upstream_timeout``, ``store_unavailable``, ``context_length_exceeded`` …) are sent as they are.
 RESPONSE_ERROR_CODES = frozenset(
     {
         "server_error",

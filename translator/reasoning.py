@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from .errors import UpstreamError
+
 __all__ = ["pack_reasoning", "unpack_reasoning"]
 
 _PLAIN = "rb1."
@@ -45,8 +47,15 @@ def _fernet(secret: str) -> Any:
 
 
 def pack_reasoning(data: dict[str, Any], key: str | None = None) -> str:
-    """Encode replay data (``{"text", "details", "tool_extras"}``) into an ``encrypted_content`` string."""
-    raw = orjson.dumps(data)
+    """Encode replay data (``{"text", "details", "tool_extras"}``) into an ``encrypted_content`` string.
+
+    Raises `UpstreamError` when the data cannot be encoded (a backend's ``reasoning_details`` nested
+    past orjson's depth limit): the backend sent it, so the backend is at fault."""
+    try:
+        raw = orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        raise UpstreamError(f"The backend sent reasoning that cannot be carried back ({exc}).",
+                            code="upstream_malformed_chunk") from None  # fmt: skip
     if key:
         return _SEALED + _fernet(key).encrypt(raw).decode("ascii")
     return _PLAIN + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

@@ -24,7 +24,6 @@ __all__ = [
     "REQUEST_FIELDS",
     "ToolMap",
     "build_tool_map",
-    "chat_to_responses_request",
     "check_request",
     "items_to_messages",
     "messages_to_items",
@@ -714,8 +713,11 @@ def _check_depth(value: Any, param: str) -> None:
 
 def _validate_fields(request: dict[str, Any]) -> None:
     """Type checks for the top-level fields a translation forwards or echoes."""
-    for name, kinds in REQUEST_FIELDS.items():
-        _check_type(request, name, kinds)
+    get = request.get
+    for name, kinds in REQUEST_FIELDS.items():  # runs twice per request: the check is inlined, raising stays in _check_type
+        value = get(name)
+        if value is not None and (not isinstance(value, kinds) or (value.__class__ is bool and bool not in kinds)):
+            _check_type(request, name, kinds)
     metadata = request.get("metadata")
     if metadata is not None:
         if len(metadata) > 16:
@@ -1018,90 +1020,3 @@ def _obj(value: Any) -> dict[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def chat_to_responses_request(request: Any) -> dict[str, Any]:
-    """A chat completions request → a Responses request (for chat clients in front of Responses)."""
-    if not isinstance(request, dict):
-        raise InvalidRequest("The request body must be a JSON object.", None, "invalid_type")
-    model = request.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
-    out: dict[str, Any] = {"model": model, "input": messages_to_items(messages)}
-    tools = request.get("tools")
-    if isinstance(tools, list) and tools:
-        rtools = []
-        for i, tool in enumerate(tools):
-            if not isinstance(tool, dict):
-                raise InvalidRequest("Each tool must be an object.", f"tools[{i}]", "invalid_type")
-            if tool.get("type") == "custom":
-                rtools.append({"type": "custom", **_obj(tool.get("custom"))})
-                continue
-            fn = _obj(tool.get("function"))
-            rtool: dict[str, Any] = {"type": "function", "name": fn.get("name")}
-            for key in ("description", "parameters", "strict"):
-                if key in fn:
-                    rtool[key] = fn[key]
-            rtools.append(rtool)
-        out["tools"] = rtools
-    choice = request.get("tool_choice")
-    if isinstance(choice, str):
-        out["tool_choice"] = choice
-    elif isinstance(choice, dict):
-        kind = choice.get("type")
-        if kind == "function":
-            out["tool_choice"] = {"type": "function", "name": _obj(choice.get("function")).get("name")}
-        elif kind == "custom":
-            out["tool_choice"] = {"type": "custom", "name": _obj(choice.get("custom")).get("name")}
-        elif kind == "allowed_tools":
-            allowed = _obj(choice.get("allowed_tools"))
-            out["tool_choice"] = {
-                "type": "allowed_tools",
-                "mode": allowed.get("mode", "auto"),
-                "tools": [
-                    {"type": "function", "name": _obj(t.get("function")).get("name")}
-                    for t in _list(allowed.get("tools"))
-                    if isinstance(t, dict)
-                ],
-            }
-    if request.get("parallel_tool_calls") is not None:
-        out["parallel_tool_calls"] = request["parallel_tool_calls"]
-    limit = request.get("max_completion_tokens", request.get("max_tokens"))
-    if limit is not None:
-        out["max_output_tokens"] = limit
-    for name in (
-        "temperature",
-        "top_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "metadata",
-        "store",
-        "service_tier",
-        "prompt_cache_key",
-        "safety_identifier",
-        "user",
-        "stream",
-    ):
-        if request.get(name) is not None:
-            out[name] = request[name]
-    if request.get("top_logprobs") is not None:
-        out["top_logprobs"] = request["top_logprobs"]
-    if request.get("logprobs"):
-        out["include"] = ["message.output_text.logprobs"]
-    fmt = request.get("response_format")
-    text: dict[str, Any] = {}
-    if isinstance(fmt, dict):
-        if fmt.get("type") == "json_schema":
-            text["format"] = {"type": "json_schema", **_obj(fmt.get("json_schema"))}
-        elif fmt.get("type") in ("json_object", "text"):
-            text["format"] = {"type": fmt["type"]}
-    if request.get("verbosity") is not None:
-        text["verbosity"] = request["verbosity"]
-    if text:
-        out["text"] = text
-    if request.get("reasoning_effort") is not None:
-        out["reasoning"] = {"effort": request["reasoning_effort"]}
-    return out

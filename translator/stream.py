@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import enum
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -47,7 +46,7 @@ from .builders import (
     carrier_item,
     map_logprobs,
 )
-from .errors import InvalidRequest, classify_backend_error
+from .errors import InvalidRequest, UpstreamError, classify_backend_error
 from .events import (
     CREATED,
     ERROR,
@@ -57,10 +56,10 @@ from .events import (
     item_id,
     map_usage,
     response_skeleton,
-    reverse_usage,
 )
 from .options import TranslatorOptions
 from .requests import ToolMap, build_tool_map
+from .reverse import ResponsesStreamTranslator  # the reverse direction lives in reverse.py
 
 __all__ = ["ChatStreamTranslator", "ResponsesStreamTranslator"]
 
@@ -189,6 +188,8 @@ class ChatStreamTranslator:
             except _TooManyItems:
                 self._fail(f"The backend sent more than {self.options.max_output_items} output items in one "
                            "response (max_output_items).", "upstream_too_large")  # fmt: skip
+            except UpstreamError as exc:  # what the backend sent cannot be represented (e.g. too deep)
+                self._fail(exc.message, exc.code)
         return self._em.take()
 
     def _chunk(self, chunk: dict[str, Any]) -> None:
@@ -310,7 +311,10 @@ class ChatStreamTranslator:
         if self.finished:
             return []
         self._start()
-        self._finish(done_seen)
+        try:
+            self._finish(done_seen)
+        except UpstreamError as exc:
+            self._fail(exc.message, exc.code)
         return self._em.take()
 
     def _finish(self, done_seen: bool) -> None:
@@ -442,6 +446,8 @@ class ChatStreamTranslator:
         # 4. tool calls
         calls = delta.get("tool_calls")
         if calls and isinstance(calls, list):
+            if self._think == _T_UNDECIDED and self._think_buf.strip():
+                self._flush_think()  # text that only looked like "<think>" comes before the call, as it was sent
             for tc in calls:
                 if isinstance(tc, dict):
                     self._tool_delta(tc)
@@ -493,9 +499,13 @@ class ChatStreamTranslator:
             self._reason(buf)
 
     def _flush_think(self) -> None:
-        """At the end: an unclosed <think> is all reasoning; undecided whitespace is dropped."""
+        """At the end: an unclosed <think> is all reasoning; undecided whitespace is dropped, but an
+        answer that only looked like the start of a tag (``<``, ``<th``) is text and is kept."""
         if self._think == _T_INSIDE and self._think_buf:
             self._reason(self._think_buf)
+        elif self._think == _T_UNDECIDED and self._think_buf.strip():
+            self._think = _T_PLAIN
+            self._emit_text(self._think_buf, None)
         self._think_buf = ""
 
     # ------------------------------------------------------------------ the one open item
@@ -654,149 +664,3 @@ class ChatStreamTranslator:
             elif open_item is not None and i == open_item.output_index:
                 out.append(open_item.snapshot(open_status))
         return out
-
-
-# ============================================================================ reverse direction
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-class ResponsesStreamTranslator:
-    """Responses stream events → chat completion chunks (for chat clients in front of a Responses server)."""
-
-    def __init__(self, request: dict[str, Any] | None = None) -> None:
-        self.request = request if isinstance(request, dict) else {}
-        self.id = "chatcmpl-" + uuid.uuid4().hex
-        self.model = _str(self.request.get("model"))
-        self.created = int(time.time())
-        self.finished = False
-        self._role_sent = False
-        self._calls: dict[int, int] = {}  # output_index -> tool call index
-        self._custom: dict[int, dict[str, Any]] = {}  # output_index -> {"id", "name", "input"}
-        self._include_usage = bool((self.request.get("stream_options") or {}).get("include_usage", True))
-
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        if not self._role_sent:
-            delta = {"role": "assistant", **delta}
-            self._role_sent = True
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-        }
-
-    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        if self.finished or not isinstance(event, dict):
-            return []
-        kind = event.get("type")
-        if not isinstance(kind, str):
-            return []
-        delta = event.get("delta")
-        if not isinstance(delta, str):
-            delta = ""
-        oi = event.get("output_index")
-        if not isinstance(oi, int):
-            oi = -1
-        if kind in ("response.created", "response.in_progress"):
-            resp = _obj(event.get("response"))
-            rid = _str(resp.get("id"))
-            if kind == "response.created" and rid:
-                self.id = "chatcmpl-" + (rid[5:] if rid.startswith("resp_") else rid)
-            self.model = _str(resp.get("model")) or self.model
-            if isinstance(resp.get("created_at"), int):
-                self.created = resp["created_at"]
-            if kind == "response.created":
-                return [self._chunk({"content": ""})]
-            return []
-        if kind == "response.output_text.delta":
-            return [self._chunk({"content": delta})]
-        if kind == "response.refusal.delta":
-            return [self._chunk({"refusal": delta})]
-        if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta", "response.reasoning.delta"):
-            return [self._chunk({"reasoning_content": delta})]
-        summary_index = event.get("summary_index")
-        if kind == "response.reasoning_summary_part.added" and isinstance(summary_index, int) and summary_index > 0:
-            return [self._chunk({"reasoning_content": "\n\n"})]
-        if kind == "response.output_item.added":
-            item = _obj(event.get("item"))
-            if item.get("type") == "function_call":
-                index = len(self._calls) + len(self._custom)
-                self._calls[oi] = index
-                return [
-                    self._chunk(
-                        {"tool_calls": [{"index": index, "id": _str(item.get("call_id")), "type": "function",
-                                         "function": {"name": _str(item.get("name")), "arguments": ""}}]}
-                    )
-                ]
-            if item.get("type") == "custom_tool_call":
-                self._custom[oi] = {"index": len(self._calls) + len(self._custom), "id": _str(item.get("call_id")),
-                                    "name": _str(item.get("name"))}
-            return []
-        if kind == "response.function_call_arguments.delta":
-            index = self._calls.get(oi)
-            if index is None:
-                return []
-            return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": delta}}]})]
-        if kind == "response.output_item.done":
-            item = _obj(event.get("item"))
-            custom = self._custom.pop(oi, None)
-            if custom is not None:
-                arguments = orjson.dumps({"input": _str(item.get("input"))}).decode()
-                return [
-                    self._chunk(
-                        {"tool_calls": [{"index": custom["index"], "id": custom["id"], "type": "function",
-                                         "function": {"name": custom["name"], "arguments": arguments}}]}
-                    )
-                ]
-            return []
-        if kind in ("response.completed", "response.incomplete"):
-            return self._end(_obj(event.get("response")))
-        if kind == "response.failed":
-            self.finished = True
-            error = _obj(_obj(event.get("response")).get("error"))
-            return [{"error": {"message": _str(error.get("message")) or "The response failed.",
-                               "type": "server_error", "param": None,
-                               "code": _str(error.get("code")) or "server_error"}}]
-        if kind == "error":
-            self.finished = True
-            nested = _obj(event.get("error"))
-            return [{"error": {"message": _str(event.get("message")) or _str(nested.get("message"))
-                               or "The response failed.", "type": "server_error", "param": None,
-                               "code": _str(event.get("code")) or _str(nested.get("code")) or "server_error"}}]
-        return []
-
-    def _end(self, response: dict[str, Any]) -> list[dict[str, Any]]:
-        self.finished = True
-        status = response.get("status")
-        if status == "incomplete":
-            reason = _obj(response.get("incomplete_details")).get("reason")
-            finish = "content_filter" if reason == "content_filter" else "length"
-        elif self._calls or any(
-            isinstance(i, dict) and i.get("type") in ("function_call", "custom_tool_call")
-            for i in (response.get("output") if isinstance(response.get("output"), list) else ())
-        ):
-            finish = "tool_calls"
-        else:
-            finish = "stop"
-        chunks = [self._chunk({}, finish)]
-        usage = reverse_usage(response.get("usage"))
-        if usage is not None and self._include_usage:
-            chunks.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                           "model": self.model, "choices": [], "usage": usage})
-        return chunks
-
-    def finish(self) -> list[dict[str, Any]]:
-        """End of the event stream: if no terminal event came, report the stream as broken."""
-        if self.finished:
-            return []
-        self.finished = True
-        return [{"error": {"message": "The Responses stream ended without a terminal event.", "type": "server_error",
-                           "param": None, "code": "server_error"}}]

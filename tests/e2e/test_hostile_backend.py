@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.assertions import assert_openai_error
+from tests.support.assertions import assert_openai_error
 from tests.support.bridge_process import BridgeProcess
 from tests.support.hostile import measure, stream_response
 from tests.support.hostile_backend import HostileBackend, gzip_bomb

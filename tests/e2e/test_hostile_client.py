@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.assertions import assert_openai_error
+from tests.support.assertions import assert_openai_error
 from tests.support.bridge_process import BridgeProcess
 from tests.support.hostile import measure
 from tests.support.hostile_backend import HostileBackend

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from server.store import open_store
+from tests.server.test_store import pg_schema, postgres_url, store_spec  # noqa: F401  (engine fixtures)
 
 
 def _post(url: str, body: dict[str, Any]) -> httpx.Response:
@@ -99,3 +100,20 @@ def test_the_shape_meter_lets_a_request_under_the_ceiling_through() -> None:
     for at in range(0, len(body), 64):
         meter.feed(body[at:at + 64])
     assert meter.total == 153 and meter.by_field["input"] == 152  # the outer object comes before the name
+
+
+# ------------------------------------------------------------------ ids no engine can look up
+
+
+@pytest.mark.parametrize("store_spec", ["memory", "sqlite", "postgresql"], indirect=True)
+def test_ids_with_nul_or_over_long_are_not_found_on_every_engine(make_bridge: Any, store_spec: str) -> None:  # noqa: F811
+    bridge = make_bridge(store=store_spec)
+    for bad in ("resp_\x00x", "resp_" + "y" * 5000):
+        quoted = httpx.URL(bridge.url + "/responses/").copy_with().join(httpx.URL(bad.replace("\x00", "%00")))
+        got = httpx.get(str(quoted), timeout=10)
+        assert got.status_code == 404, got.text
+        assert got.json()["error"]["type"] == "invalid_request_error"
+        answer = _post(bridge.url, {"model": "m", "input": "hi", "previous_response_id": bad})
+        assert answer.status_code == 404, answer.text  # the same "not found" as any unknown id, never a 500
+        assert answer.json()["error"]["param"] == "previous_response_id"
+        assert answer.json()["error"]["code"] == "previous_response_not_found"

@@ -57,3 +57,36 @@ def test_a_whole_completion_obeys_the_same_ceiling() -> None:
     assert response["status"] == "failed"
     assert response["error"]["code"] == "upstream_too_large"
     assert len(response["output"]) == 4
+
+
+# ------------------------------------------------------------------ what cannot be carried back
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"type": "reasoning.text", "text": "x"}
+    for _ in range(depth):
+        value = {"type": "reasoning.text", "text": "", "nested": value}
+    return value
+
+
+def test_reasoning_too_deep_to_carry_back_fails_the_stream_as_the_backends_fault() -> None:
+    from conformance import validate_events
+
+    tr = ChatStreamTranslator({"model": "m"})
+    events = tr.start()
+    events += tr.feed({"choices": [{"index": 0, "delta": {"reasoning_details": [_deep(300)]}}]})
+    events += tr.feed({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]})
+    events += tr.finish()
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "upstream_malformed_chunk"
+    assert validate_events(events) == []
+
+
+def test_a_whole_answer_with_reasoning_too_deep_fails_as_the_backends_fault() -> None:
+    completion = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                  "choices": [{"index": 0, "finish_reason": "stop",
+                               "message": {"role": "assistant", "content": "hi",
+                                           "reasoning_details": [_deep(300)]}}]}  # fmt: skip
+    response = chat_completion_to_response(completion, {"model": "m"})
+    assert response["status"] == "failed"
+    assert response["error"]["code"] == "upstream_malformed_chunk"

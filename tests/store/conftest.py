@@ -1,4 +1,0 @@
-"""The store suites in this folder run on the engines of tests/test_store.py: its fixtures, shared
-here so each test asks for ``store`` / ``store_spec`` by name (memory, SQLite, the real PostgreSQL)."""
-
-from tests.test_store import anyio_backend, pg_schema, postgres_url, store, store_spec  # noqa: F401
