@@ -211,3 +211,22 @@ def settle(root: int, quiet_cores: float = 0.05, window: float = 0.3, limit: flo
 
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time of the processes' live threads in nanoseconds, from /proc/<pid>/task/*/schedstat.
+
+    Finer than ``cpu_seconds`` (clock ticks, 10 ms), so a handful of requests can be measured; it
+    misses threads that ended in between, which is why phases use ``cpu_seconds``."""
+    total = 0
+    for p in pids:
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                total += int(Path(f"/proc/{p}/task/{t}/schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total

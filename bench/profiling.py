@@ -13,6 +13,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+_REPO = str(Path(__file__).resolve().parent.parent) + "/"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -22,7 +23,7 @@ def _short(frame: str) -> str:
     if not m:
         return frame.strip()
     path = m.group("file")
-    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", "lib/python3.11/", "lib/python3.12/", "lib/python3.13/", _REPO):
         if marker in path:
             path = path.split(marker, 1)[1]
             break

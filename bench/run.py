@@ -6,15 +6,24 @@ machine:
 1. installs what is missing (wrk from Debian's packages; matplotlib + py-spy, codex-relay and LiteLLM
    each into its own venv under bench/.venvs/), recording any install that fails and going on;
 2. starts the fast scripted backend (bench/backend.py);
-3. for each target (the backend itself, this bridge with --workers 1 and 2, codex-relay, LiteLLM):
+3. for each target (the backend itself; the floor, a byte-copying proxy written here; this bridge with
+   --workers 1 and 2 on bodies that say ``"store": false`` as Codex does; this bridge on bodies with no
+   ``store`` field, so the default applies and every response is stored, in a fresh SQLite file and in a
+   fresh schema on the local PostgreSQL server; codex-relay; LiteLLM):
    starts it fresh, checks one answer of each kind is whole, measures the memory it needs to hold
    1,000 idle streams (first, while the process is fresh), restarts it, measures time to first event
    at concurrency 1, then
    the wrk throughput phases (64- and 512-chunk streams at 16 and 256 concurrent, the 64-chunk stream
-   paced by the backend at 16 and 256, non-streaming at 16 and at 1), sampling the target's and the backend's CPU and peak RSS from /proc during each; stops it;
+   paced by the backend at 16 and 256, non-streaming at 16 and at 1), sampling the target's, the
+   backend's (and for PostgreSQL the database server's) CPU and peak RSS from /proc during each;
+   stops it and drops the store it made;
 4. profiles this bridge (--workers 1) with py-spy under the 64-chunk, 16-concurrent load;
 5. runs bench/translator_bench.py when it exists;
 6. writes bench/results/<date>-<machine>.json, a PNG chart and bench/results/latest.md, prints the table.
+
+``--growth`` runs the other benchmark instead, cost as the work grows (bench/growth.py):
+``previous_response_id`` chains of 1 to 1,000 turns, and 10,000 stored responses with 1,000 concurrent
+streams.
 
 Every phase is bounded in time and every process started is stopped, also on errors and Ctrl-C.
 """
@@ -43,7 +52,7 @@ import install
 import procs
 import profiling
 import report
-from targets import BENCH, REPO, WORK, Target, all_targets, backend_argv, project_python
+from targets import BENCH, REPO, WORK, Target, all_targets, backend_argv, postgres_reachable, project_python
 from wrkload import run_wrk
 
 # (name, model, stream, connections); "bench-64p" is the paced stream (one write per frame)
@@ -176,7 +185,7 @@ def wait_first_answer(target: Target, port: int, timeout: float) -> dict:
 
 def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: argparse.Namespace,
                    wrk: str, py_spy: str | None, results_dir: Path) -> dict:
-    out: dict = {"key": target.key, "label": target.label, "note": target.note}
+    out: dict = {"key": target.key, "label": target.label, "note": target.note, "loadavg_at_start": procs.loadavg()}
     proc, port = start_target(target, upstream, backend)
     try:
         checks = {"stream_64": wait_first_answer(target, port, target.ready_timeout)}
@@ -208,6 +217,8 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
         out["phases"] = {}
         for name, model, stream, conns in PHASES:
             stats0 = backend_stats(opts.backend_port)
+            store_pids0 = target.store_pids() if target.store_pids else []
+            store0 = {p: procs.cpu_seconds([p]) for p in store_pids0}
             busy0, total0 = procs.system_cpu()
             kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             with procs.Sampler(proc.pid) as own, procs.Sampler(backend.pid) as back:
@@ -215,6 +226,9 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
                               f"{target.key}-{name}", timeout_s=max(10.0, opts.seconds))
             kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             busy1, total1 = procs.system_cpu()
+            store_pids1 = target.store_pids() if target.store_pids else []
+            # backends that ended during the phase are lost; ones that began in it count from zero
+            store_cpu = sum(procs.cpu_seconds([p]) - store0.get(p, 0.0) for p in store_pids1)
             elapsed = own.t_end - own.t_start
             ncpu = os.cpu_count() or 1
             system_cores = (busy1 - busy0) / (total1 - total0) * ncpu if total1 > total0 else 0.0
@@ -224,7 +238,10 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
             phase["backend_cpu_cores"] = round(back.cores, 2) if target.key != "direct" else None
             phase["wrk_cpu_cores"] = round(wrk_cores, 2)
             phase["system_cpu_cores"] = round(system_cores, 2)
-            ours = own.cores + (back.cores if target.key != "direct" else 0.0) + wrk_cores
+            store_cores = store_cpu / elapsed if target.store_pids and elapsed > 0 else 0.0
+            phase["store_server_cpu_cores"] = round(store_cores, 3) if target.store_pids else None
+            phase["store_server_processes"] = len(store_pids1) if target.store_pids else None
+            ours = own.cores + (back.cores if target.key != "direct" else 0.0) + wrk_cores + store_cores
             phase["other_cpu_cores"] = round(max(0.0, system_cores - ours), 2)
             phase["rss_peak_mb"] = round(own.peak / 1048576, 1)
             phase["settle_seconds"] = procs.settle(proc.pid)
@@ -241,7 +258,7 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
                   f" others {phase['other_cpu_cores']} settle {phase['settle_seconds']} s"
                   f" upstream conns/req {phase.get('upstream_connections_per_request')}", flush=True)
 
-        if opts.profile and target.key == "bridge-w1" and py_spy:
+        if opts.profile and target.key in opts.profile_targets and py_spy:
             out["profile"] = profile_bridge(target, port, proc.pid, wrk, py_spy, opts, results_dir)
     finally:
         if proc is not backend:
@@ -254,11 +271,12 @@ def profile_bridge(target: Target, port: int, pid: int, wrk: str, py_spy: str, o
     """py-spy under the 64-chunk/16-concurrent stream load and the non-streaming load."""
     url = f"http://127.0.0.1:{port}{target.path}"
     seconds = max(3.0, opts.seconds)
+    svg_name = "profile.svg" if target.key == "bridge-w1" else f"profile-{target.key}.svg"
     found: dict = {}
     for label, model, stream, fmt, out in (
-        ("stream_64_c16", "bench-64", True, "flamegraph", results_dir / "profile.svg"),
-        ("stream_64_c16", "bench-64", True, "raw", WORK / "profile-stream.txt"),
-        ("nonstream_c16", "bench-64", False, "raw", WORK / "profile-nonstream.txt"),
+        ("stream_64_c16", "bench-64", True, "flamegraph", results_dir / svg_name),
+        ("stream_64_c16", "bench-64", True, "raw", WORK / f"profile-{target.key}-stream.txt"),
+        ("nonstream_c16", "bench-64", False, "raw", WORK / f"profile-{target.key}-nonstream.txt"),
     ):
         spy = profiling.record(py_spy, pid, seconds, out, fmt)
         time.sleep(0.5)
@@ -273,7 +291,7 @@ def profile_bridge(target: Target, port: int, pid: int, wrk: str, py_spy: str, o
                 found[label] = profiling.analyse(out)
             else:
                 found[label] = {"samples": 0, "error": log[-500:]}
-    svg = results_dir / "profile.svg"
+    svg = results_dir / svg_name
     found["flamegraph"] = os.path.relpath(svg, REPO) if svg.exists() else None
     return found
 
@@ -305,15 +323,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="side-by-side benchmark of Responses→chat bridges")
     parser.add_argument("--quick", action="store_true", help="3 s phases, 1 s holds (a smoke run)")
     parser.add_argument("--seconds", type=float, default=None, help="length of each wrk phase (default 10, quick 3)")
-    parser.add_argument("--only", default="", help="comma-separated target keys (direct,bridge-w1,bridge-w2,codex-relay,litellm)")
-    parser.add_argument("--workers", default="1,2", help="bridge --workers values to measure")
+    parser.add_argument("--only", default="",
+                        help="comma-separated target keys (direct,floor,bridge-w1,bridge-w2,bridge-sqlite-w1,"
+                             "bridge-pg-w1,codex-relay,litellm)")
+    parser.add_argument("--skip", default="", help="comma-separated target keys not to measure")
+    parser.add_argument("--workers", default="1,2", help="bridge --workers values to measure (store: false)")
+    parser.add_argument("--stored-workers", default="1",
+                        help="bridge --workers values to measure on the default (stored) path, SQLite and PostgreSQL")
+    parser.add_argument("--growth", action="store_true",
+                        help="run bench/growth.py instead: chains of 1-1,000 turns, 10,000 stored + 1,000 streams")
     parser.add_argument("--backend-procs", type=int, default=1, help="processes of the bench backend")
     parser.add_argument("--idle-streams", type=int, default=1000)
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--profile-targets", default="bridge-w1,bridge-sqlite-w1",
+                        help="targets to profile with py-spy after their phases (comma-separated keys)")
     parser.add_argument("--no-install", dest="install", action="store_false", help="skip installs, use what is there")
     parser.add_argument("--results-dir", default=str(BENCH / "results"))
-    opts = parser.parse_args(argv)
+    opts, rest = parser.parse_known_args(argv)
+    if opts.growth:
+        import growth
+
+        return growth.main([*(["--quick"] if opts.quick else []), "--results-dir", opts.results_dir, *rest])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     opts.seconds = opts.seconds or (3.0 if opts.quick else 10.0)
+    opts.profile_targets = {k for k in opts.profile_targets.split(",") if k}
     opts.ttfe_seconds = 2.0 if opts.quick else 5.0
     opts.idle_hold = 1.0 if opts.quick else 3.0
 
@@ -349,8 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         run["installs"]["tools"] = str(exc)
 
     only = {k for k in opts.only.split(",") if k}
+    skip = {k for k in opts.skip.split(",") if k}
     workers = [int(w) for w in opts.workers.split(",") if w]
-    targets = [t for t in all_targets(workers) if not only or t.key in only]
+    stored_workers = [int(w) for w in opts.stored_workers.split(",") if w]
+    targets = [t for t in all_targets(workers, stored_workers)
+               if (not only or t.key in only) and t.key not in skip]
+    pg_problem = postgres_reachable() if any(t.store_pids for t in targets) else None
 
     for t in targets:
         if t.venv is None:
@@ -381,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "detail": run["installs"].get(t.key)})
             print(f"  not installed: {run['installs'].get(t.key)}", flush=True)
             continue
+        if t.store_pids and pg_problem:
+            run["targets"].append({"key": t.key, "label": t.label, "note": t.note, "status": "failed",
+                                   "detail": f"PostgreSQL not reachable: {pg_problem}"})
+            print(f"  PostgreSQL not reachable: {pg_problem}", flush=True)
+            continue
         try:
             run["targets"].append(measure_target(t, upstream, backend, opts, wrk, py_spy, results_dir))
         except Exception as exc:  # one target failing must not lose the others' figures
@@ -388,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
             run["targets"].append({"key": t.key, "label": t.label, "note": t.note, "status": "failed",
                                    "detail": f"{type(exc).__name__}: {exc}"})
+        finally:
+            if t.cleanup is not None:
+                t.cleanup()
+        run["targets"][-1].update(stored=t.stored, floor=t.floor)
     backend.stop()
 
     print("== translator benchmark", flush=True)
