@@ -18,14 +18,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import pytest
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from tests.conftest import bridge_config
 from tests.e2e.test_codex_websocket import CONFIG, TransportRecorder
+from tests.e2e.test_compaction_codex import CONFIG as COMPACTION_CONFIG
+from tests.e2e.test_compaction_codex import _TriggerWatch
 from tests.e2e.test_llamacpp import profile_options
 from tests.support.clients_codex import codex_binary, codex_env
 from tests.support.llamacpp import behaviour
@@ -111,3 +118,130 @@ def test_codex_shell_turn_over_the_websocket_on_llama(
     assert not any(i.get("type") == "message" and i.get("role") == "developer" for i in follow[-1]["input"]), (
         "a continuation resends only the new items, not Codex's system prompt"
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Codex's remote compaction (v2) over the WebSocket, against llama.cpp
+
+
+class ChatRecorder:
+    """A pass-through proxy in front of llama-server recording each chat request body the bridge
+    sent, so the test can read what llama.cpp was asked (the summary request, the expanded summary)."""
+
+    def __init__(self, upstream_root: str) -> None:
+        self.upstream_root = upstream_root
+        self.bodies: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        body = await request.body()
+        if request.url.path.endswith("/chat/completions"):
+            self.bodies.append(orjson.loads(body))
+        client = httpx.AsyncClient(base_url=self.upstream_root, timeout=300)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        upstream = await client.send(
+            client.build_request(request.method, request.url.path, content=body, headers=headers), stream=True
+        )
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+                await client.aclose()
+
+        passed = {k: v for k, v in upstream.headers.items()
+                  if k.lower() not in ("content-length", "transfer-encoding", "connection")}  # fmt: skip
+        await StreamingResponse(relay(), status_code=upstream.status_code, headers=passed)(scope, receive, send)
+
+
+def _last_text(body: dict[str, Any]) -> str:
+    content = body["messages"][-1].get("content")
+    return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [])
+
+
+def _all_text(body: dict[str, Any]) -> str:
+    return "\n".join(
+        m["content"] if isinstance(m.get("content"), str) else " ".join(p.get("text", "") for p in m.get("content") or [])
+        for m in body["messages"]
+    )
+
+
+def test_codex_remote_compaction_round_trips_over_the_websocket_on_llama(llama: LlamaServer, tmp_path: Path) -> None:
+    """Codex (provider named `OpenAI`, `model_auto_compact_token_limit = 300`, WebSocket) compacts
+    after the first tool call: `compaction_trigger` last → the bridge asks llama.cpp for the summary
+    and answers exactly one `compaction` item → Codex sends it back with the retained user messages
+    → the bridge expands it into the summary message llama.cpp sees, and llama.cpp answers.
+
+    The turn cannot complete with this model: compaction drops the tool output, and the tiny model
+    calls `exec_command` whenever no tool result is in its prompt, so Codex runs the tool again and
+    (its prompt alone being over the 300-token limit) compacts again, round after round. The test
+    therefore watches two full rounds and then stops Codex: what it checks is that each round of the
+    compaction protocol worked against the real backend (no `turn.failed`, no `error`, Codex
+    accepted the item every time and ran the tool after each compaction)."""
+    from server.app import create_app
+
+    proxy = ChatRecorder(llama.root)
+    with run_app(proxy) as recorded_llama:
+        options, _unknown = profile_options("llamacpp")
+        config = bridge_config(
+            recorded_llama.url + "/v1",
+            upstream={"name": "llamacpp", "profile": "llamacpp", "options": options},
+            store="memory",
+        )
+        watch = _TriggerWatch(create_app(config))
+        with run_app(watch) as bridge:
+            base_url = bridge.url + "/v1"
+            codex_home, home, work = tmp_path / "codex-home", tmp_path / "home", tmp_path / "work"
+            for directory in (codex_home, home, work):
+                directory.mkdir(parents=True)
+            text = COMPACTION_CONFIG.replace('model = "fixture-scripted"', f'model = "{MODEL}"', 1)
+            assert f'model = "{MODEL}"' in text
+            (codex_home / "config.toml").write_text(
+                text.format(name="OpenAI", base_url=base_url, websockets="true"), encoding="utf-8"
+            )
+            command = [str(codex_binary()), "exec", "--json", "--ephemeral", "--strict-config",
+                       "--skip-git-repo-check", "--sandbox", "danger-full-access", "--cd", str(work),
+                       "Create the file, please."]  # fmt: skip
+            codex = subprocess.Popen(command, cwd=work, env=codex_env(home, codex_home, base_url, "sk-codex-test"),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)  # fmt: skip
+            try:
+                deadline = time.monotonic() + 240
+                while watch.items_back["websocket"] < 2 and codex.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                # let the sample after the second compaction finish (its tool call runs) before stopping
+                time.sleep(3)
+            finally:
+                codex.terminate()
+                try:
+                    stdout, stderr = codex.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    codex.kill()
+                    stdout, stderr = codex.communicate(timeout=10)
+    log = stdout[-6000:] + stderr[-3000:]
+    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert watch.items_back["websocket"] >= 2, (watch.triggers, watch.items_back, log)
+    assert watch.triggers["websocket"] >= 2 and watch.triggers["http"] == watch.items_back["http"] == 0, log
+    assert not [e for e in events if e.get("type") in ("turn.failed", "error")], log
+    commands = [e["item"] for e in events
+                if e.get("type") == "item.completed" and e["item"]["type"] == "command_execution"]  # fmt: skip
+    assert len(commands) >= 2 and all(c["exit_code"] == 0 for c in commands), log
+    assert all(behaviour.SHELL_COMMAND in c["command"] for c in commands), log
+    assert (work / behaviour.SHELL_FILE).is_file()
+
+    # what llama.cpp was asked: the summary of the session so far (the tool call in its transcript)...
+    summaries = [b for b in proxy.bodies if _last_text(b).startswith("Transcript of the session to compact")]
+    assert len(summaries) >= 2, [_last_text(b)[:80] for b in proxy.bodies]
+    assert behaviour.SHELL_COMMAND in _last_text(summaries[0])
+    assert "tools" not in summaries[0]
+    # ...and the sample after it: the summary in place of the history, with Codex's tools again
+    after = proxy.bodies[proxy.bodies.index(summaries[0]) + 1]
+    prompt = _all_text(after)
+    assert "[Context compacted by responses-bridge]" in prompt, prompt[-3000:]
+    assert f"<summary>\n{behaviour.GREETING}" in prompt, prompt[-3000:]
+    assert not any(m["role"] == "tool" for m in after["messages"])  # the tool output was compacted away
+    assert after.get("tools")
