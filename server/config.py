@@ -95,6 +95,7 @@ class Limits:
     upstream_max_header_bytes: int = 64 * 1024
     upstream_max_answer_bytes: int = 64 * 1024 * 1024
     upstream_max_json_bytes: int = 32 * 1024 * 1024
+    upstream_max_output_tokens: int = 262_144  # the translator's max_output_tokens_ceiling
     request_max_header_bytes: int = 64 * 1024
     request_max_headers: int = 100
     request_header_timeout: float = 10.0
@@ -115,6 +116,7 @@ class Limits:
 
 LIMIT_KEYS = (
     "upstream_max_header_bytes", "upstream_max_answer_bytes", "upstream_max_json_bytes",
+    "upstream_max_output_tokens",
     "request_max_header_bytes", "request_max_headers", "request_header_timeout", "request_min_body_rate",
     "request_body_rate_window", "max_client_connections", "request_max_json_containers",
     "request_max_input_items", "request_max_tools", "response_max_output_items",
