@@ -83,7 +83,8 @@ class Limits:
     """Ceilings on what one peer may cost the bridge, each with a safe default.
 
     Backend side (`upstream_*`): the response header block, the bytes of one answer (streamed or
-    not), and the size of a non-streamed JSON answer. Client side (`request_*`, checked before any
+    not), the size of a non-streamed JSON answer, and the output tokens of one answer (the
+    translator's `max_output_tokens_ceiling`). Client side (`request_*`, checked before any
     API key): header block size and count, the time from connection open to the end of the headers,
     a minimum body rate averaged over a window, and the number of open connections. Request shape
     (`request_max_*`, checked after the API key): JSON objects and arrays in one body, counted on the
