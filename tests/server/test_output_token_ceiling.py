@@ -37,7 +37,7 @@ def test_a_streamed_answer_past_the_ceiling_ends_incomplete(make_bridge: Any,
     assert final.response.incomplete_details.reason == "max_output_tokens"
     text = final.response.output_text
     assert LONG_TEXT.startswith(text.strip())
-    assert CEILING * 4 <= len(text) < CEILING * 4 + 10  # cut at the chunk that passed 20 × 4 bytes
+    assert CEILING * 4 <= len(text) < CEILING * 4 + 10  # cut at the chunk that passed 20 * 4 bytes
     lines = _ceiling_lines(caplog)
     assert len(lines) == 1 and final.response.id in lines[0] and "incomplete" in lines[0], lines
 
