@@ -234,7 +234,8 @@ class ChatStreamTranslator:
 
     def _fast_spent(self, event: dict[str, Any], fragment: str, usage: Any) -> list[dict[str, Any]]:
         """The fast path's output count: the chunk's ``usage`` when it has one, else the fragment's
-        size; the event list, with the incomplete ending after it once past the ceiling."""
+        size; the event list, with the incomplete ending after it once past the ceiling. (The
+        common case, ASCII text without usage, is counted inline by ``feed``.)"""
         reported = _reported_tokens(usage) if usage else None
         if reported is None:
             room = self._token_room - _utf8_size(fragment)
@@ -324,7 +325,11 @@ class ChatStreamTranslator:
                     if value and key != "content" and key != "role":
                         return self._feed_general(chunk)
             self._fast_buf.append(content)
-            return self._fast_spent(self._em.from_template(self._fast_tpl, content), content, usage)
+            event = self._em.from_template(self._fast_tpl, content)
+            if usage or not content.isascii():
+                return self._fast_spent(event, content, usage)
+            self._token_room = room = self._token_room - len(content)
+            return [event] if room >= 0 else self._fast_spent(event, "", None)
         if fast == _FAST_REASONING:
             text = None
             for key, value in delta.items():
@@ -339,7 +344,11 @@ class ChatStreamTranslator:
             if text is None:
                 return self._feed_general(chunk)
             self._fast_buf.append(text)
-            return self._fast_spent(self._em.from_template(self._fast_tpl, text), text, usage)
+            event = self._em.from_template(self._fast_tpl, text)
+            if usage or not text.isascii():
+                return self._fast_spent(event, text, usage)
+            self._token_room = room = self._token_room - len(text)
+            return [event] if room >= 0 else self._fast_spent(event, "", None)
         # _FAST_ARGS: an arguments fragment for the open function call
         calls = delta.get("tool_calls")
         if type(calls) is not list or len(calls) != 1:
@@ -366,7 +375,11 @@ class ChatStreamTranslator:
         if type(fragment) is not str or not fragment or (name and name != call.name and call.kind == FUNCTION):
             return self._feed_general(chunk)
         self._fast_buf.append(fragment)
-        return self._fast_spent(self._em.from_template(self._fast_tpl, fragment), fragment, usage)
+        event = self._em.from_template(self._fast_tpl, fragment)
+        if usage or not fragment.isascii():
+            return self._fast_spent(event, fragment, usage)
+        self._token_room = room = self._token_room - len(fragment)
+        return [event] if room >= 0 else self._fast_spent(event, "", None)
 
     def finish(self, done_seen: bool = True) -> list[dict[str, Any]]:
         if self.finished:
