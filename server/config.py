@@ -83,7 +83,8 @@ class Limits:
     """Ceilings on what one peer may cost the bridge, each with a safe default.
 
     Backend side (`upstream_*`): the response header block, the bytes of one answer (streamed or
-    not), and the size of a non-streamed JSON answer. Client side (`request_*`, checked before any
+    not), the size of a non-streamed JSON answer, and the output tokens of one answer (the
+    translator's `max_output_tokens_ceiling`). Client side (`request_*`, checked before any
     API key): header block size and count, the time from connection open to the end of the headers,
     a minimum body rate averaged over a window, and the number of open connections. Request shape
     (`request_max_*`, checked after the API key): JSON objects and arrays in one body, counted on the
@@ -95,6 +96,7 @@ class Limits:
     upstream_max_header_bytes: int = 64 * 1024
     upstream_max_answer_bytes: int = 64 * 1024 * 1024
     upstream_max_json_bytes: int = 32 * 1024 * 1024
+    upstream_max_output_tokens: int = 262_144  # the translator's max_output_tokens_ceiling
     request_max_header_bytes: int = 64 * 1024
     request_max_headers: int = 100
     request_header_timeout: float = 10.0
@@ -115,6 +117,7 @@ class Limits:
 
 LIMIT_KEYS = (
     "upstream_max_header_bytes", "upstream_max_answer_bytes", "upstream_max_json_bytes",
+    "upstream_max_output_tokens",
     "request_max_header_bytes", "request_max_headers", "request_header_timeout", "request_min_body_rate",
     "request_body_rate_window", "max_client_connections", "request_max_json_containers",
     "request_max_input_items", "request_max_tools", "response_max_output_items",

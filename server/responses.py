@@ -26,7 +26,7 @@ from server.compact import trigger_answer
 from server.conversations import with_conversation
 from server.disconnect import ClientGone, cancel_on_disconnect
 from server.errors import ApiError, JSONResponse, error_response, translator_error
-from server.pump import EventPump
+from server.pump import EventPump, log_ceiling
 from server.responses_passthrough import relay_responses
 from server.scope import ACCESS_KEY, OWNER_KEY, RESPONSES_ENDPOINT, TOKEN_KEY
 from server.state import BridgeState
@@ -96,7 +96,8 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
             elif not asked.stream:
                 completion = await turn.complete()
                 record.mark_first_token()
-                response = with_conversation(_translate_completion(completion, turn.request, turn.options), turn.request)
+                response = _translate_completion(completion, turn.request, turn.options, turn.route.upstream.name)
+                response = with_conversation(response, turn.request)
             else:
                 upstream_response = await turn.open_stream()
                 stream_translator = turn.stream_translator()
@@ -130,12 +131,15 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
 
 
 def _translate_completion(
-    completion: dict[str, Any], request: dict[str, Any], options: dict[str, Any]
+    completion: dict[str, Any], request: dict[str, Any], options: dict[str, Any], upstream_name: str
 ) -> dict[str, Any]:
-    """The backend's whole answer as a Response. A translator bug (anything but its own two error
-    types) is logged and answered as a clean 500, never a traceback."""
+    """The backend's whole answer as a Response (a `[limits]` ceiling that ended it is logged). A
+    translator bug (anything but its own two error types) is logged and answered as a clean 500,
+    never a traceback."""
     try:
-        return translator.chat_completion_to_response(completion, request, **options)
+        finished = translator.completion_translator(completion, request, **options)
+        log_ceiling(finished, upstream_name, finished.id)
+        return finished.response
     except (translator.InvalidRequest, translator.UpstreamError):
         raise
     except Exception:

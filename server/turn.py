@@ -50,10 +50,12 @@ def translator_options(config: BridgeConfig, client: UpstreamClient) -> dict[str
     """The upstream's translator options as keyword arguments (`options=` a `TranslatorOptions`),
     built and checked once per upstream client, not three times per request: the upstream's own
     options, the bridge's encryption key unless the upstream sets its own, and the `[limits]`
-    ceiling on output items."""
+    ceilings on output items and output tokens."""
     cached = client.translator_options
     if cached is None:
-        options = {"max_output_items": config.limits.response_max_output_items, **client.upstream.options}
+        options = {"max_output_items": config.limits.response_max_output_items,
+                   "max_output_tokens_ceiling": config.limits.upstream_max_output_tokens,
+                   **client.upstream.options}  # fmt: skip
         if config.encryption_key is not None:
             options.setdefault("encryption_key", config.encryption_key)
         cached = client.translator_options = TranslatorOptions.from_kwargs(**options)

@@ -17,6 +17,7 @@ from .requests import (
 from .responses import (
     chat_completion_to_response,
     completion_to_chunk,
+    completion_translator,
     map_usage,
     response_to_chat_completion,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "chat_to_responses_request",
     "check_request",
     "completion_to_chunk",
+    "completion_translator",
     "encode_sse",
     "items_to_messages",
     "map_usage",

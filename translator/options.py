@@ -50,6 +50,16 @@ class TranslatorOptions:
     hundred thousand tool-call indexes) ends the response as ``failed`` with code
     ``upstream_too_large`` instead of the bridge building every item while other clients wait.
 
+    ``max_output_tokens_ceiling``: the most output tokens one answer may hold, counted as it
+    streams: the backend's own ``usage.completion_tokens`` when a chunk carries it (vLLM's
+    continuous usage, llama.cpp), and for the text that came after the last such count an estimate
+    of one token per 4 bytes of text, refusal, reasoning and tool-call arguments. The default is
+    above any model's real output, so only a runaway or hostile backend that never stops reaches
+    it; the answer then ends as ``incomplete`` with ``reason: "max_output_tokens"``, the status a
+    backend's own length stop gives (the output so far is a well-formed answer cut short, and a
+    client already knows how to treat that one), and the translator's ``ceiling_hit`` names this
+    option so the caller can log it.
+
     ``completed_at`` is an addition to the documented table: it fixes the terminal timestamp so a
     test can compare a streamed response with a whole one byte for byte (otherwise it is "now").
     """
@@ -68,6 +78,7 @@ class TranslatorOptions:
     named_tool_choice: str = "native"
     tool_choice_none: str = "native"
     max_output_items: int = 1024
+    max_output_tokens_ceiling: int = 262_144
     encryption_key: str | None = None
     response_id: str | None = None
     created_at: int | None = None
@@ -82,9 +93,10 @@ class TranslatorOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"option {name} must be a string or None")
-        if not isinstance(self.max_output_items, int) or isinstance(self.max_output_items, bool) \
-                or self.max_output_items < 1:
-            raise TypeError("option max_output_items must be a positive integer")
+        for name in ("max_output_items", "max_output_tokens_ceiling"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TypeError(f"option {name} must be a positive integer")
         for name in ("created_at", "completed_at"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):

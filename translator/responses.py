@@ -24,6 +24,7 @@ __all__ = [
     "RESPONSE_ERROR_CODES",
     "chat_completion_to_response",
     "completion_to_chunk",
+    "completion_translator",
     "map_usage",
     "response_skeleton",
     "response_to_chat_completion",
@@ -60,6 +61,12 @@ def chat_completion_to_response(completion: Any, request: dict[str, Any], **opti
 
     Raises `UpstreamError` for an error body or a body that is not a completion at all.
     """
+    return completion_translator(completion, request, **options).response
+
+
+def completion_translator(completion: Any, request: dict[str, Any], **options: Any) -> ChatStreamTranslator:
+    """`chat_completion_to_response`, returning the finished translator: its ``response``, and its
+    ``ceiling_hit`` for a caller that logs which ceiling ended the answer."""
     if not isinstance(completion, dict):
         raise UpstreamError("The upstream backend returned a body that is not a JSON object.", body=completion)
     if completion.get("error"):
@@ -70,4 +77,4 @@ def chat_completion_to_response(completion: Any, request: dict[str, Any], **opti
     translator = ChatStreamTranslator(request, **options)
     translator.feed(completion_to_chunk(completion))
     translator.finish(done_seen=True)
-    return translator.response
+    return translator

@@ -96,6 +96,19 @@ class _TooManyItems(Exception):
     """Raised where a new output item would pass ``max_output_items``; `_feed_general` fails the response."""
 
 
+def _utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8: ``len`` for ASCII (an O(1) flag check), encoded otherwise."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _reported_tokens(usage: Any) -> int | None:
+    """``usage.completion_tokens`` when it is a plain non-negative integer, else None."""
+    if type(usage) is not dict:
+        return None
+    tokens = usage.get("completion_tokens")
+    return tokens if type(tokens) is int and tokens >= 0 else None
+
+
 def _is_answer(choice: Any) -> bool:
     """Whether a chat choice is the answer: index 0 (or no index). A backend that ignores ``n``
     streams other choices too; only the first is translated, so none of theirs leak in."""
@@ -115,6 +128,13 @@ class ChatStreamTranslator:
 
     ``fast_path=False`` sends every chunk through the general path; it exists so a differential
     test can prove the fast path changes nothing but speed.
+
+    Output tokens are counted as the answer streams (``max_output_tokens_ceiling``), in O(1) per
+    chunk: ``_token_room`` is the bytes of output still allowed, reset from the backend's
+    ``usage.completion_tokens`` whenever a chunk carries one and lowered by each fragment's UTF-8
+    size otherwise (4 bytes per token). Below zero the answer ends as ``incomplete``
+    (``max_output_tokens``) after the chunk that passed it, and ``ceiling_hit`` names the option.
+    ``ceiling_hit`` is ``"max_output_items"`` when the item ceiling failed the response instead.
     """
 
     def __init__(self, request: dict[str, Any], *, fast_path: bool = True, **options: Any) -> None:
@@ -145,6 +165,9 @@ class ChatStreamTranslator:
         self._fast = _FAST_NONE  # which fast path the next chunk may take (see feed)
         self._fast_tpl: dict[str, Any] = {}  # the delta event of the open item, copied per chunk
         self._fast_buf: list[str] = []  # where the open item keeps its fragments
+        self._token_room = opts.max_output_tokens_ceiling * 4  # bytes of output still allowed
+        #: the option whose ceiling ended the response (for the caller's log), None otherwise
+        self.ceiling_hit: str | None = None
         if not fast_path:
             self.feed = self._feed_general  # type: ignore[method-assign]
 
@@ -185,12 +208,44 @@ class ChatStreamTranslator:
         if isinstance(chunk, dict):
             try:
                 self._chunk(chunk)
+                if self._token_room < 0 and not self.finished:
+                    self._stop_at_token_ceiling()
             except _TooManyItems:
-                self._fail(f"The backend sent more than {self.options.max_output_items} output items in one "
-                           "response (max_output_items).", "upstream_too_large")  # fmt: skip
+                self._too_many_items()
             except UpstreamError as exc:  # what the backend sent cannot be represented (e.g. too deep)
                 self._fail(exc.message, exc.code)
         return self._em.take()
+
+    def _too_many_items(self) -> None:
+        self.ceiling_hit = "max_output_items"
+        self._fail(f"The backend sent more than {self.options.max_output_items} output items in one "
+                   "response (max_output_items).", "upstream_too_large")  # fmt: skip
+
+    def _stop_at_token_ceiling(self) -> None:
+        """End the answer as a length stop: what came so far is kept, closed as ``incomplete``."""
+        self.ceiling_hit = "max_output_tokens_ceiling"
+        self._finish_reason = "length"
+        try:
+            self._finish(True)
+        except _TooManyItems:  # surfacing a call that never got its name needed one item too many
+            self._too_many_items()
+        except UpstreamError as exc:
+            self._fail(exc.message, exc.code)
+
+    def _fast_spent(self, event: dict[str, Any], fragment: str, usage: Any) -> list[dict[str, Any]]:
+        """The fast path's output count: the chunk's ``usage`` when it has one, else the fragment's
+        size; the event list, with the incomplete ending after it once past the ceiling. (The
+        common case, ASCII text without usage, is counted inline by ``feed``.)"""
+        reported = _reported_tokens(usage) if usage else None
+        if reported is None:
+            room = self._token_room - _utf8_size(fragment)
+        else:
+            room = (self.options.max_output_tokens_ceiling - reported) * 4
+        self._token_room = room
+        if room >= 0:
+            return [event]
+        self._stop_at_token_ceiling()
+        return [event, *self._em.take()]
 
     def _chunk(self, chunk: dict[str, Any]) -> None:
         error = chunk.get("error")
@@ -203,8 +258,15 @@ class ChatStreamTranslator:
             self._raw_usage = usage
         elif "x_groq" in chunk:  # older Groq: usage under x_groq in the last chunk
             xg = chunk["x_groq"]
-            if isinstance(xg, dict) and xg.get("usage"):
-                self._raw_usage = xg["usage"]
+            usage = xg.get("usage") if isinstance(xg, dict) else None
+            if usage:
+                self._raw_usage = usage
+        self._answer_chunk(chunk)
+        reported = _reported_tokens(usage) if usage else None
+        if reported is not None:  # the backend's own count includes this chunk's output
+            self._token_room = (self.options.max_output_tokens_ceiling - reported) * 4
+
+    def _answer_chunk(self, chunk: dict[str, Any]) -> None:
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list):
             return
@@ -263,7 +325,11 @@ class ChatStreamTranslator:
                     if value and key != "content" and key != "role":
                         return self._feed_general(chunk)
             self._fast_buf.append(content)
-            return [self._em.from_template(self._fast_tpl, content)]
+            event = self._em.from_template(self._fast_tpl, content)
+            if usage or not content.isascii():
+                return self._fast_spent(event, content, usage)
+            self._token_room = room = self._token_room - len(content)
+            return [event] if room >= 0 else self._fast_spent(event, "", None)
         if fast == _FAST_REASONING:
             text = None
             for key, value in delta.items():
@@ -278,7 +344,11 @@ class ChatStreamTranslator:
             if text is None:
                 return self._feed_general(chunk)
             self._fast_buf.append(text)
-            return [self._em.from_template(self._fast_tpl, text)]
+            event = self._em.from_template(self._fast_tpl, text)
+            if usage or not text.isascii():
+                return self._fast_spent(event, text, usage)
+            self._token_room = room = self._token_room - len(text)
+            return [event] if room >= 0 else self._fast_spent(event, "", None)
         # _FAST_ARGS: an arguments fragment for the open function call
         calls = delta.get("tool_calls")
         if type(calls) is not list or len(calls) != 1:
@@ -305,7 +375,11 @@ class ChatStreamTranslator:
         if type(fragment) is not str or not fragment or (name and name != call.name and call.kind == FUNCTION):
             return self._feed_general(chunk)
         self._fast_buf.append(fragment)
-        return [self._em.from_template(self._fast_tpl, fragment)]
+        event = self._em.from_template(self._fast_tpl, fragment)
+        if usage or not fragment.isascii():
+            return self._fast_spent(event, fragment, usage)
+        self._token_room = room = self._token_room - len(fragment)
+        return [event] if room >= 0 else self._fast_spent(event, "", None)
 
     def finish(self, done_seen: bool = True) -> list[dict[str, Any]]:
         if self.finished:
@@ -420,11 +494,14 @@ class ChatStreamTranslator:
                     for t in (d.get("text") or d.get("summary"),)
                     if isinstance(t, str)
                 )
+        size = 0
         if text:
+            size = _utf8_size(text)
             self._reason(text)
         # 2. content (with an optional leading <think>…</think>)
         content = delta.get("content")
         if isinstance(content, str) and content:
+            size += _utf8_size(content)
             lp = map_logprobs(choice.get("logprobs")) if choice.get("logprobs") else None
             if self._think == _T_PLAIN:
                 self._emit_text(content, lp)
@@ -432,6 +509,7 @@ class ChatStreamTranslator:
                 self._think_content(content, lp)
         elif isinstance(content, list):  # some proxies send content parts in deltas
             joined = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+            size += _utf8_size(joined)
             if joined and self._think == _T_PLAIN:
                 self._emit_text(joined, None)
             elif joined:
@@ -442,6 +520,7 @@ class ChatStreamTranslator:
         # 3. refusal
         refusal = delta.get("refusal")
         if isinstance(refusal, str) and refusal:
+            size += _utf8_size(refusal)
             self._emit_refusal(refusal)
         # 4. tool calls
         calls = delta.get("tool_calls")
@@ -450,7 +529,8 @@ class ChatStreamTranslator:
                 self._flush_think()  # text that only looked like "<think>" comes before the call, as it was sent
             for tc in calls:
                 if isinstance(tc, dict):
-                    self._tool_delta(tc)
+                    size += self._tool_delta(tc)
+        self._token_room -= size
 
     # ------------------------------------------------------------------ think tags
     def _think_content(self, content: str, lp: list[dict[str, Any]] | None) -> None:
@@ -578,7 +658,8 @@ class ChatStreamTranslator:
         item = self._open
         return item if type(item) is ToolCall else None
 
-    def _tool_delta(self, tc: dict[str, Any]) -> None:
+    def _tool_delta(self, tc: dict[str, Any]) -> int:
+        """Route one tool-call delta; returns the UTF-8 size of its arguments fragment."""
         call = self._calls.find(tc, self._open_call())
         fn = tc.get("function")
         custom = tc.get("custom")
@@ -603,9 +684,11 @@ class ChatStreamTranslator:
                 call.pending.append(fragment)
             if call.name:
                 self._add_call(call)
-            return
+            return _utf8_size(fragment) if fragment else 0
         if fragment:
             self._call_fragment(call, fragment)
+            return _utf8_size(fragment)
+        return 0
 
     def _add_call(self, call: ToolCall) -> None:
         if call.extra is not None:
