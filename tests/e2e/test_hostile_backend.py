@@ -31,6 +31,7 @@ LIMITS = {
     "upstream_max_answer_bytes": 16 * MIB,
     "upstream_max_json_bytes": 8 * MIB,
     "upstream_max_header_bytes": 64 * 1024,
+    "upstream_max_output_tokens": 1 << 30,  # the byte limits are under test here, not the token ceiling
 }
 
 
