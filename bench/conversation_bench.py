@@ -107,11 +107,11 @@ def turn_figures(spec: str, sizes: list[int], turns: int) -> dict[int, dict[str,
     import dataclasses
 
     import httpx
+    from tests.servers import run_app
 
     from fixtures.backend import create_app as backend_app
     from server.app import create_app
     from server.config import BridgeConfig, Upstream
-    from tests.servers import run_app
 
     out: dict[int, dict[str, float]] = {}
     with run_app(backend_app()) as backend:

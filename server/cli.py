@@ -3,7 +3,7 @@
 Every `serve` flag has an environment fallback `RESPONSES_BRIDGE_<FLAG>` (API keys comma-separated),
 so a container can be configured without a command line. Precedence: flag, then environment, then
 the config file (`--config`), then defaults. `--upstream` replaces the config file's upstreams with
-one upstream named `default`. The resolution itself lives in `server.config.resolve_config`.
+one upstream named `default`. The resolution itself lives in `server.settings.resolve_config`.
 
 `serve` checks everything it can before it answers a request: the config, the upstream URLs, the
 store (opened once and closed) and the listening socket (bound here and handed to uvicorn). Each
@@ -23,17 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from server.config import (
-    FIXTURES_UPSTREAM,
-    SETTINGS,
-    BridgeConfig,
-    ConfigError,
-    base_url_warnings,
-    config_from_env,
-    list_profiles,
-    redact_url,
-    resolve_config,
-)
+from server.config import FIXTURES_UPSTREAM, BridgeConfig, ConfigError, base_url_warnings, redact_url
+from server.config_file import list_profiles
+from server.settings import SETTINGS, config_from_env, resolve_config
 
 __all__ = ["build_config", "logging_config", "main", "version", "worker_app"]
 
@@ -112,7 +104,7 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace, env: dict[str, str] | os._Environ[str] | None = None) -> BridgeConfig:
-    """Flags over environment over config file over defaults (see `server.config.resolve_config`)."""
+    """Flags over environment over config file over defaults (see `server.settings.resolve_config`)."""
     return resolve_config({s.name: getattr(args, s.name, None) for s in SETTINGS}, env)
 
 

@@ -352,7 +352,8 @@ def test_upstream_client_uses_the_fast_transport() -> None:
 # suite (tests/e2e/test_hostile_backend.py) runs the same cases through the whole bridge.
 
 from server.accesslog import AccessRecord, emit  # noqa: E402
-from server.config import ConfigError, Limits, parse_config  # noqa: E402
+from server.config import ConfigError, Limits  # noqa: E402
+from server.config_file import parse_config  # noqa: E402
 from server.limits import BodyRate, UpstreamLimitError  # noqa: E402
 from server.upstream import ApiError, scrub  # noqa: E402
 
