@@ -9,6 +9,11 @@ checked with the key's dotted name in the message, and secrets may be read from 
 
 from __future__ import annotations
 
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from server.config import (
     PROFILES_DIR,
     BridgeConfig,
@@ -22,11 +27,6 @@ from server.config import (
 )
 
 __all__ = ["list_profiles", "load_config", "load_profile", "parse_config", "parse_upstream", "resolve_options", "single_upstream", "split_keys"]
-
-import os
-import tomllib
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 # --------------------------------------------------------------------------------------------------
 # profiles

@@ -23,7 +23,7 @@ from server.background import BackgroundStart, background_stream, start_job
 from server.body import read_body, read_responses_request
 from server.commit import commit_or_503, response_commit
 from server.compact import trigger_answer
-from server.conversations import with_conversation
+from server.conversation_turn import with_conversation
 from server.disconnect import ClientGone, cancel_on_disconnect
 from server.errors import ApiError, JSONResponse, error_response, translator_error
 from server.pump import EventPump

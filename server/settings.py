@@ -8,16 +8,16 @@ resolves, and a setting cannot exist as a flag but not as a variable. Every sett
 
 from __future__ import annotations
 
-from server.config import BridgeConfig, ConfigError
-from server.config_file import load_config, single_upstream, split_keys
-
-__all__ = ["ENV_PREFIX", "SETTINGS", "Setting", "config_from_env", "read_key_file", "resolve_config"]
-
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from server.config import BridgeConfig, ConfigError
+from server.config_file import load_config, single_upstream, split_keys
+
+__all__ = ["ENV_PREFIX", "SETTINGS", "Setting", "config_from_env", "read_key_file", "resolve_config"]
 
 # --------------------------------------------------------------------------------------------------
 # flags and environment
