@@ -20,8 +20,8 @@ import httpx
 import orjson
 
 from server.accesslog import AccessRecord
-from server.chat import _read_json, open_responses
 from server.chat_stream import ChunkStream
+from server.chat_translated import open_responses, read_json
 from server.config import BridgeConfig, Route
 from server.errors import JSONResponse
 from server.upstream import UpstreamClient, scrub_value
@@ -39,7 +39,7 @@ async def relay_responses(payload: dict[str, Any], route: Route, client: Upstrea
     body = {**payload, "model": route.model}
     if not payload.get("stream"):
         upstream = await open_responses(client, body, token, stream=False)
-        response = await _read_json(upstream, client)
+        response = await read_json(upstream, client)
         record.mark_first_token()
         if isinstance(response, dict):
             record.set_usage(response)

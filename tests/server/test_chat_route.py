@@ -209,7 +209,7 @@ class _Client:
 
 async def _translate_bytes(parts: list[bytes], request: dict[str, Any]) -> bytes:
     from server.accesslog import AccessRecord
-    from server.chat import ResponsesEvents, TranslatedSource
+    from server.chat_translated import ResponsesEvents, TranslatedSource
     from translator import ResponsesStreamTranslator
 
     async def body() -> Any:
