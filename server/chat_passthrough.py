@@ -22,7 +22,8 @@ from server.chat_stream import ChunkStream, encode_chunk
 from server.config import BridgeConfig, Route
 from server.errors import JSONResponse
 from server.limits import UpstreamLimitError
-from server.upstream import UpstreamClient, scrub, scrub_value
+from server.scrub import scrub, scrub_value
+from server.upstream import UpstreamClient
 from translator.chat_fixes import fix_chat_request
 from translator.reverse import chat_error
 from translator.sse import SSEDecoder

@@ -27,7 +27,8 @@ from server.chat_stream import ChunkStream, encode_chunk
 from server.config import BridgeConfig, Route
 from server.errors import ApiError, JSONResponse
 from server.limits import UpstreamLimitError
-from server.upstream import UpstreamClient, scrub, scrub_value
+from server.scrub import scrub, scrub_value
+from server.upstream import UpstreamClient
 from translator.reverse import ResponsesStreamTranslator, chat_error
 from translator.reverse_request import dropped_fields
 from translator.sse import SSEDecoder

@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.upstream import ApiError, scrub
+from server.scrub import scrub
+from translator.errors import error_type_for_status
 
 __all__ = [
     "ApiError",
@@ -35,6 +36,31 @@ log = logging.getLogger("responses_bridge")
 
 
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+class ApiError(Exception):
+    """An error the client receives as `{"error": {message, type, param, code}}` with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or error_type_for_status(status)
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class JSONResponse(Response):

@@ -24,7 +24,8 @@ from server.chat_stream import ChunkStream
 from server.chat_translated import open_responses, read_json
 from server.config import BridgeConfig, Route
 from server.errors import JSONResponse
-from server.upstream import UpstreamClient, scrub_value
+from server.scrub import scrub_value
+from server.upstream import UpstreamClient
 from translator.sse import SSEDecoder
 
 __all__ = ["relay_responses"]
