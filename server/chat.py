@@ -22,8 +22,8 @@ from server.chat_passthrough import passthrough
 from server.chat_request import read_chat_request
 from server.chat_stream import ChunkStream
 from server.chat_translated import translated
-from server.disconnect import ClientGone, cancel_on_disconnect
-from server.errors import ApiError, error_response, not_found, translator_error
+from server.disconnect import cancel_on_disconnect
+from server.errors import ApiError, answer_or_error, not_found, translator_error
 from server.scope import ACCESS_KEY, TOKEN_KEY
 from server.state import BridgeState
 
@@ -36,14 +36,7 @@ CHAT_ENDPOINT = "/v1/chat/completions"
 async def create_chat_completion(request: Request) -> Response | ChunkStream:
     state: BridgeState = request.app.state.bridge
     record: AccessRecord = request.scope.get(ACCESS_KEY) or AccessRecord("POST", CHAT_ENDPOINT)
-    try:
-        return await _respond(request, state, record)
-    except ApiError as exc:
-        record.error_code = exc.code
-        return error_response(exc)
-    except ClientGone:
-        record.status, record.error_code = 499, "client_disconnected"
-        return Response(status_code=499)
+    return await answer_or_error(record, _respond(request, state, record))
 
 
 async def _respond(request: Request, state: BridgeState, record: AccessRecord) -> Response | ChunkStream:

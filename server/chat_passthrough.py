@@ -26,7 +26,7 @@ from server.scrub import scrub, scrub_value
 from server.upstream import UpstreamClient
 from translator.chat_fixes import fix_chat_request
 from translator.reverse import chat_error
-from translator.sse import SSEDecoder
+from translator.sse import SSEDecoder, json_object
 
 __all__ = ["RelaySource", "passthrough"]
 
@@ -84,11 +84,8 @@ class RelaySource:
                         if data == "[DONE]":
                             done = True
                             break
-                        try:
-                            chunk = orjson.loads(data)
-                        except orjson.JSONDecodeError:
-                            chunk = None
-                        if not isinstance(chunk, dict):
+                        chunk = json_object(data)
+                        if chunk is None:
                             out.append(self.failure(f"Upstream {self.name} sent a malformed chunk.",
                                                     "upstream_malformed_chunk"))
                             errored = True

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from server.accesslog import AccessRecord
+from server.body import json_object, parse_json, required_model
 from server.config import Limits
 from server.errors import invalid
 
@@ -31,15 +30,8 @@ class ChatRequest:
 
 def read_chat_request(body: bytes, limits: Limits | None = None) -> ChatRequest:
     """Parse and check the body; every refusal is a 400 naming the field."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"We could not parse the JSON body of your request: {exc.msg}.", None, "invalid_json") from None
-    if not isinstance(payload, dict):
-        raise invalid("The request body must be a JSON object.", None, "invalid_json")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid("Missing required parameter: 'model' (a non-empty string).", "model", "missing_required_parameter")
+    payload = json_object(parse_json(body))
+    model = required_model(payload)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("Missing required parameter: 'messages' (a non-empty array).", "messages",

@@ -131,22 +131,8 @@ async def open_responses(client: UpstreamClient, body: dict[str, Any], token: st
 
 
 async def read_json(response: httpx.Response, client: UpstreamClient) -> Any:
-    """A whole Response, within the upstream's JSON size limit."""
-    name = client.name
-    try:
-        body = await client.read_json(response)
-    except UpstreamLimitError as exc:
-        raise ApiError(502, str(exc).replace("the backend", name, 1), code=exc.code) from None
-    except httpx.TimeoutException:
-        raise ApiError(504, f"Upstream {name} timed out sending its answer.", code="upstream_timeout") from None
-    except httpx.HTTPError as exc:
-        raise ApiError(502, f"Upstream {name} failed mid-answer: {type(exc).__name__}.", code="upstream_error") from None
-    finally:
-        await response.aclose()
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ApiError(502, f"Upstream {name} returned a body that is not JSON.", code="upstream_error") from None
+    """A whole Response, within the upstream's JSON size limit (`UpstreamClient.answer_json`)."""
+    return await client.answer_json(response)
 
 
 class UpstreamBroken(Exception):

@@ -24,12 +24,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.body import read_body
+from server.body import json_object, parse_json, read_body
 from server.conversation_items import (
     conversation_unavailable,
     items_param,
@@ -80,12 +79,7 @@ async def _json_body(request: Request, *, allowed: frozenset[str]) -> dict[str, 
     raw = await read_body(request, limit, min(getattr(timeouts, "idle", 30.0), 30.0))  # bounded, no stall
     if not raw.strip():
         return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"We could not parse the JSON body of your request: {exc.msg}.", None, "invalid_json") from None
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.", None, "invalid_json")
+    body = json_object(parse_json(raw))
     for name in body:
         if name not in allowed:
             raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")

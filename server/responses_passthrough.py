@@ -26,7 +26,7 @@ from server.config import BridgeConfig, Route
 from server.errors import JSONResponse
 from server.scrub import scrub_value
 from server.upstream import UpstreamClient
-from translator.sse import SSEDecoder
+from translator.sse import SSEDecoder, json_object
 
 __all__ = ["relay_responses"]
 
@@ -88,11 +88,8 @@ class EventRelay:
                     if data == "[DONE]":
                         ended = True
                         break
-                    try:
-                        event = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        event = None
-                    if not isinstance(event, dict):
+                    event = json_object(data)
+                    if event is None:
                         out.append(self.failure(f"Upstream {self.name} sent a malformed event.",
                                                 "upstream_malformed_event"))
                         ended = True

@@ -184,20 +184,10 @@ class UpstreamClient:
         try:
             if response.status_code >= 400:
                 await self._raise_for_status(response)
-            try:
-                body = await self._read_json_body(response)
-            except UpstreamLimitError as exc:
-                raise ApiError(502, str(exc), code=exc.code) from None
-            except httpx.TimeoutException:
-                raise ApiError(504, f"Upstream {self.name} timed out sending its answer.", code="upstream_timeout") from None
-            except httpx.HTTPError as exc:
-                raise ApiError(502, f"Upstream {self.name} failed mid-answer: {type(exc).__name__}.", code="upstream_error") from None
-        finally:
+        except BaseException:
             await response.aclose()
-        try:
-            completion = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ApiError(502, f"Upstream {self.name} returned a body that is not JSON.", code="upstream_error") from None
+            raise
+        completion = await self.answer_json(response)
         if not isinstance(completion, dict):
             raise ApiError(502, f"Upstream {self.name} returned JSON that is not an object.", code="upstream_error")
         if completion.get("error") and not completion.get("choices"):
@@ -224,6 +214,24 @@ class UpstreamClient:
             if isinstance(timeout, dict):
                 timeout["read"] = self.idle_timeout
         return response  # type: ignore[return-value]
+
+    async def answer_json(self, response: UpstreamResponse) -> Any:
+        """A non-streamed answer parsed (chat completion or Response), the response closed; every way
+        reading it fails is an `ApiError` naming this upstream (502; 504 for a timeout)."""
+        try:
+            body = await self._read_json_body(response)
+        except UpstreamLimitError as exc:  # the transport's own ceilings say "the backend"
+            raise ApiError(502, str(exc).replace("the backend", self.name, 1), code=exc.code) from None
+        except httpx.TimeoutException:
+            raise ApiError(504, f"Upstream {self.name} timed out sending its answer.", code="upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise ApiError(502, f"Upstream {self.name} failed mid-answer: {type(exc).__name__}.", code="upstream_error") from None
+        finally:
+            await response.aclose()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ApiError(502, f"Upstream {self.name} returned a body that is not JSON.", code="upstream_error") from None
 
     async def read_json(self, response: UpstreamResponse) -> bytes:
         """The bytes of a non-streamed answer, within `upstream_max_json_bytes` (see `_read_json_body`)."""
