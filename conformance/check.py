@@ -122,10 +122,11 @@ def _json_body(response: httpx.Response) -> tuple[Any, list[Violation]]:
         return None, [Violation(None, "json-body", message)]
 
 
-def run_scenario(
-    client: httpx.Client, url: str, scenario: Scenario, model: str, *, profile: str, unknown_model: str
-) -> ScenarioResult:
-    """Send one scenario and validate what comes back; never raises for the endpoint's faults."""
+def _send(
+    client: httpx.Client, url: str, scenario: Scenario, model: str, unknown_model: str
+) -> tuple[ScenarioResult, dict[str, Any], httpx.Response | None, bytes]:
+    """Send one scenario's request (streamed or whole) and time it: the result so far, the request
+    sent, the response and its body. On a transport failure the result already says so and the response is None."""
     result = ScenarioResult(scenario.name, scenario.description, scenario.stream)
     request = scenario.build(unknown_model if scenario.unknown_model else model)
     if scenario.stream:
@@ -141,18 +142,35 @@ def run_scenario(
     except httpx.HTTPError as exc:
         result.result, result.error = "error", f"{type(exc).__name__}: {exc}"
         result.violations.append(Violation(None, "transport", result.error))
-        return result
+        return result, request, None, b""
     finally:
         result.duration_ms = int((time.monotonic() - started) * 1000)
     result.status_code = response.status_code
+    return result, request, response, raw
+
+
+def _skipped_as_accepted(result: ScenarioResult, response: httpx.Response, scenario: Scenario) -> bool:
+    """A client-error scenario the endpoint answered 200 because it routes any model name: the body
+    is whatever the model said (its shape is covered by the other scenarios), so it is skipped."""
+    if response.status_code == 200 and scenario.skip_if_accepted:
+        result.result = "skip"
+        result.error = "the endpoint answered 200 (it routes any model name); nothing to check"
+        return True
+    return False
+
+
+def run_scenario(
+    client: httpx.Client, url: str, scenario: Scenario, model: str, *, profile: str, unknown_model: str
+) -> ScenarioResult:
+    """Send one scenario and validate what comes back; never raises for the endpoint's faults."""
+    result, request, response, raw = _send(client, url, scenario, model, unknown_model)
+    if response is None:
+        return result
     content_type = response.headers.get("content-type", "")
     violations = result.violations
 
     if scenario.expect_status == "client-error":
-        if response.status_code == 200 and scenario.skip_if_accepted:
-            # the body is whatever the model said; its shape is covered by the other scenarios
-            result.result = "skip"
-            result.error = "the endpoint answered 200 (it routes any model name); nothing to check"
+        if _skipped_as_accepted(result, response, scenario):
             return result
         if not 400 <= response.status_code < 500:
             violations.append(
@@ -219,31 +237,13 @@ def run_chat_scenario(
     client: httpx.Client, url: str, scenario: Scenario, model: str, *, unknown_model: str
 ) -> ScenarioResult:
     """`run_scenario` for a `/v1/chat/completions` endpoint, judged by the chunk grammar."""
-    result = ScenarioResult(scenario.name, scenario.description, scenario.stream)
-    request = scenario.build(unknown_model if scenario.unknown_model else model)
-    if scenario.stream:
-        request["stream"] = True
-    started = time.monotonic()
-    try:
-        if scenario.stream:
-            with client.stream("POST", url, json=request) as response:
-                raw = response.read()
-        else:
-            response = client.post(url, json=request)
-            raw = response.content
-    except httpx.HTTPError as exc:
-        result.result, result.error = "error", f"{type(exc).__name__}: {exc}"
-        result.violations.append(Violation(None, "transport", result.error))
+    result, request, response, raw = _send(client, url, scenario, model, unknown_model)
+    if response is None:
         return result
-    finally:
-        result.duration_ms = int((time.monotonic() - started) * 1000)
-    result.status_code = response.status_code
     content_type = response.headers.get("content-type", "")
     violations = result.violations
     if scenario.expect_status == "client-error":
-        if response.status_code == 200 and scenario.skip_if_accepted:
-            result.result = "skip"
-            result.error = "the endpoint answered 200 (it routes any model name); nothing to check"
+        if _skipped_as_accepted(result, response, scenario):
             return result
         if not 400 <= response.status_code < 500:
             violations.append(Violation(None, "http-status", f"expected a 4xx for {scenario.description}, "

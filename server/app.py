@@ -90,8 +90,8 @@ def _check_options(config: BridgeConfig) -> None:
 def app_from_env() -> Starlette:
     """uvicorn factory (`server.app:app_from_env`, used for --workers N): config from the
     RESPONSES_BRIDGE_* environment, as `responses-bridge serve` left it for its workers."""
-    from server.config import config_from_env
     from server.http_protocol import configure
+    from server.settings import config_from_env
 
     config = config_from_env()
     configure(config.limits)  # the worker's protocol class is named by path, so it is told the limits here

@@ -47,7 +47,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from server.accesslog import AccessRecord
-from server.conversations import append_on_completion
+from server.conversation_turn import append_on_completion
 from server.errors import ApiError
 from server.pump import TERMINAL_TYPES, EventPump, commit_terminal
 from server.store import TERMINAL_STATUSES, NullStore

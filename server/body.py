@@ -19,7 +19,16 @@ from translator.errors import InvalidRequest
 
 log = logging.getLogger("responses_bridge")
 
-__all__ = ["JSONShapeMeter", "ResponsesRequest", "check_responses_payload", "read_body", "read_responses_request"]
+__all__ = [
+    "JSONShapeMeter",
+    "ResponsesRequest",
+    "check_responses_payload",
+    "json_object",
+    "parse_json",
+    "read_body",
+    "read_responses_request",
+    "required_model",
+]
 
 
 #: Top-level fields that hold the arrays a request can make long, with the limit that bounds each.
@@ -166,25 +175,41 @@ def _check_array_lengths(payload: dict[str, Any], limits: Limits) -> None:
                           name, "array_above_max_length")  # fmt: skip
 
 
+def parse_json(body: bytes) -> Any:
+    """The body's JSON value, or OpenAI's 400 `invalid_json` naming what did not parse."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"We could not parse the JSON body of your request: {exc.msg}.", None, "invalid_json") from None
+
+
+def json_object(payload: Any) -> dict[str, Any]:
+    """`payload` when it is a JSON object; every route answers another shape with the same 400."""
+    if not isinstance(payload, dict):
+        raise invalid("The request body must be a JSON object.", None, "invalid_json")
+    return payload
+
+
+def required_model(payload: dict[str, Any]) -> str:
+    """The body's `model`: a non-empty string, or the 400 every route gives without one."""
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("Missing required parameter: 'model' (a non-empty string).", "model", "missing_required_parameter")
+    return model
+
+
 def read_responses_request(body: bytes, *, strict: bool = False, limits: Limits | None = None) -> ResponsesRequest:
     """Parse and check the body; every refusal is a 400 naming the field. With `strict`, an unknown
     top-level field is refused (OpenAI's `unknown_parameter`) instead of logged and dropped."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"We could not parse the JSON body of your request: {exc.msg}.", None, "invalid_json") from None
-    return check_responses_payload(payload, strict=strict, limits=limits)
+    return check_responses_payload(parse_json(body), strict=strict, limits=limits)
 
 
 def check_responses_payload(payload: Any, *, strict: bool = False, limits: Limits | None = None) -> ResponsesRequest:
     """`read_responses_request` for a body already parsed (a WebSocket `response.create` message)."""
     limits = limits or Limits()
-    if not isinstance(payload, dict):
-        raise invalid("The request body must be a JSON object.", None, "invalid_json")
+    payload = json_object(payload)
     _check_array_lengths(payload, limits)
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid("Missing required parameter: 'model' (a non-empty string).", "model", "missing_required_parameter")
+    model = required_model(payload)
     stream = payload.get("stream", False)
     if stream is None:
         stream = False

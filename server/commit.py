@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from server.body import ResponsesRequest
-from server.conversations import conversation_commit, conversation_of
+from server.conversation_turn import conversation_commit, conversation_of
 from server.errors import ApiError
 from server.pump import STORE_UNAVAILABLE, Commit
 from server.state import BridgeState

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 import translator
 from server.accesslog import AccessRecord
-from server.body import ResponsesRequest, read_body
-from server.disconnect import ClientGone, cancel_on_disconnect
-from server.errors import ApiError, JSONResponse, error_response, invalid, translator_error
+from server.body import ResponsesRequest, json_object, parse_json, read_body, required_model
+from server.disconnect import cancel_on_disconnect
+from server.errors import ApiError, JSONResponse, answer_or_error, invalid, translator_error
 from server.scope import ACCESS_KEY, OWNER_KEY, TOKEN_KEY
 from server.state import BridgeState
 from server.turn import PreparedTurn, prepare_turn
@@ -67,52 +66,41 @@ async def trigger_answer(turn: PreparedTurn, items: Any) -> dict[str, Any]:
 
 
 async def compact_response(request: Request) -> Response:
-
     state: BridgeState = request.app.state.bridge
     record: AccessRecord = request.scope.get(ACCESS_KEY) or AccessRecord("POST", COMPACT_ENDPOINT)
+    return await answer_or_error(record, _compact(request, state, record))
+
+
+async def _compact(request: Request, state: BridgeState, record: AccessRecord) -> Response:
     config = state.config
+    if state.shutting_down:
+        raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
+    body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0))
+    payload = _check_body(body)
+    record.model = payload["model"]
+    asked = ResponsesRequest({**payload, "input": payload.get("input") or []}, payload["model"], False, False,
+                             False)  # fmt: skip
     try:
-        if state.shutting_down:
-            raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
-        body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0))
-        payload = _check_body(body)
-        record.model = payload["model"]
-        asked = ResponsesRequest({**payload, "input": payload.get("input") or []}, payload["model"], False, False,
-                                 False)  # fmt: skip
-        try:
-            async with cancel_on_disconnect(request.receive):
-                turn = await prepare_turn(state, asked, owner=request.scope.get(OWNER_KEY),
-                                          token=request.scope.get(TOKEN_KEY), history=state.store,
-                                          summarising=True)  # fmt: skip
-                record.upstream = turn.route.upstream.name
-                items, _ = compaction.split_compaction_trigger(turn.request["input"])
-                summary, usage = await summarise(turn, items)
-                record.mark_first_token()
-        except (translator.InvalidRequest, translator.UpstreamError) as exc:
-            raise translator_error(exc, config.secrets) from None
-        key = turn.encryption_key
-        output = compaction.compaction_output(items, summary, key=key, model=asked.model)
-        resource = compaction.compaction_resource(output, usage)
-        record.set_usage(resource)
-        return JSONResponse(resource)
-    except ApiError as exc:
-        record.error_code = exc.code
-        return error_response(exc)
-    except ClientGone:
-        record.status, record.error_code = 499, "client_disconnected"
-        return Response(status_code=499)
+        async with cancel_on_disconnect(request.receive):
+            turn = await prepare_turn(state, asked, owner=request.scope.get(OWNER_KEY),
+                                      token=request.scope.get(TOKEN_KEY), history=state.store,
+                                      summarising=True)  # fmt: skip
+            record.upstream = turn.route.upstream.name
+            items, _ = compaction.split_compaction_trigger(turn.request["input"])
+            summary, usage = await summarise(turn, items)
+            record.mark_first_token()
+    except (translator.InvalidRequest, translator.UpstreamError) as exc:
+        raise translator_error(exc, config.secrets) from None
+    key = turn.encryption_key
+    output = compaction.compaction_output(items, summary, key=key, model=asked.model)
+    resource = compaction.compaction_resource(output, usage)
+    record.set_usage(resource)
+    return JSONResponse(resource)
 
 
 def _check_body(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"We could not parse the JSON body of your request: {exc.msg}.", None, "invalid_json") from None
-    if not isinstance(payload, dict):
-        raise invalid("The request body must be a JSON object.", None, "invalid_json")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid("Missing required parameter: 'model' (a non-empty string).", "model", "missing_required_parameter")
+    payload = json_object(parse_json(body))
+    required_model(payload)
     for name, kinds in _FIELD_TYPES.items():
         value = payload.get(name)
         if value is not None and not isinstance(value, kinds):

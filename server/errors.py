@@ -9,8 +9,8 @@ turn Starlette's HTTP errors and anything unexpected into the same shape, never 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import orjson
 from starlette.background import BackgroundTask
@@ -18,11 +18,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.upstream import ApiError, scrub
+from server.accesslog import AccessRecord
+from server.disconnect import ClientGone
+from server.scrub import scrub
+from translator.errors import error_type_for_status
 
 __all__ = [
     "ApiError",
     "JSONResponse",
+    "answer_or_error",
     "error_response",
     "handle_http_exception",
     "handle_unexpected",
@@ -35,6 +39,31 @@ log = logging.getLogger("responses_bridge")
 
 
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+class ApiError(Exception):
+    """An error the client receives as `{"error": {message, type, param, code}}` with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or error_type_for_status(status)
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class JSONResponse(Response):
@@ -67,6 +96,23 @@ class JSONResponse(Response):
 
 def error_response(error: ApiError) -> Response:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+
+
+R = TypeVar("R")
+
+
+async def answer_or_error(record: AccessRecord, answer: Awaitable[R]) -> R | Response:
+    """`answer`, or what a route answers when it raised: an `ApiError` as its status and body (its
+    code on the access line), a client that went away as 499 (nobody reads it; uvicorn drops it).
+    Every `POST` route that reads a body and calls a backend ends this way."""
+    try:
+        return await answer
+    except ApiError as exc:
+        record.error_code = exc.code
+        return error_response(exc)
+    except ClientGone:
+        record.status, record.error_code = 499, "client_disconnected"
+        return Response(status_code=499)
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from server.conversations import conversation_history, conversation_of
+from server.conversation_turn import conversation_history, conversation_of
 from server.errors import invalid, not_found
 from translator.events import ITEM_ID_PREFIXES
 

@@ -16,11 +16,7 @@ or `other`, `operation` a store method name. `model` is a name configured for an
 `MODEL_LABEL_LIMIT` of those per process; any other name is `other`. A client inventing model names
 therefore adds at most that many series, and only if the backend accepted its names.
 
-Several worker processes (`serve --workers N`) write the library's per-process files into one
-directory (`PROMETHEUS_MULTIPROC_DIR`, made and removed by `serve`); a scrape of any worker, or of the
-separate `--metrics-port` listener in the parent, sums them (`MultiProcessCollector`). The
-streams-in-flight gauge is `livesum`: only live processes count, and a worker that exited is marked
-dead (at its shutdown, and at each scrape for a worker that died without one).
+Several worker processes (`serve --workers N`) are summed at each scrape: server/metrics_process.py.
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ import contextlib
 import functools
 import inspect
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -55,23 +50,25 @@ from server.accesslog import AccessRecord
 from server.auth import caller_token, check_key
 from server.config import BridgeConfig
 from server.errors import ApiError, error_response
+from server.metrics_process import (
+    MULTIPROC_ENV,
+    MetricsServer,
+    multiprocess_dir,
+    scrape_registry,
+    start_metrics_server,
+)
 from translator.events import RESPONSE_ERROR_CODES
 
 __all__ = [
     "LATENCY_BUCKETS",
     "METRICS_PATH",
     "MODEL_LABEL_LIMIT",
-    "MULTIPROC_ENV",
     "BridgeMetrics",
     "MetricsRuntime",
-    "MetricsServer",
     "ModelLabels",
-    "multiprocess_dir",
-    "start_metrics_server",
 ]
 
 METRICS_PATH = "/metrics"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Seconds: LLM answers take from tens of milliseconds (a cached short reply) to minutes (long reasoning).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -97,53 +94,6 @@ KNOWN_ERROR_CODES = RESPONSE_ERROR_CODES | frozenset({
 _BRIDGE_STREAM_CODES = frozenset({"store_unavailable", "server_shutting_down", "client_disconnected"})
 
 _UNAUTHORISED = "Missing or invalid API key. Send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'."
-_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
-
-
-def multiprocess_dir() -> str | None:
-    """The multiprocess directory this process writes to, or None (single process)."""
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-def scrape_registry(registry: CollectorRegistry | None, directory: str | None) -> CollectorRegistry:
-    """What a scrape reads: the process's own registry, or every process's files summed."""
-    if directory is None:
-        assert registry is not None
-        return registry
-    mark_dead_workers(directory)
-    merged = CollectorRegistry()
-    prometheus_multiprocess.MultiProcessCollector(merged, path=directory)
-    return merged
-
-
-def mark_dead_workers(directory: str) -> None:
-    """Drop the live-gauge files of processes that no longer exist (a worker killed without a shutdown),
-    so `livesum` gauges count live workers only. Counters and histograms of a dead worker are kept:
-    what it counted happened."""
-    pids = set()
-    for name in os.listdir(directory):
-        found = _LIVE_GAUGE_FILE.match(name)
-        if found:
-            pids.add(int(found.group(1)))
-    for pid in pids:
-        if not _alive(pid):
-            prometheus_multiprocess.mark_process_dead(pid, directory)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a killed worker its supervisor has not reaped yet is a zombie: dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc (not Linux): signal 0 is all there is
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
 
 class ModelLabels:
     """The `model` label of a request: bounded whatever names clients send (see the module docstring)."""
@@ -389,38 +339,3 @@ class MetricsRuntime:
             self.own_directory = False
 
 
-class MetricsServer:
-    """The separate `/metrics` listener (`--metrics-port`): the library's HTTP server in a thread."""
-
-    def __init__(self, server: Any, thread: Any) -> None:
-        self.server = server
-        self.thread = thread
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def start_metrics_server(host: str, port: int, registry: CollectorRegistry | None, directory: str | None) -> MetricsServer:
-    """Serve the metrics on `host:port` (OSError when it cannot bind). With `directory`, each scrape
-    sums every worker's files; otherwise it reads `registry`."""
-    from prometheus_client import start_http_server
-
-    server, thread = start_http_server(port, addr=host, registry=_LazyScrape(registry, directory))
-    return MetricsServer(server, thread)
-
-
-class _LazyScrape(CollectorRegistry):
-    """A registry whose collection is `scrape_registry` at scrape time (dead workers marked then)."""
-
-    def __init__(self, registry: CollectorRegistry | None, directory: str | None) -> None:
-        super().__init__(auto_describe=False)
-        self._source = registry
-        self._directory = directory
-
-    def collect(self) -> Any:
-        yield from scrape_registry(self._source, self._directory).collect()

@@ -59,7 +59,7 @@ import orjson
 
 from server.accesslog import AccessRecord
 from server.limits import UpstreamLimitError
-from server.upstream import scrub_value
+from server.scrub import scrub_value
 from translator import OUTPUT_DELTA_TYPES, TERMINAL_EVENT_TYPES, completion_to_chunk
 from translator.errors import UpstreamError
 from translator.sse import SSEDecoder

@@ -23,9 +23,9 @@ from server.background import BackgroundStart, background_stream, start_job
 from server.body import read_body, read_responses_request
 from server.commit import commit_or_503, response_commit
 from server.compact import trigger_answer
-from server.conversations import with_conversation
-from server.disconnect import ClientGone, cancel_on_disconnect
-from server.errors import ApiError, JSONResponse, error_response, translator_error
+from server.conversation_turn import with_conversation
+from server.disconnect import cancel_on_disconnect
+from server.errors import ApiError, JSONResponse, answer_or_error, translator_error
 from server.pump import EventPump, log_ceiling
 from server.responses_passthrough import relay_responses
 from server.scope import ACCESS_KEY, OWNER_KEY, RESPONSES_ENDPOINT, TOKEN_KEY
@@ -43,14 +43,7 @@ log = logging.getLogger("responses_bridge")
 async def create_response(request: Request) -> Response | EventStream:
     state: BridgeState = request.app.state.bridge
     record: AccessRecord = request.scope.get(ACCESS_KEY) or AccessRecord("POST", RESPONSES_ENDPOINT)
-    try:
-        return await _respond(request, state, record)
-    except ApiError as exc:
-        record.error_code = exc.code
-        return error_response(exc)
-    except ClientGone:
-        record.status, record.error_code = 499, "client_disconnected"
-        return Response(status_code=499)  # nobody reads it; uvicorn drops it
+    return await answer_or_error(record, _respond(request, state, record))
 
 
 async def _respond(request: Request, state: BridgeState, record: AccessRecord) -> Response | EventStream:

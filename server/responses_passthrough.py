@@ -20,12 +20,13 @@ import httpx
 import orjson
 
 from server.accesslog import AccessRecord
-from server.chat import _read_json, open_responses
 from server.chat_stream import ChunkStream
+from server.chat_translated import open_responses, read_json
 from server.config import BridgeConfig, Route
 from server.errors import JSONResponse
-from server.upstream import UpstreamClient, scrub_value
-from translator.sse import SSEDecoder
+from server.scrub import scrub_value
+from server.upstream import UpstreamClient
+from translator.sse import SSEDecoder, json_object
 
 __all__ = ["relay_responses"]
 
@@ -39,7 +40,7 @@ async def relay_responses(payload: dict[str, Any], route: Route, client: Upstrea
     body = {**payload, "model": route.model}
     if not payload.get("stream"):
         upstream = await open_responses(client, body, token, stream=False)
-        response = await _read_json(upstream, client)
+        response = await read_json(upstream, client)
         record.mark_first_token()
         if isinstance(response, dict):
             record.set_usage(response)
@@ -87,11 +88,8 @@ class EventRelay:
                     if data == "[DONE]":
                         ended = True
                         break
-                    try:
-                        event = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        event = None
-                    if not isinstance(event, dict):
+                    event = json_object(data)
+                    if event is None:
                         out.append(self.failure(f"Upstream {self.name} sent a malformed event.",
                                                 "upstream_malformed_event"))
                         ended = True

@@ -24,9 +24,10 @@ from starlette.responses import Response
 from server.background import begin_background_shutdown, shutdown_background
 from server.config import BridgeConfig
 from server.errors import JSONResponse
+from server.fixture_upstream import FixtureBackend, is_fixtures
 from server.pump import EventPump
 from server.store import open_store, run_heartbeat, run_retention
-from server.upstream import FixtureBackend, UpstreamClient, is_fixtures
+from server.upstream import UpstreamClient
 
 __all__ = ["BridgeState", "healthz", "lifespan"]
 

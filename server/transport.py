@@ -27,305 +27,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
-import httptools
 import httpx
 
 from server.config import Limits
 from server.limits import UpstreamLimitError, too_large, unsupported_encoding
+from server.response_headers import ResponseHeaders
+from server.upstream_connection import Connection, Origin, Timeouts, encoding_refused, timeout_of, timeouts_of
 
 __all__ = ["FastTransport", "RawResponse", "ResponseHeaders"]
-
-#: Buffered, unread body bytes above which the socket stops being read (backpressure).
-_HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
-#: The most body bytes one read hands over (see `_Connection.take`).
-_MAX_TAKE = 64 * 1024
-
-_Origin = tuple[str, int]
-#: `{"connect", "read", "write", "pool"}` seconds (None: no limit), as httpx keeps them per request.
-Timeouts = dict[str, Any]
-
-#: Content-Encoding values that mean "not encoded".
-_IDENTITY = frozenset((b"", b"identity"))
-
-
-class _Abort(Exception):
-    """Raised from a parser callback to stop parsing after `_fail` (httptools wraps it)."""
-
-
-def _encoding_refused(value: bytes) -> bool:
-    return value.strip().lower() not in _IDENTITY
-
-
-def _timeout_of(timeouts: Timeouts | None, key: str) -> float | None:
-    if isinstance(timeouts, dict):
-        value = timeouts.get(key)
-        return float(value) if value is not None else None
-    return None
-
-
-def _timeouts_of(request: httpx.Request) -> Timeouts | None:
-    """The request's timeout dict (httpx's `extensions["timeout"]`), read again for every body read."""
-    timeouts = request.extensions.get("timeout")
-    return timeouts if isinstance(timeouts, dict) else None
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive TCP connection; parses one response at a time into a byte buffer.
-
-    The protocol buffers body bytes in a list and wakes at most one waiting reader, so a reader
-    that lags receives everything that arrived meanwhile in one read (the translator handles
-    several SSE frames per read for the price of one)."""
-
-    def __init__(self, origin: _Origin, loop: asyncio.AbstractEventLoop, ceilings: Limits | None = None) -> None:
-        self.origin = origin
-        self.loop = loop
-        ceilings = ceilings or Limits()
-        self.max_header_bytes = ceilings.upstream_max_header_bytes
-        self.max_answer_bytes = ceilings.upstream_max_answer_bytes
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._write_paused: asyncio.Future[None] | None = None
-        self._read_paused = False
-        self._reset()
-
-    def _reset(self) -> None:
-        self.parser: Any = None
-        self.active = False
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.headers_done = False
-        self.keep_alive = False
-        self.complete = False
-        self.error: Exception | None = None
-        self.buffer: list[bytes] = []
-        self.buffered = 0
-        self.head_bytes = 0  # bytes fed while the headers were incomplete
-        self.body_bytes = 0  # body bytes of this answer so far
-        self.waiter: asyncio.Future[None] | None = None
-        self.framed = False  # has content-length or chunked: EOF is not a valid end of body
-        self.head_only = False
-
-    # --------------------------------------------------------------------------- asyncio protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement the interface without subclassing asyncio.Transport.
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if not self.active or self.complete or self.error is not None:
-            # Bytes on an idle connection (or after the message): nothing can be trusted any more.
-            self._close_transport()
-            return
-        counting_head = not self.headers_done
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(httpx.RemoteProtocolError("Unexpected protocol upgrade from the server."))
-            return
-        except httptools.HttpParserError as exc:
-            # A callback's `_Abort` arrives wrapped; `_fail` has already recorded why.
-            self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
-            return
-        if counting_head and not self.headers_done:
-            # Counted per read rather than per header so that one endless header line is caught too;
-            # a read is at most a few hundred KiB, so the block is refused soon after the limit.
-            self.head_bytes += len(data)
-            if self.head_bytes > self.max_header_bytes:
-                self._fail(too_large("a response header block", "upstream_max_header_bytes", self.max_header_bytes))
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.transport = None
-        if self._write_paused is not None and not self._write_paused.done():
-            self._write_paused.set_result(None)
-        if not self.active or self.complete or self.error is not None:
-            return
-        if self.headers_done and not self.framed:
-            self.on_message_complete()  # a close-delimited body ends at EOF
-            return
-        if not self.headers_done:
-            message = "Server disconnected without sending a response."
-        else:
-            message = "peer closed connection without sending complete message body"
-        error: Exception
-        if isinstance(exc, OSError) and not isinstance(exc, ConnectionResetError):
-            error = httpx.ReadError(str(exc) or message)
-        else:
-            error = httpx.RemoteProtocolError(message)
-        self._fail(error)
-
-    def pause_writing(self) -> None:
-        if self._write_paused is None or self._write_paused.done():
-            self._write_paused = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._write_paused is not None and not self._write_paused.done():
-            self._write_paused.set_result(None)
-
-    # --------------------------------------------------------------------------- httptools callbacks
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        lowered = name.lower()
-        if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
-            self.framed = True
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        self.status = parser.get_status_code()
-        if 100 <= self.status < 200:
-            # An interim response (100 Continue, 103 Early Hints): its final response follows.
-            self.headers = []
-            self.framed = False
-            return
-        for name, value in self.headers:
-            if name.lower() == b"content-encoding" and _encoding_refused(value):
-                self._fail(unsupported_encoding(value.decode("latin-1")))
-                raise _Abort
-        if self.status in (204, 304) or self.head_only:
-            self.framed = True
-        self.headers_done = True
-        # llhttp forgets keep-alive once the message completes: ask while the headers are fresh.
-        self.keep_alive = bool(parser.should_keep_alive())
-        if self.head_only:
-            # httptools does not know the request was HEAD and would wait for a body: end here and
-            # never reuse the connection, whose parser state is now unreliable.
-            self.complete = True
-        self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        if self.error is not None:
-            raise _Abort
-        self.body_bytes += len(body)
-        if self.body_bytes > self.max_answer_bytes:
-            self._fail(too_large("an answer", "upstream_max_answer_bytes", self.max_answer_bytes))
-            raise _Abort
-        self.buffer.append(body)
-        self.buffered += len(body)
-        if self.buffered > _HIGH_WATER and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def on_message_complete(self) -> None:
-        if not self.headers_done:
-            return  # end of an interim 1xx response
-        self.complete = True
-        self._wake()
-
-    # --------------------------------------------------------------------------- helpers
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _fail(self, error: Exception) -> None:
-        if self.error is None:
-            self.error = error
-        self._close_transport()
-        self._wake()
-
-    def _close_transport(self) -> None:
-        self.closed = True
-        transport = self.transport
-        if transport is not None:
-            transport.close()
-
-    def take(self) -> bytes:
-        """The buffered body bytes as one piece, at most about `_MAX_TAKE` (resuming the socket if
-        it was paused). Capped so that one read never hands the translator more work than a few
-        milliseconds' worth: the reader yields to the loop between reads, not within one."""
-        buffer = self.buffer
-        if self.buffered <= _MAX_TAKE:
-            data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
-            self.buffer = []
-            self.buffered = 0
-        else:
-            size = 0
-            count = 0
-            while count < len(buffer) and size < _MAX_TAKE:
-                size += len(buffer[count])
-                count += 1
-            data = b"".join(buffer[:count])
-            if len(data) > _MAX_TAKE:  # one socket read larger than the cap: split it
-                self.buffer = [data[_MAX_TAKE:], *buffer[count:]]
-                data = data[:_MAX_TAKE]
-            else:
-                self.buffer = buffer[count:]
-            self.buffered -= len(data)
-        if self._read_paused and self.buffered < _LOW_WATER and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
-        return data
-
-    async def wait(self, timeout: float | None, request: httpx.Request | None, exc_type: type[Exception]) -> None:
-        """Wait for the protocol's next event (headers, body bytes, end, failure)."""
-        waiter = self.waiter = self.loop.create_future()
-        handle = self.loop.call_later(timeout, _expire, waiter) if timeout is not None else None
-        try:
-            await waiter
-        except TimeoutError:
-            raise exc_type("Timed out reading from the server.", request=request) from None
-        finally:
-            self.waiter = None
-            if handle is not None:
-                handle.cancel()
-
-    def start(self, head_only: bool) -> None:
-        self._reset()
-        self.active = True
-        self.head_only = head_only
-        self.parser = httptools.HttpResponseParser(self)
-
-    @property
-    def reusable(self) -> bool:
-        return (
-            self.complete
-            and self.error is None
-            and not self.closed
-            and not self.head_only
-            and not self.buffer
-            and self.keep_alive
-        )
-
-    async def send(self, data: bytes, timeout: float | None, request: httpx.Request | None) -> None:
-        transport = self.transport
-        if transport is None or self.closed:
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response.", request=request
-            )
-        transport.write(data)
-        paused = self._write_paused
-        if paused is not None and not paused.done():
-            try:
-                async with asyncio.timeout(timeout):
-                    await paused
-            except TimeoutError:
-                raise httpx.WriteTimeout("Timed out writing the request.", request=request) from None
 
 
 class _Body(httpx.AsyncByteStream):
     """A response body read straight from the connection's buffer; closing it frees the connection."""
 
     def __init__(
-        self, pool: _Pool, conn: _Connection, timeouts: Timeouts | None, request: httpx.Request | None = None
+        self, pool: _Pool, conn: Connection, timeouts: Timeouts | None, request: httpx.Request | None = None
     ) -> None:
         self._pool = pool
-        self._conn: _Connection | None = conn
+        self._conn: Connection | None = conn
         self._timeouts = timeouts
         self._request = request
 
@@ -350,7 +71,7 @@ class _Body(httpx.AsyncByteStream):
             if conn.complete:
                 self._finish()
                 return
-            await conn.wait(_timeout_of(self._timeouts, "read"), self._request, httpx.ReadTimeout)
+            await conn.wait(timeout_of(self._timeouts, "read"), self._request, httpx.ReadTimeout)
 
     def _finish(self) -> None:
         conn, self._conn = self._conn, None
@@ -359,78 +80,6 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._finish()
-
-
-class ResponseHeaders(Mapping[str, str]):
-    """A response's headers as `httpx.Headers` reads them (names case-insensitive, repeated fields
-    joined with ", ", values decoded as ASCII, else UTF-8, else Latin-1), built on first use."""
-
-    __slots__ = ("_map", "_raw")
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
-        self._map: dict[str, str] | None = None
-
-    def _mapping(self) -> dict[str, str]:
-        mapping = self._map
-        if mapping is None:
-            encoding = _header_encoding(self._raw)
-            mapping = {}
-            for name, value in self._raw:
-                key, text = name.decode(encoding).lower(), value.decode(encoding)
-                mapping[key] = f"{mapping[key]}, {text}" if key in mapping else text
-            self._map = mapping
-        return mapping
-
-    def __getitem__(self, key: str) -> str:
-        return self._mapping()[key.lower()]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """One field, found without decoding the others when it occurs once and is ASCII (which
-        reads the same in every encoding `httpx.Headers` might pick)."""
-        if self._map is None and key.isascii():
-            target = key.lower().encode("ascii")
-            found: bytes | None = None
-            for name, value in self._raw:
-                if name.lower() == target:
-                    if found is not None:
-                        found = None  # repeated: joined by the general path
-                        break
-                    found = value
-            else:
-                if found is None:
-                    return default
-            if found is not None and found.isascii():
-                return found.decode("ascii")
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._mapping()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._mapping())
-
-    def __len__(self) -> int:
-        return len(self._mapping())
-
-    @property
-    def raw(self) -> list[tuple[bytes, bytes]]:
-        return self._raw
-
-
-def _header_encoding(raw: list[tuple[bytes, bytes]]) -> str:
-    for encoding in ("ascii", "utf-8"):
-        try:
-            for name, value in raw:
-                name.decode(encoding)
-                value.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        return encoding
-    return "iso-8859-1"
 
 
 class RawResponse:
@@ -483,10 +132,10 @@ class _BoundedStream(httpx.AsyncByteStream):
 
 
 async def _bounded(response: httpx.Response, request: httpx.Request, ceilings: Limits) -> httpx.Response:
-    """The ceilings `_Connection` applies, for a response from the fallback transport (its header
+    """The ceilings `Connection` applies, for a response from the fallback transport (its header
     block is already bounded by h11's own limit)."""
     encoding = response.headers.get("content-encoding", "")
-    if _encoding_refused(encoding.encode("latin-1", "replace")):
+    if encoding_refused(encoding.encode("latin-1", "replace")):
         await response.aclose()
         error: UpstreamLimitError = unsupported_encoding(encoding)
         error.request = request
@@ -506,14 +155,14 @@ class _Pool:
         self.max_connections = max_connections
         self.max_keepalive = max_keepalive
         self.keepalive_expiry = keepalive_expiry
-        self.idle: dict[_Origin, list[_Connection]] = {}
+        self.idle: dict[Origin, list[Connection]] = {}
         self.idle_count = 0
         self.total = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.closing = False
         self.ceilings = Limits()
 
-    def _pop_idle(self, origin: _Origin, now: float) -> _Connection | None:
+    def _pop_idle(self, origin: Origin, now: float) -> Connection | None:
         stack = self.idle.get(origin)
         expiry = self.keepalive_expiry
         while stack:
@@ -525,7 +174,7 @@ class _Pool:
             return conn
         return None
 
-    def _discard(self, conn: _Connection) -> None:
+    def _discard(self, conn: Connection) -> None:
         conn._close_transport()
         self.total -= 1
         self._notify()
@@ -547,7 +196,7 @@ class _Pool:
                 return True
         return False
 
-    async def acquire(self, origin: _Origin, timeouts: Timeouts | None, request: httpx.Request | None) -> _Connection:
+    async def acquire(self, origin: Origin, timeouts: Timeouts | None, request: httpx.Request | None) -> Connection:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
@@ -565,7 +214,7 @@ class _Pool:
                     self._notify()
                     raise
             if deadline is None:
-                pool_timeout = _timeout_of(timeouts, "pool")
+                pool_timeout = timeout_of(timeouts, "pool")
                 deadline = loop.time() + pool_timeout if pool_timeout is not None else float("inf")
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -586,12 +235,12 @@ class _Pool:
                     self.waiters.remove(waiter)
 
     async def _connect(
-        self, origin: _Origin, timeouts: Timeouts | None, request: httpx.Request | None,
+        self, origin: Origin, timeouts: Timeouts | None, request: httpx.Request | None,
         loop: asyncio.AbstractEventLoop,
-    ) -> _Connection:
-        conn = _Connection(origin, loop, self.ceilings)
+    ) -> Connection:
+        conn = Connection(origin, loop, self.ceilings)
         try:
-            async with asyncio.timeout(_timeout_of(timeouts, "connect")):
+            async with asyncio.timeout(timeout_of(timeouts, "connect")):
                 await loop.create_connection(lambda: conn, origin[0], origin[1])
         except TimeoutError:
             raise httpx.ConnectTimeout("Timed out connecting.", request=request) from None
@@ -599,7 +248,7 @@ class _Pool:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
         return conn
 
-    def release(self, conn: _Connection, reusable: bool) -> None:
+    def release(self, conn: Connection, reusable: bool) -> None:
         conn.active = False
         conn.parser = None if not reusable else conn.parser
         if (
@@ -661,7 +310,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             body: bytes = request.content
         except httpx.RequestNotRead:
             body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
-        timeouts = _timeouts_of(request)
+        timeouts = timeouts_of(request)
         conn = await self._exchange(origin, self._head(request, body) + body, timeouts, request,
                                     head_only=request.method == "HEAD")  # fmt: skip
         return httpx.Response(
@@ -671,7 +320,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1"},
         )
 
-    async def send_raw(self, origin: _Origin, data: bytes, timeouts: Timeouts) -> RawResponse:
+    async def send_raw(self, origin: Origin, data: bytes, timeouts: Timeouts) -> RawResponse:
         """Send one request already encoded as bytes (head and body) to `origin` on a pooled
         connection, and return its answer once the headers are in.
 
@@ -682,15 +331,15 @@ class FastTransport(httpx.AsyncBaseTransport):
         return RawResponse(conn.status, conn.headers, _Body(self._pool, conn, timeouts), timeouts)
 
     async def _exchange(
-        self, origin: _Origin, data: bytes, timeouts: Timeouts | None, request: httpx.Request | None,
+        self, origin: Origin, data: bytes, timeouts: Timeouts | None, request: httpx.Request | None,
         *, head_only: bool = False,
-    ) -> _Connection:
+    ) -> Connection:
         """Write `data` on a pooled connection and wait for the answer's headers."""
         conn = await self._pool.acquire(origin, timeouts, request)
         try:
             conn.start(head_only)
-            await conn.send(data, _timeout_of(timeouts, "write"), request)
-            read_timeout = _timeout_of(timeouts, "read")
+            await conn.send(data, timeout_of(timeouts, "write"), request)
+            read_timeout = timeout_of(timeouts, "read")
             while not conn.headers_done:
                 if conn.error is not None:
                     error = conn.error

@@ -34,7 +34,7 @@ import translator
 from server.body import ResponsesRequest
 from server.config import BridgeConfig, Route
 from server.context_window import ContextFit, plan_fit
-from server.conversations import echo_conversation
+from server.conversation_turn import echo_conversation
 from server.errors import invalid, not_found
 from server.history import prepare_input
 from server.state import BridgeState

@@ -9,121 +9,35 @@ Every failure before a stream starts becomes an `ApiError` carrying the status t
 see (docs/wire.md §1.5e: a pre-stream failure is a plain HTTP error, not a 200 stream):
 the backend's 4xx keeps its status and message, 429 keeps its Retry-After, refused/reset/5xx become
 502, timeouts 504. Messages, and every header passed through to the client, are scrubbed of
-configured secrets before they leave the process (also base64-encoded and in any letter case).
+configured secrets before they leave the process (server/scrub.py).
 An answer over a `[limits]` ceiling is a 502 whose message names the setting.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
-import functools
-import logging
 import re
-import socket
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 import orjson
 
-from server.config import FIXTURES_UPSTREAM, BridgeConfig, Upstream
+from server.config import BridgeConfig, Upstream
+from server.errors import ApiError
 from server.limits import UpstreamLimitError, too_large
+from server.scrub import scrub, scrub_value
 from server.transport import FastTransport, RawResponse
-from translator.errors import UpstreamError, classify_backend_error, error_type_for_status
+from translator.errors import UpstreamError, classify_backend_error
 from translator.options import TranslatorOptions
 
-__all__ = ["ApiError", "FixtureBackend", "UpstreamClient", "scrub", "scrub_value"]
-
-log = logging.getLogger("responses_bridge")
+__all__ = ["UpstreamClient"]
 
 _PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
                  "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
                  "x-ratelimit-reset-tokens")  # fmt: skip
 _MAX_ERROR_BODY = 64 * 1024
-
-
-class ApiError(Exception):
-    """An error the client receives as `{"error": {message, type, param, code}}` with `status`."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str | None = None,
-        param: str | None = None,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type or error_type_for_status(status)
-        self.param = param
-        self.code = code
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Replace every configured secret in `text` (backends echo keys in auth errors and headers),
-    also when echoed in another letter case or base64-encoded (standard or URL-safe alphabet, with
-    or without padding, and at any byte offset inside a longer encoded value such as Basic auth)."""
-    pattern = _secret_pattern(tuple(secrets))
-    if pattern is None:
-        return text
-    return pattern.sub("***", text)
-
-
-def _base64_forms(secret: bytes) -> set[str]:
-    """The base64 text that encodes `secret` wherever it sits in a longer encoded byte string.
-
-    Base64 maps 3 bytes to 4 characters, so the characters a secret turns into depend on its offset
-    modulo 3: for each offset, the characters made only of the secret's own bits are fixed."""
-    forms: set[str] = set()
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        whole = encode(secret).decode("ascii")
-        forms.update((whole, whole.rstrip("=")))
-        for offset in (0, 1, 2):
-            encoded = encode(b"\0" * offset + secret).decode("ascii")
-            start = (8 * offset + 5) // 6
-            end = (8 * (offset + len(secret))) // 6
-            inner = encoded[start:end]
-            if len(inner) >= 6:  # shorter fragments would match unrelated text
-                forms.add(inner)
-    return forms
-
-
-@functools.lru_cache(maxsize=64)
-def _secret_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
-    forms: set[str] = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        forms.add(secret)
-        forms.update(_base64_forms(secret.encode("utf-8")))
-    if not forms:
-        return None
-    # Longest first, so a padded whole encoding is replaced before a fragment of it.
-    alternatives = sorted(forms, key=len, reverse=True)
-    return re.compile("|".join(re.escape(f) for f in alternatives), re.IGNORECASE)
-
-
-def scrub_value(value: Any, secrets: Iterable[str]) -> Any:
-    """`scrub` applied to every string inside a JSON value (error objects, model entries)."""
-    if isinstance(value, str):
-        return scrub(value, secrets)
-    if isinstance(value, dict):
-        return {scrub(str(k), secrets): scrub_value(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub_value(v, secrets) for v in value]
-    return value
 
 
 #: Sends on pooled connections that turn out stale before the final attempt (see `_send`).
@@ -270,20 +184,10 @@ class UpstreamClient:
         try:
             if response.status_code >= 400:
                 await self._raise_for_status(response)
-            try:
-                body = await self._read_json_body(response)
-            except UpstreamLimitError as exc:
-                raise ApiError(502, str(exc), code=exc.code) from None
-            except httpx.TimeoutException:
-                raise ApiError(504, f"Upstream {self.name} timed out sending its answer.", code="upstream_timeout") from None
-            except httpx.HTTPError as exc:
-                raise ApiError(502, f"Upstream {self.name} failed mid-answer: {type(exc).__name__}.", code="upstream_error") from None
-        finally:
+        except BaseException:
             await response.aclose()
-        try:
-            completion = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ApiError(502, f"Upstream {self.name} returned a body that is not JSON.", code="upstream_error") from None
+            raise
+        completion = await self.answer_json(response)
         if not isinstance(completion, dict):
             raise ApiError(502, f"Upstream {self.name} returned JSON that is not an object.", code="upstream_error")
         if completion.get("error") and not completion.get("choices"):
@@ -310,6 +214,24 @@ class UpstreamClient:
             if isinstance(timeout, dict):
                 timeout["read"] = self.idle_timeout
         return response  # type: ignore[return-value]
+
+    async def answer_json(self, response: UpstreamResponse) -> Any:
+        """A non-streamed answer parsed (chat completion or Response), the response closed; every way
+        reading it fails is an `ApiError` naming this upstream (502; 504 for a timeout)."""
+        try:
+            body = await self._read_json_body(response)
+        except UpstreamLimitError as exc:  # the transport's own ceilings say "the backend"
+            raise ApiError(502, str(exc).replace("the backend", self.name, 1), code=exc.code) from None
+        except httpx.TimeoutException:
+            raise ApiError(504, f"Upstream {self.name} timed out sending its answer.", code="upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise ApiError(502, f"Upstream {self.name} failed mid-answer: {type(exc).__name__}.", code="upstream_error") from None
+        finally:
+            await response.aclose()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ApiError(502, f"Upstream {self.name} returned a body that is not JSON.", code="upstream_error") from None
 
     async def read_json(self, response: UpstreamResponse) -> bytes:
         """The bytes of a non-streamed answer, within `upstream_max_json_bytes` (see `_read_json_body`)."""
@@ -438,52 +360,3 @@ def _json_headers(extra: dict[str, str] | None) -> dict[str, str]:
         headers.update(extra)
     return headers
 
-
-# ---------------------------------------------------------------------------------- fixture backend
-
-
-class FixtureBackend:
-    """The project's fixture chat backend on a free loopback port, in its own thread and loop.
-
-    A second real server rather than httpx.ASGITransport: ASGITransport buffers the whole response
-    body, so streams would not arrive incrementally (keep-alives, cuts and stalls would be lost)."""
-
-    def __init__(self) -> None:
-        import uvicorn
-
-        from fixtures.backend import create_app
-
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = int(self._sock.getsockname()[1])
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(
-            create_app(), host="127.0.0.1", port=self.port, log_config=None, log_level=None, access_log=False,
-            lifespan="off", timeout_graceful_shutdown=2,
-        )  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="fixture-backend", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self._server.run(sockets=[self._sock])
-        except Exception:  # the thread must not die silently
-            log.exception("fixture backend crashed")
-
-    async def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fixture backend did not start")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        await asyncio.to_thread(self._thread.join, 5.0)
-        with contextlib.suppress(OSError):
-            self._sock.close()
-
-
-def is_fixtures(upstream: Upstream) -> bool:
-    return upstream.base_url == FIXTURES_UPSTREAM

@@ -17,15 +17,26 @@ import orjson
 from .errors import UpstreamError
 from .events import EVENT_TYPES
 
-__all__ = ["DONE_FRAME", "KEEPALIVE_FRAME", "MAX_FRAME_BYTES", "SSEDecoder", "encode_sse"]
+__all__ = ["DONE_FRAME", "KEEPALIVE_FRAME", "MAX_FRAME_BYTES", "SSEDecoder", "encode_sse", "json_object"]
 
 DONE_FRAME = b"data: [DONE]\n\n"
 KEEPALIVE_FRAME = b": keepalive\n\n"
 
 _dumps = orjson.dumps
+_loads = orjson.loads
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 #: Precomputed frame heads for the event types the translator emits (a constant, not a cache).
 _PREFIXES: dict[str, bytes] = {t: b"event: " + t.encode() + b"\ndata: " for t in sorted(EVENT_TYPES)}
+
+
+def json_object(data: str) -> dict[str, Any] | None:
+    """A frame's `data` as the JSON object every chat chunk and Responses event is, or None when it
+    is not JSON or not an object (the caller says whose fault and how the stream ends)."""
+    try:
+        value = _loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def encode_sse(event: dict[str, Any]) -> bytes:

@@ -18,7 +18,7 @@ def section() -> str:
 
 
 def test_the_mixed_client_config_parses() -> None:
-    from server.config import parse_config
+    from server.config_file import parse_config
 
     toml = re.search(r"```toml\n(.*?)```", section(), flags=re.S)
     assert toml is not None

@@ -70,7 +70,7 @@ def profile_options(name: str) -> tuple[dict[str, Any], list[str]]:
     refuses unknown options at start-up, so they are set aside here (the tests of those options then
     fail on their own assertions, which is what they should do until the option exists).
     """
-    from server.config import load_profile
+    from server.config_file import load_profile
 
     known = {f.name for f in dataclasses.fields(TranslatorOptions)}
     options = dict(load_profile(name).options)

@@ -191,7 +191,8 @@ def test_auth_covers_the_chat_route(make_bridge: Any) -> None:
 
 
 def test_config_refuses_an_unknown_api() -> None:
-    from server.config import ConfigError, parse_config
+    from server.config import ConfigError
+    from server.config_file import parse_config
 
     with pytest.raises(ConfigError, match="api must be one of chat, responses"):
         parse_config({"upstreams": [{"base_url": "http://x/v1", "api": "soap"}]}, env={})
@@ -208,7 +209,7 @@ class _Client:
 
 async def _translate_bytes(parts: list[bytes], request: dict[str, Any]) -> bytes:
     from server.accesslog import AccessRecord
-    from server.chat import ResponsesEvents, TranslatedSource
+    from server.chat_translated import ResponsesEvents, TranslatedSource
     from translator import ResponsesStreamTranslator
 
     async def body() -> Any:

@@ -532,7 +532,8 @@ def test_truncation_auto_with_a_configured_window_trims_before_sending(
 
 
 def test_context_window_is_an_upstream_setting() -> None:
-    from server.config import ConfigError, parse_config
+    from server.config import ConfigError
+    from server.config_file import parse_config
 
     table = {"upstreams": [{"name": "local", "base_url": "http://127.0.0.1:9/v1", "context_window": 8192}]}
     assert parse_config(table, env={}).upstreams[0].context_window == 8192

@@ -10,8 +10,8 @@ import httpx
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.config import resolve_config
 from server.metrics import MODEL_LABEL_LIMIT, error_code_label
+from server.settings import resolve_config
 
 Samples = list[tuple[str, dict[str, str], float]]
 

@@ -12,16 +12,8 @@ import httpx
 import pytest
 
 from server.cli import build_config
-from server.config import (
-    PASSTHROUGH,
-    BridgeConfig,
-    ConfigError,
-    Timeouts,
-    Upstream,
-    list_profiles,
-    load_config,
-    load_profile,
-)
+from server.config import PASSTHROUGH, BridgeConfig, ConfigError, Timeouts, Upstream
+from server.config_file import list_profiles, load_config, load_profile
 from tests.conftest import BridgeHandle
 from translator import TranslatorOptions
 
@@ -339,16 +331,16 @@ def test_upstream_key_file(tmp_path: Path) -> None:
 
 
 def test_config_from_env_reads_the_environment_workers_are_given() -> None:
-    import server.config
+    import server.settings
 
     env = {"RESPONSES_BRIDGE_UPSTREAM": "fixtures", "RESPONSES_BRIDGE_PORT": "4321", "RESPONSES_BRIDGE_STRICT_PARAMS": "1"}
-    config = server.config.config_from_env(env)
+    config = server.settings.config_from_env(env)
     assert (config.port, config.strict_params, config.upstreams[0].base_url) == (4321, True, "fixtures")
 
 
 def test_every_setting_has_a_flag() -> None:
     from server.cli import _parser
-    from server.config import SETTINGS
+    from server.settings import SETTINGS
 
     serve = _parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
     flags = {option for action in serve._actions for option in action.option_strings}

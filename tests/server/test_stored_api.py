@@ -36,8 +36,8 @@ from server.background import (
     shutdown_background,
     start_background,
 )
+from server.errors import ApiError
 from server.store import open_store
-from server.upstream import ApiError
 from tests.server.test_store import _drop_schema, postgres_url  # noqa: F401  (postgres_url is a fixture)
 from tests.support.servers import free_port, poll, run_app
 from translator import ChatStreamTranslator

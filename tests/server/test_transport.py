@@ -352,9 +352,11 @@ def test_upstream_client_uses_the_fast_transport() -> None:
 # suite (tests/e2e/test_hostile_backend.py) runs the same cases through the whole bridge.
 
 from server.accesslog import AccessRecord, emit  # noqa: E402
-from server.config import ConfigError, Limits, parse_config  # noqa: E402
+from server.config import ConfigError, Limits  # noqa: E402
+from server.config_file import parse_config  # noqa: E402
+from server.errors import ApiError  # noqa: E402
 from server.limits import BodyRate, UpstreamLimitError  # noqa: E402
-from server.upstream import ApiError, scrub  # noqa: E402
+from server.scrub import scrub  # noqa: E402
 
 
 def test_a_header_block_over_the_limit_is_refused_while_it_arrives() -> None:

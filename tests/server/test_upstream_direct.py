@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from server.config import BridgeConfig, Timeouts, Upstream
+from server.errors import ApiError
 from server.transport import FastTransport, RawResponse, ResponseHeaders
-from server.upstream import ApiError, UpstreamClient, _json_headers
+from server.upstream import UpstreamClient, _json_headers
 
 UPSTREAMS = [
     Upstream(name="plain", base_url="http://127.0.0.1:9/v1"),

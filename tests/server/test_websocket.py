@@ -483,7 +483,8 @@ def test_the_connection_ends_at_its_age_limit_with_an_error(make_bridge: Callabl
 
 
 def test_the_age_limit_is_a_config_key() -> None:
-    from server.config import ConfigError, parse_config
+    from server.config import ConfigError
+    from server.config_file import parse_config
 
     upstreams = [{"name": "a", "base_url": "http://127.0.0.1:9/v1"}]
     assert parse_config({"upstreams": upstreams}).websocket_connection_limit == 3600.0

@@ -99,9 +99,10 @@ def _main() -> None:
 
     import server.config as config_module
     from server.app import create_app
+    from server.config_file import single_upstream
 
     limits = json.loads(os.environ.get("HOSTILE_BRIDGE_LIMITS") or "{}")
-    upstream = config_module.single_upstream(
+    upstream = single_upstream(
         os.environ["HOSTILE_BRIDGE_UPSTREAM"], os.environ["HOSTILE_BRIDGE_UPSTREAM_KEY"]
     )
     kwargs: dict[str, Any] = {"upstreams": (upstream,), "api_keys": (os.environ["HOSTILE_BRIDGE_API_KEY"],),

@@ -153,7 +153,7 @@ QUIRK_CAPTURES = {"named_tool_choice_ignored", "tool_choice_none_markup"}
 
 def translator_options(profile: str = "llamacpp", **overrides: Any) -> dict[str, Any]:
     """The profile's options that this translator knows (see tests/e2e/test_llamacpp.py)."""
-    from server.config import load_profile
+    from server.config_file import load_profile
 
     known = {f.name for f in dataclasses.fields(TranslatorOptions)}
     options = {**load_profile(profile).options, **overrides}

@@ -1,0 +1,21 @@
+"""Every test under tests/e2e/ carries the `e2e` marker (registered in pyproject.toml): real clients
+(openai SDK, Agents SDK, Codex CLI, LangChain), real llama.cpp, load, durability, hostile peers.
+
+Marked here by path rather than by a decorator in each file, so a new e2e test is marked without
+anyone remembering to: `pytest -m "not e2e"` runs the fast layers, plain `pytest` runs everything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+E2E_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A conftest's hook sees the whole session's items, not only this folder's: filter by path.
+    for item in items:
+        if E2E_DIR in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
