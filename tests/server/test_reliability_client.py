@@ -341,14 +341,17 @@ FLOOD_CHUNKS = 16 * 1024  # 256 MiB of content: far more than every socket buffe
 FLOOD_BYTES = FLOOD_CHUNKS * (FLOOD_CHUNK_CHARS + 150)
 
 
-def test_slow_reader_backpressure_bounds_memory() -> None:
+def test_slow_reader_backpressure_bounds_memory(tmp_path: Path) -> None:
     """A client that stops reading a huge stream: the bridge stops reading the backend (it cannot push
     more than the socket buffers hold) and its memory stays bounded; once the client hangs up, the
     backend is released. Without backpressure the bridge would buffer the whole 256 MiB."""
     backend = ProbeBackend(count=FLOOD_CHUNKS, chunk_chars=FLOOD_CHUNK_CHARS)
+    # backpressure is under test, not the output-token ceiling (256 MiB of text is ~67M estimated tokens)
+    config = tmp_path / "bridge.toml"
+    config.write_text("[limits]\nupstream_max_output_tokens = 1073741824\n")
     with (
         probe(backend) as server,
-        BridgeProcess("--upstream", server.url + "/v1", "--store", "none") as bridge,
+        BridgeProcess("--config", str(config), "--upstream", server.url + "/v1", "--store", "none") as bridge,
     ):
         warm = httpx.post(bridge.url + "/responses", json={"model": "probe", "input": "warm-up"}, timeout=60)
         # the probe streams 256 MiB of SSE whatever it is asked: a whole answer that size is refused
