@@ -24,46 +24,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.conftest import bridge_config
 from tests.support.clients_backend import chat_requests_with, message_text
-from tests.support.clients_codex import codex_binary, codex_env
+from tests.support.clients_codex import codex_binary, codex_config, codex_env
 from tests.support.servers import RunningServer, run_app
 
 SHELL_TOOL = "exec_command"
 API_KEY = "sk-codex-ws"
-
-CONFIG = """\
-model = "fixture-scripted"
-model_provider = "bridge"
-approval_policy = "never"
-sandbox_mode = "danger-full-access"
-check_for_update_on_startup = false
-web_search = "disabled"
-
-[model_providers.bridge]
-name = "responses-bridge"
-base_url = "{base_url}"
-wire_api = "responses"
-env_key = "BRIDGE_API_KEY"
-supports_websockets = true
-request_max_retries = 0
-stream_max_retries = 0
-
-[analytics]
-enabled = false
-
-[feedback]
-enabled = false
-
-[otel]
-exporter = "none"
-trace_exporter = "none"
-metrics_exporter = "none"
-
-[features]
-plugins = false
-remote_plugin = false
-apps = false
-"""
-
 
 class TransportRecorder:
     """In front of the bridge: the handshakes, the client's WebSocket messages, the HTTP POSTs."""
@@ -111,7 +76,7 @@ def run_codex_ws(base_url: str, prompt: str, tmp_path: Path, timeout: float = 12
     codex_home, home, workdir = tmp_path / "codex-home", tmp_path / "home", tmp_path / "work"
     for directory in (codex_home, home, workdir):
         directory.mkdir(parents=True, exist_ok=True)
-    (codex_home / "config.toml").write_text(CONFIG.format(base_url=base_url), encoding="utf-8")
+    (codex_home / "config.toml").write_text(codex_config(base_url, "fixture-scripted", websockets=True), encoding="utf-8")
     command = [str(codex_binary()), "exec", "--json", "--ephemeral", "--strict-config", "--skip-git-repo-check",
                "--sandbox", "danger-full-access", "--cd", str(workdir), prompt]  # fmt: skip
     done = subprocess.run(command, cwd=workdir, env=codex_env(home, codex_home, base_url, API_KEY),

@@ -24,46 +24,10 @@ import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.conftest import bridge_config
-from tests.support.clients_codex import codex_binary, codex_env
+from tests.support.clients_codex import codex_binary, codex_config, codex_env
 from tests.support.servers import RunningServer, run_app
 
 PROMPT = 'create the file\n@call exec_command {"cmd": "echo hi > made.txt"}'
-
-CONFIG = """\
-model = "fixture-scripted"
-model_provider = "bridge"
-approval_policy = "never"
-sandbox_mode = "danger-full-access"
-check_for_update_on_startup = false
-web_search = "disabled"
-model_auto_compact_token_limit = 300
-
-[model_providers.bridge]
-name = "{name}"
-base_url = "{base_url}"
-wire_api = "responses"
-env_key = "BRIDGE_API_KEY"
-supports_websockets = {websockets}
-request_max_retries = 0
-stream_max_retries = 0
-
-[analytics]
-enabled = false
-
-[feedback]
-enabled = false
-
-[otel]
-exporter = "none"
-trace_exporter = "none"
-metrics_exporter = "none"
-
-[features]
-plugins = false
-remote_plugin = false
-apps = false
-"""
-
 
 class _TriggerWatch:
     """Counts the requests (HTTP bodies, WebSocket messages) carrying the trigger or a compaction item."""
@@ -124,7 +88,8 @@ def _run_codex(base_url: str, name: str, tmp_path: Path, websockets: bool = Fals
     codex_home, home, work = tmp_path / "codex-home", tmp_path / "home", tmp_path / "work"
     for directory in (codex_home, home, work):
         directory.mkdir(parents=True)
-    (codex_home / "config.toml").write_text(CONFIG.format(name=name, base_url=base_url, websockets=str(websockets).lower()), encoding="utf-8")
+    (codex_home / "config.toml").write_text(codex_config(base_url, "fixture-scripted", provider_name=name, websockets=websockets,
+                                                            auto_compact_token_limit=300), encoding="utf-8")
     command = [str(codex_binary()), "exec", "--json", "--ephemeral", "--strict-config", "--skip-git-repo-check",
                "--sandbox", "danger-full-access", "--cd", str(work), PROMPT]  # fmt: skip
     done = subprocess.run(command, cwd=work, env=codex_env(home, codex_home, base_url, "sk-codex-test"),

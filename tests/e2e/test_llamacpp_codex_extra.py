@@ -30,11 +30,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from tests.conftest import bridge_config
-from tests.e2e.test_codex_websocket import CONFIG, TransportRecorder
-from tests.e2e.test_compaction_codex import CONFIG as COMPACTION_CONFIG
+from tests.e2e.test_codex_websocket import TransportRecorder
 from tests.e2e.test_compaction_codex import _TriggerWatch
 from tests.e2e.test_llamacpp import profile_options
-from tests.support.clients_codex import codex_binary, codex_env
+from tests.support.clients_codex import codex_binary, codex_config, codex_env
 from tests.support.llamacpp import behaviour
 from tests.support.llamacpp.launcher import LlamaServer, require_build, run_llama_server
 from tests.support.servers import RunningServer, run_app
@@ -72,9 +71,7 @@ def run_codex_ws(base_url: str, prompt: str, tmp_path: Path, timeout: float = 30
     codex_home, home, workdir = tmp_path / "codex-home", tmp_path / "home", tmp_path / "work"
     for directory in (codex_home, home, workdir):
         directory.mkdir(parents=True, exist_ok=True)
-    config = CONFIG.replace('model = "fixture-scripted"', f'model = "{MODEL}"', 1)
-    assert f'model = "{MODEL}"' in config
-    (codex_home / "config.toml").write_text(config.format(base_url=base_url), encoding="utf-8")
+    (codex_home / "config.toml").write_text(codex_config(base_url, MODEL, websockets=True), encoding="utf-8")
     last_message = tmp_path / "last-message.txt"
     command = [str(codex_binary()), "exec", "--json", "--ephemeral", "--strict-config", "--skip-git-repo-check",
                "--sandbox", "danger-full-access", "--cd", str(workdir), "--output-last-message", str(last_message),
@@ -198,10 +195,9 @@ def test_codex_remote_compaction_round_trips_over_the_websocket_on_llama(llama: 
             codex_home, home, work = tmp_path / "codex-home", tmp_path / "home", tmp_path / "work"
             for directory in (codex_home, home, work):
                 directory.mkdir(parents=True)
-            text = COMPACTION_CONFIG.replace('model = "fixture-scripted"', f'model = "{MODEL}"', 1)
-            assert f'model = "{MODEL}"' in text
             (codex_home / "config.toml").write_text(
-                text.format(name="OpenAI", base_url=base_url, websockets="true"), encoding="utf-8"
+                codex_config(base_url, MODEL, provider_name="OpenAI", websockets=True, auto_compact_token_limit=300),
+                encoding="utf-8",
             )
             command = [str(codex_binary()), "exec", "--json", "--ephemeral", "--strict-config",
                        "--skip-git-repo-check", "--sandbox", "danger-full-access", "--cd", str(work),

@@ -30,12 +30,13 @@ approval_policy = "never"
 sandbox_mode = "danger-full-access"
 check_for_update_on_startup = false
 web_search = "disabled"
-
+{top_level}
 [model_providers.bridge]
-name = "responses-bridge"
+name = "{name}"
 base_url = "{base_url}"
 wire_api = "responses"
 env_key = "{api_key_env}"
+supports_websockets = {websockets}
 # A failure must show up as a failure, not be hidden (or slowed down) by retries.
 request_max_retries = 0
 stream_max_retries = 0
@@ -100,12 +101,19 @@ class CodexRun:
         )
 
 
+def codex_config(base_url: str, model: str, *, provider_name: str = "responses-bridge", websockets: bool = False,
+                 auto_compact_token_limit: int | None = None) -> str:
+    """Our config.toml for Codex: local-only, pointed at `base_url`. `provider_name="OpenAI"` is what makes
+    Codex use remote compaction for a custom base URL (docs/codex.md); `websockets` turns WebSocket mode on."""
+    top_level = "" if auto_compact_token_limit is None else f"model_auto_compact_token_limit = {auto_compact_token_limit}\n"
+    return CONFIG_TEMPLATE.format(model=model, base_url=base_url, api_key_env=API_KEY_ENV, name=provider_name,
+                                  websockets=str(websockets).lower(), top_level=top_level)  # fmt: skip
+
+
 def write_codex_home(home: Path, base_url: str, model: str) -> None:
     """A CODEX_HOME with only our config.toml (no auth.json, no user config)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(
-        CONFIG_TEMPLATE.format(model=model, base_url=base_url, api_key_env=API_KEY_ENV), encoding="utf-8"
-    )
+    (home / "config.toml").write_text(codex_config(base_url, model), encoding="utf-8")
 
 
 def codex_env(home: Path, codex_home: Path, base_url: str, api_key: str) -> dict[str, str]:
