@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from server.config import Limits
+from server.config import BridgeConfig, Limits
 from server.errors import ApiError, invalid, translator_error
 from translator import check_request
 from translator.errors import InvalidRequest
@@ -85,6 +85,14 @@ def _find_all(data: bytes, token: bytes) -> list[int]:
         found.append(at)
         at = data.find(token, at + 1)
     return found
+
+
+async def read_request_body(request: Request, config: BridgeConfig) -> bytes:
+    """A route's body under the bridge's bounds: `max_body_bytes`, a stall over the idle timeout
+    (at most 30 s), and `limits.request_max_json_containers`: every route that reads a JSON body
+    (responses, chat completions, compact, conversations) gets the same ceilings from here."""
+    return await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0),
+                           max_json_containers=config.limits.request_max_json_containers)  # fmt: skip
 
 
 async def read_body(request: Request, limit: int, gap: float, *, max_json_containers: int | None = None) -> bytes:

@@ -17,15 +17,16 @@ from starlette.responses import Response
 
 import translator
 from server.accesslog import AccessRecord
-from server.body import read_body
+from server.body import read_request_body
 from server.chat_passthrough import passthrough
 from server.chat_request import read_chat_request
 from server.chat_stream import ChunkStream
 from server.chat_translated import translated
 from server.disconnect import cancel_on_disconnect
-from server.errors import ApiError, answer_or_error, not_found, translator_error
+from server.errors import ApiError, answer_or_error, translator_error
 from server.scope import ACCESS_KEY, CHAT_ENDPOINT, TOKEN_KEY
 from server.state import BridgeState
+from server.turn import request_secrets, routed
 
 __all__ = ["CHAT_ENDPOINT", "create_chat_completion"]
 
@@ -42,17 +43,13 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     config = state.config
     if state.shutting_down:
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
-    body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0),
-                           max_json_containers=config.limits.request_max_json_containers)
+    body = await read_request_body(request, config)
     asked = read_chat_request(body, config.limits)
-    route = config.route(asked.model)
-    if route is None:
-        raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
-                        "model_not_found")  # fmt: skip
+    route = routed(config, asked.model)
     record.model, record.upstream, record.stream = asked.model, route.upstream.name, asked.stream
     client = state.clients[route.upstream.name]
     token = request.scope.get(TOKEN_KEY)
-    secrets = config.secrets + ((token,) if route.upstream.passthrough and token else ())
+    secrets = request_secrets(client.secrets, route.upstream.passthrough, token)
     try:
         async with cancel_on_disconnect(request.receive):
             def shutting_down() -> bool:

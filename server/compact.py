@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 import translator
 from server.accesslog import AccessRecord
-from server.body import ResponsesRequest, json_object, parse_json, read_body, required_model
+from server.body import ResponsesRequest, json_object, parse_json, read_request_body, required_model
 from server.disconnect import cancel_on_disconnect
 from server.errors import ApiError, JSONResponse, answer_or_error, invalid, translator_error
 from server.scope import ACCESS_KEY, OWNER_KEY, TOKEN_KEY
@@ -75,7 +75,7 @@ async def _compact(request: Request, state: BridgeState, record: AccessRecord) -
     config = state.config
     if state.shutting_down:
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
-    body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0))
+    body = await read_request_body(request, config)
     payload = _check_body(body)
     record.model = payload["model"]
     asked = ResponsesRequest({**payload, "input": payload.get("input") or []}, payload["model"], False, False,

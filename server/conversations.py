@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.body import json_object, parse_json, read_body
+from server.body import json_object, parse_json, read_request_body
 from server.conversation_items import (
     conversation_unavailable,
     items_param,
@@ -73,10 +73,7 @@ def _missing_item(conversation_id: str, item_id: str) -> ApiError:
 
 async def _json_body(request: Request, *, allowed: frozenset[str]) -> dict[str, Any]:
     """The JSON object body (an empty body is `{}`); unknown fields are refused as OpenAI does."""
-    config = getattr(request.app.state, "config", None)
-    limit = getattr(config, "max_body_bytes", 32 * 1024 * 1024)
-    timeouts = getattr(config, "timeouts", None)
-    raw = await read_body(request, limit, min(getattr(timeouts, "idle", 30.0), 30.0))  # bounded, no stall
+    raw = await read_request_body(request, request.app.state.config)
     if not raw.strip():
         return {}
     body = json_object(parse_json(raw))

@@ -20,7 +20,7 @@ from starlette.responses import Response
 import translator
 from server.accesslog import AccessRecord
 from server.background import BackgroundStart, background_stream, start_job
-from server.body import read_body, read_responses_request
+from server.body import read_request_body, read_responses_request
 from server.commit import commit_or_503, response_commit
 from server.compact import trigger_answer
 from server.conversation_turn import with_conversation
@@ -50,8 +50,7 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     config = state.config
     if state.shutting_down:
         raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
-    body = await read_body(request, config.max_body_bytes, min(config.timeouts.idle, 30.0),
-                           max_json_containers=config.limits.request_max_json_containers)
+    body = await read_request_body(request, config)
     asked = read_responses_request(body, strict=config.strict_params, limits=config.limits)
     record.model, record.stream = asked.model, asked.stream
     owner = request.scope.get(OWNER_KEY)

@@ -43,7 +43,7 @@ from server.upstream import UpstreamClient
 from translator import compaction
 from translator.options import TranslatorOptions
 
-__all__ = ["PreparedTurn", "prepare_turn", "request_secrets", "translator_options"]
+__all__ = ["PreparedTurn", "prepare_turn", "request_secrets", "routed", "translator_options"]
 
 
 def translator_options(config: BridgeConfig, client: UpstreamClient) -> dict[str, Any]:
@@ -60,6 +60,15 @@ def translator_options(config: BridgeConfig, client: UpstreamClient) -> dict[str
             options.setdefault("encryption_key", config.encryption_key)
         cached = client.translator_options = TranslatorOptions.from_kwargs(**options)
     return {"options": cached}
+
+
+def routed(config: BridgeConfig, model: str) -> Route:
+    """The upstream serving `model`, or the 404 `model_not_found` every route answers."""
+    route = config.route(model)
+    if route is None:
+        raise not_found(f"The model '{model}' does not exist or is not served by this bridge.", "model",
+                        "model_not_found")  # fmt: skip
+    return route
 
 
 def request_secrets(secrets: tuple[str, ...], passthrough: bool, token: str | None) -> tuple[str, ...]:
@@ -142,10 +151,7 @@ async def prepare_turn(
     `summarising`: the turn is `POST /v1/responses/compact`, which renders compaction items into its
     transcript itself, so they are left as they are (and a trigger is the caller's to drop)."""
     config = state.config
-    route = config.route(asked.model)
-    if route is None:
-        raise not_found(f"The model '{asked.model}' does not exist or is not served by this bridge.", "model",
-                        "model_not_found")  # fmt: skip
+    route = routed(config, asked.model)
     client = state.clients[route.upstream.name]
     secrets = request_secrets(client.secrets, route.upstream.passthrough, token)
     request, items = await prepare_input(history, asked.payload, owner)
