@@ -23,7 +23,7 @@ from server.chat_request import read_chat_request
 from server.chat_stream import ChunkStream
 from server.chat_translated import translated
 from server.disconnect import cancel_on_disconnect
-from server.errors import ApiError, answer_or_error, translator_error
+from server.errors import answer_or_error, shutting_down, translator_error
 from server.scope import ACCESS_KEY, CHAT_ENDPOINT, TOKEN_KEY
 from server.state import BridgeState
 from server.turn import request_secrets, routed
@@ -42,7 +42,7 @@ async def create_chat_completion(request: Request) -> Response | ChunkStream:
 async def _respond(request: Request, state: BridgeState, record: AccessRecord) -> Response | ChunkStream:
     config = state.config
     if state.shutting_down:
-        raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
+        raise shutting_down()
     body = await read_request_body(request, config)
     asked = read_chat_request(body, config.limits)
     route = routed(config, asked.model)
@@ -52,12 +52,12 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     secrets = request_secrets(client.secrets, route.upstream.passthrough, token)
     try:
         async with cancel_on_disconnect(request.receive):
-            def shutting_down() -> bool:
+            def stopping() -> bool:
                 return state.shutting_down
 
             if route.upstream.api == "responses":
-                return await translated(asked, route, client, token, secrets, record, config, shutting_down)
-            return await passthrough(asked, route, client, token, secrets, record, config, shutting_down)
+                return await translated(asked, route, client, token, secrets, record, config, stopping)
+            return await passthrough(asked, route, client, token, secrets, record, config, stopping)
     except (translator.InvalidRequest, translator.UpstreamError) as exc:
         raise translator_error(exc, secrets) from None
 

@@ -26,6 +26,7 @@ from server.chat_request import ChatRequest, record_chat_usage
 from server.chat_stream import ChunkStream, encode_chunk
 from server.config import BridgeConfig, Route
 from server.errors import ApiError, JSONResponse
+from server.errors import shutting_down as shutdown_error
 from server.limits import UpstreamLimitError
 from server.scrub import scrub, scrub_value
 from server.upstream import UpstreamClient
@@ -96,7 +97,7 @@ async def _unless_shutdown(awaitable: Awaitable[T], shutting_down: Callable[[], 
                 done, _ = await asyncio.wait((task,), timeout=grace)
                 if done:
                     return task.result()
-                raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
+                raise shutdown_error()
     finally:
         if not task.done():
             task.cancel()

@@ -22,7 +22,7 @@ import translator
 from server.accesslog import AccessRecord
 from server.body import ResponsesRequest, json_object, parse_json, read_request_body, required_model
 from server.disconnect import cancel_on_disconnect
-from server.errors import ApiError, JSONResponse, answer_or_error, invalid, translator_error
+from server.errors import JSONResponse, answer_or_error, invalid, shutting_down, translator_error
 from server.scope import ACCESS_KEY, OWNER_KEY, TOKEN_KEY
 from server.state import BridgeState
 from server.turn import PreparedTurn, prepare_turn
@@ -74,7 +74,7 @@ async def compact_response(request: Request) -> Response:
 async def _compact(request: Request, state: BridgeState, record: AccessRecord) -> Response:
     config = state.config
     if state.shutting_down:
-        raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
+        raise shutting_down()
     body = await read_request_body(request, config)
     payload = _check_body(body)
     record.model = payload["model"]

@@ -32,6 +32,7 @@ __all__ = [
     "handle_unexpected",
     "invalid",
     "not_found",
+    "shutting_down",
     "translator_error",
 ]
 
@@ -113,6 +114,11 @@ async def answer_or_error(record: AccessRecord, answer: Awaitable[R]) -> R | Res
     except ClientGone:
         record.status, record.error_code = 499, "client_disconnected"
         return Response(status_code=499)
+
+
+def shutting_down() -> ApiError:
+    """The 503 every route answers once shutdown has begun (a client should retry elsewhere)."""
+    return ApiError(503, "The server is shutting down.", code="server_shutting_down")
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:

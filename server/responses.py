@@ -25,7 +25,7 @@ from server.commit import commit_or_503, response_commit
 from server.compact import trigger_answer
 from server.conversation_turn import with_conversation
 from server.disconnect import cancel_on_disconnect
-from server.errors import ApiError, JSONResponse, answer_or_error, translator_error
+from server.errors import ApiError, JSONResponse, answer_or_error, shutting_down, translator_error
 from server.pump import EventPump, log_ceiling
 from server.responses_passthrough import relay_responses
 from server.scope import ACCESS_KEY, OWNER_KEY, RESPONSES_ENDPOINT, TOKEN_KEY
@@ -49,7 +49,7 @@ async def create_response(request: Request) -> Response | EventStream:
 async def _respond(request: Request, state: BridgeState, record: AccessRecord) -> Response | EventStream:
     config = state.config
     if state.shutting_down:
-        raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
+        raise shutting_down()
     body = await read_request_body(request, config)
     asked = read_responses_request(body, strict=config.strict_params, limits=config.limits)
     record.model, record.stream = asked.model, asked.stream

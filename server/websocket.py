@@ -45,7 +45,7 @@ from server.auth import caller_token, check_key, fingerprint
 from server.body import JSONShapeMeter, check_responses_payload
 from server.commit import response_commit
 from server.compact import trigger_answer
-from server.errors import ApiError, invalid, translator_error
+from server.errors import ApiError, invalid, shutting_down, translator_error
 from server.pump import TERMINAL_TYPES, EventPump, commit_terminal
 from server.scope import RESPONSES_ENDPOINT
 from server.state import BridgeState
@@ -258,7 +258,7 @@ class Connection:
         compaction trigger, the whole answer's events (the summary call is not streamed)."""
         state, config, record = self.state, self.config, turn.record
         if state.shutting_down:
-            raise ApiError(503, "The server is shutting down.", code="server_shutting_down")
+            raise shutting_down()
         if len(data) > config.max_body_bytes:
             raise ApiError(413, f"Message too large: the limit is {config.max_body_bytes} bytes.",
                            code="request_too_large")  # fmt: skip
