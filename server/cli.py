@@ -246,12 +246,14 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.http_protocol import bounded_protocol
+    from server.ws_protocol import WS_PROTOCOL
 
     common: dict[str, Any] = {
         "host": config.host,
         "port": port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "http": "httptools",
+        "ws": WS_PROTOCOL,  # a WebSocket turn in flight at shutdown gets the grace period too
         "log_config": log_config,
         "access_log": False,
         "timeout_graceful_shutdown": config.shutdown_grace + 5,

@@ -270,15 +270,8 @@ class EventPump:
                     yield await self._abort_batch()
                     return
                 raise
-            except UpstreamLimitError as exc:  # the answer broke a [limits] ceiling: say which
-                yield await self._fail(str(exc).replace("the backend", self.upstream_name, 1), exc.code)
-                return
-            except httpx.TimeoutException:
-                yield await self._fail(f"Upstream {self.upstream_name} sent nothing for too long.", "upstream_timeout")
-                return
-            except httpx.HTTPError as exc:
-                yield await self._fail(f"Upstream {self.upstream_name} connection failed mid-stream "
-                                       f"({type(exc).__name__}).", "upstream_error")  # fmt: skip
+            except (UpstreamLimitError, httpx.HTTPError) as exc:
+                yield await self._fail(*self._read_failure(exc))
                 return
             finally:
                 self._reading = False
@@ -331,8 +324,30 @@ class EventPump:
         if saw_done:
             await self._drain(raw_iter)
 
+    def _read_failure(self, exc: Exception) -> tuple[str, str]:
+        """(message, code) of a backend read that failed: a [limits] ceiling (which one), the idle
+        timeout, or the connection."""
+        if isinstance(exc, UpstreamLimitError):
+            return str(exc).replace("the backend", self.upstream_name, 1), exc.code
+        if isinstance(exc, httpx.TimeoutException):
+            return f"Upstream {self.upstream_name} sent nothing for too long.", "upstream_timeout"
+        return f"Upstream {self.upstream_name} connection failed mid-stream ({type(exc).__name__}).", "upstream_error"
+
     async def _whole_body(self) -> Batch:
-        body = await self.upstream.aread()
+        # Read like a stream chunk: an abort (shutdown) cancels a stalled body, and a failed read is
+        # the backend's fault with its own code, not a bridge error.
+        self._reader, self._reading = asyncio.current_task(), True
+        try:
+            body = await self.upstream.aread()
+        except asyncio.CancelledError:
+            reader = self._reader
+            if self._cancelled_by_abort and reader is not None and reader.uncancel() == 0:
+                return await self._abort_batch()
+            raise
+        except (UpstreamLimitError, httpx.HTTPError) as exc:
+            return await self._fail(*self._read_failure(exc))
+        finally:
+            self._reading = False
         try:
             completion = orjson.loads(body)
         except orjson.JSONDecodeError:

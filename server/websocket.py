@@ -45,11 +45,12 @@ from server.auth import caller_token, check_key, fingerprint
 from server.body import JSONShapeMeter, check_responses_payload
 from server.commit import response_commit
 from server.compact import trigger_answer
-from server.errors import ApiError, invalid, shutting_down, translator_error
+from server.errors import ApiError, shutting_down, translator_error
 from server.pump import TERMINAL_TYPES, EventPump, commit_terminal
-from server.scope import RESPONSES_ENDPOINT
+from server.scope import RESPONSES_ENDPOINT, WS_DRAIN_KEY
 from server.state import BridgeState
 from server.turn import PreparedTurn, prepare_turn
+from server.websocket_messages import error_event, read_create_message
 from translator.compaction import trigger_events
 
 __all__ = ["MAX_QUEUED", "ConnectionMemory", "responses_websocket"]
@@ -61,8 +62,7 @@ MAX_QUEUED = 64
 #: Close codes (RFC 6455 §7.4.1).
 POLICY_VIOLATION = 1008
 NORMAL_CLOSURE = 1000
-#: Fields of an HTTP create body that mean nothing on a WebSocket, refused by name.
-HTTP_ONLY_FIELDS = ("stream", "stream_options", "background")
+SERVICE_RESTART = 1012
 
 _UNAUTHORISED = "Missing or invalid API key. Send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'."
 _LIMIT_MESSAGE = ("Responses websocket connection limit reached ({minutes}). Create a new websocket "
@@ -158,6 +158,18 @@ class Connection:
         self.queued_bytes = 0
         self.deadline = time.monotonic() + self.config.websocket_connection_limit
         self.closed = False
+        self.busy = False  # a turn is in flight (from its message leaving the queue to its last event)
+        websocket.scope[WS_DRAIN_KEY] = self._drain
+
+    def _drain(self) -> float | None:
+        """Shutdown, asked by the protocol (server/ws_protocol.py): None closes an idle connection now
+        (1012, as uvicorn does); with a turn in flight, the turn gets the grace period the SSE streams
+        get (its pump then ends it with `response.failed`), queued turns get a 503 error each, and the
+        worker closes the connection itself (1012); the protocol waits that long at most."""
+        self.state.begin_shutdown()  # already begun when a signal started the shutdown; idempotent
+        if not self.busy:
+            return None
+        return self.config.shutdown_grace + 5
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -212,8 +224,17 @@ class Connection:
             except TimeoutError:
                 break
             self.queued_bytes -= len(data)
-            await self._turn(data)
+            self.busy = True
+            try:
+                await self._turn(data)
+            finally:
+                self.busy = False
             if self.closed:  # the client left during the turn
+                return
+            if self.state.shutting_down and self.queue.empty():  # the drain: last turn answered
+                self.closed = True
+                with contextlib.suppress(OSError, WebSocketDisconnect, RuntimeError):
+                    await self.websocket.close(SERVICE_RESTART, "The server is shutting down.")
                 return
         minutes = f"{limit / 60:g} minutes" if limit >= 60 else f"{limit:g} seconds"
         await self._send(error_event(ApiError(400, _LIMIT_MESSAGE.format(minutes=minutes),
@@ -347,51 +368,3 @@ class Connection:
             self.closed = True
             return False
         return True
-
-
-# ------------------------------------------------------------------------------------------ messages
-
-
-def read_create_message(data: str | bytes) -> tuple[dict[str, Any], bool]:
-    """A client message → (the create body, `generate`). Every refusal is a 400 naming the field."""
-    try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"We could not parse the JSON of your message: {exc.msg}.", None, "invalid_json") from None
-    if not isinstance(message, dict):
-        raise invalid("A WebSocket message must be a JSON object.", None, "invalid_json")
-    kind = message.pop("type", None)
-    if kind != "response.create":
-        raise invalid(f"Unsupported message type {kind!r}: the client sends 'response.create' messages.",
-                      "type", "invalid_value")  # fmt: skip
-    if message.get("stream") is True:
-        # Codex 0.169.0 sends `stream: true` in every response.create (docs/websocket.md); it asks for
-        # what the socket does anyway, so it is dropped, while any other value is refused below.
-        del message["stream"]
-    for name in HTTP_ONLY_FIELDS:
-        if name in message:
-            raise invalid(f"'{name}' is not allowed in WebSocket mode: responses always stream on the socket.",
-                          name, "unsupported_parameter")  # fmt: skip
-    generate = message.pop("generate", True)
-    if generate is None:
-        generate = True
-    if not isinstance(generate, bool):
-        raise invalid("Invalid type for 'generate': expected a boolean.", "generate", "invalid_type")
-    return message, generate
-
-
-#: Statuses that differ from the HTTP answer: Open Responses shows a missing previous response on a
-#: socket as a 400 (over HTTP the bridge answers 404, as for any id it does not hold).
-_WS_STATUS = {"previous_response_not_found": 400}
-
-
-def error_event(error: ApiError) -> dict[str, Any]:
-    """The WebSocket error envelope: the HTTP answer's `error` object plus its status."""
-    body = error.body().get("error") or {}
-    payload = {
-        "type": body.get("type") or "invalid_request_error",
-        "code": body.get("code") or body.get("type") or "error",
-        "message": body.get("message") or "The request failed.",
-        "param": body.get("param"),
-    }
-    return {"type": "error", "status": _WS_STATUS.get(payload["code"], error.status), "error": payload}

@@ -62,9 +62,10 @@ class BridgeHandle:
 def start_bridge(config: Any) -> BridgeHandle:
     """Create the bridge app for `config` and serve it on a free loopback port."""
     from server.app import create_app
+    from server.ws_protocol import WS_PROTOCOL
 
     app = create_app(config)
-    running = run_app(app)
+    running = run_app(app, ws=WS_PROTOCOL)  # the WebSocket protocol `serve` uses
     return BridgeHandle(url=running.url + "/v1", root=running.url, app=app, config=config, server=running)
 
 

@@ -291,7 +291,8 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
-def _upstream(parts: list[bytes], stall: asyncio.Event | None = None) -> httpx.Response:
+def _upstream(parts: list[bytes], stall: asyncio.Event | None = None, content_type: str = "text/event-stream",
+              ) -> httpx.Response:  # fmt: skip
     """An upstream response whose body is `parts`, then (with `stall`) no more bytes until it is set."""
 
     async def body() -> AsyncIterator[bytes]:
@@ -300,7 +301,7 @@ def _upstream(parts: list[bytes], stall: asyncio.Event | None = None) -> httpx.R
         if stall is not None:
             await stall.wait()
 
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+    return httpx.Response(200, headers={"content-type": content_type}, content=body())
 
 
 ANSWER = [_chunk({"role": "assistant", "content": "Hel"}), _chunk({"content": "lo"}), _chunk({}, "stop"),
@@ -322,8 +323,8 @@ def _pump(parts: list[bytes], **kwargs: Any) -> Any:
     from server.pump import EventPump
     from translator import ChatStreamTranslator
 
-    return EventPump(_upstream(parts, kwargs.pop("stall", None)), ChatStreamTranslator({"model": "m", "input": "hi"}),
-                     **kwargs)  # fmt: skip
+    upstream = _upstream(parts, kwargs.pop("stall", None), kwargs.pop("content_type", "text/event-stream"))
+    return EventPump(upstream, ChatStreamTranslator({"model": "m", "input": "hi"}), **kwargs)
 
 
 def _flat(batches: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -376,6 +377,36 @@ def test_pump_abort_during_a_stalled_read_ends_with_server_shutting_down() -> No
     events = _flat(asyncio.run(run()))
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"] == {"code": "server_shutting_down", "message": "The server is shutting down."}
+
+
+def test_pump_abort_during_a_stalled_whole_json_body_ends_with_server_shutting_down() -> None:
+    """A backend that ignored `stream: true` and stalls mid-body: a shutdown still ends the stream."""
+
+    async def run() -> list[list[dict[str, Any]]]:
+        pump = _pump([b'{"id": "chatcmpl-1", "choi'], stall=asyncio.Event(), content_type="application/json")
+        asyncio.get_running_loop().call_later(0.2, pump.abort, "shutdown")
+        return await asyncio.wait_for(_collect(pump), timeout=10)
+
+    events = _flat(asyncio.run(run()))
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"] == {"code": "server_shutting_down", "message": "The server is shutting down."}
+
+
+def test_a_whole_json_body_cut_mid_read_is_an_upstream_error() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"id": "chatcmpl-1", "choi'
+        raise httpx.ReadError("connection reset")
+
+    async def run() -> list[list[dict[str, Any]]]:
+        from server.pump import EventPump
+        from translator import ChatStreamTranslator
+
+        upstream = httpx.Response(200, headers={"content-type": "application/json"}, content=body())
+        return await _collect(EventPump(upstream, ChatStreamTranslator({"model": "m", "input": "hi"})))
+
+    events = _flat(asyncio.run(run()))
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "upstream_error", events[-1]
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,30 @@ def test_a_response_arrives_as_the_same_events_one_per_text_message(bridge: Brid
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
 
 
+def test_the_backend_is_asked_for_a_stream(
+    make_bridge: Callable[..., BridgeHandle], backend_requests: Callable[[], list[dict[str, Any]]],
+    clear_backend_requests: Callable[[], None],
+) -> None:  # fmt: skip
+    """The socket is the stream: the backend streams tokens as for SSE (whether the client sent Codex's
+    `stream: true` or nothing), not one whole answer translated at the end."""
+    handle = make_bridge(store="none")
+    clear_backend_requests()
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        async with websockets.connect(ws_url(handle)) as ws:
+            turns = []
+            for body in (create(input="one"), create(input="two", stream=True)):
+                await ws.send(orjson.dumps(body).decode())
+                turns.append(await read_turn(ws))
+            return turns
+
+    turns = run(scenario())
+    assert [terminal(turn)["status"] for turn in turns] == ["completed", "completed"]
+    sent = backend_requests()
+    assert [request.get("stream") for request in sent] == [True, True], sent
+    assert all(request.get("stream_options", {}).get("include_usage") for request in sent), sent
+
+
 def test_queued_turns_run_one_at_a_time_in_order(bridge: BridgeHandle) -> None:
     """Three messages sent at once: three whole turns, in order, never interleaved."""
 
