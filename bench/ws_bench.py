@@ -1,7 +1,7 @@
 """A 20-tool-call agent run over one WebSocket vs HTTP+SSE: ``python bench/ws_bench.py [--runs N]``.
 
 The run is what a coding agent does in a long turn: a first request with the user's prompt and a
-Codex-sized set of tools and instructions (tests/data/codex_request.json), the model calls a tool,
+Codex-sized set of tools and instructions (tests/support/data/codex_request.json), the model calls a tool,
 the client sends the tool's output back and the model calls the next one, 20 times, then answers.
 That is 21 sequential `response.create`s, each after the previous terminal event, timed end to end.
 
@@ -47,7 +47,7 @@ TOOL = "exec_command"
 
 def codex_shaped() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Codex's tools and its developer messages + environment context (the head of every request)."""
-    recorded = json.loads((ROOT / "tests/data/codex_request.json").read_text())
+    recorded = json.loads((ROOT / "tests/support/data/codex_request.json").read_text())
     head = [i for i in recorded["input"] if i.get("type", "message") == "message" and i.get("role") in ("developer",)]
     return recorded["tools"], head
 
