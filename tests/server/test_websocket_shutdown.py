@@ -11,6 +11,7 @@ import asyncio
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,34 +38,38 @@ async def _close_code(ws: Any) -> int | None:
     return ws.close_code
 
 
-def _stop_in_thread(handle: BridgeHandle) -> threading.Thread:
-    stopper = threading.Thread(target=handle.stop)
-    stopper.start()
-    return stopper
+def _run_stopping(handle: BridgeHandle, scenario: Callable[[Callable[[], None]], Awaitable[Any]]) -> Any:
+    """Run `scenario(stop)`: `stop()` starts the bridge's shutdown in a thread, as a signal would (the
+    scenario goes on reading meanwhile); the bridge is stopped and the thread joined afterwards."""
+    stoppers: list[threading.Thread] = []
+
+    def stop() -> None:
+        stoppers.append(threading.Thread(target=handle.stop))
+        stoppers[-1].start()
+
+    try:
+        return asyncio.run(scenario(stop))
+    finally:
+        if stoppers:
+            stoppers[0].join(20)
+        else:
+            handle.stop()
 
 
 def test_a_turn_in_flight_ends_with_response_failed_then_1012(backend_url: str) -> None:
     handle = start_bridge(bridge_config(backend_url, shutdown_grace=0.3))
-    stopper: threading.Thread | None = None
 
-    async def scenario() -> tuple[list[dict[str, Any]], int | None, float]:
-        nonlocal stopper
+    async def scenario(stop: Callable[[], None]) -> tuple[list[dict[str, Any]], int | None, float]:
         async with websockets.connect(ws_url(handle)) as ws:
             await ws.send(orjson.dumps(create("chaos:stall", input="hi")).decode())
             first = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
             started = time.monotonic()
-            stopper = _stop_in_thread(handle)
+            stop()
             rest = await read_turn(ws)
             code = await _close_code(ws)
             return [first, *rest], code, time.monotonic() - started
 
-    try:
-        events, code, took = asyncio.run(scenario())
-    finally:
-        if stopper is not None:
-            stopper.join(20)
-        else:
-            handle.stop()
+    events, code, took = _run_stopping(handle, scenario)
     assert events[0]["type"] == "response.created"
     response = terminal(events)
     assert events[-1]["type"] == "response.failed"
@@ -97,26 +102,18 @@ def test_a_turn_that_finishes_within_the_grace_period_completes() -> None:
     """A turn still streaming when the shutdown starts, and ending within the grace: it completes."""
     with run_app(_slow_backend) as backend:
         handle = start_bridge(bridge_config(backend.url + "/v1", shutdown_grace=10))
-        stopper: threading.Thread | None = None
 
-        async def scenario() -> tuple[list[dict[str, Any]], int | None]:
-            nonlocal stopper
+        async def scenario(stop: Callable[[], None]) -> tuple[list[dict[str, Any]], int | None]:
             async with websockets.connect(ws_url(handle)) as ws:
                 await ws.send(orjson.dumps(create(input="hi")).decode())
                 events = []
                 while not any(e["type"] == "response.output_text.delta" for e in events):
                     events.append(orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)))
-                stopper = _stop_in_thread(handle)  # mid-turn: the first delta is out, the rest is a second away
+                stop()  # mid-turn: the first delta is out, the rest is a second away
                 events.extend(await read_turn(ws))
                 return events, await _close_code(ws)
 
-        try:
-            events, code = asyncio.run(scenario())
-        finally:
-            if stopper is not None:
-                stopper.join(20)
-            else:
-                handle.stop()
+        events, code = _run_stopping(handle, scenario)
     response = terminal(events)
     assert response["status"] == "completed", events[-1]
     assert response["output"][0]["content"][0]["text"] == "Slow but done."
@@ -125,28 +122,20 @@ def test_a_turn_that_finishes_within_the_grace_period_completes() -> None:
 
 def test_queued_turns_get_a_503_each_then_the_close(backend_url: str) -> None:
     handle = start_bridge(bridge_config(backend_url, shutdown_grace=0.3))
-    stopper: threading.Thread | None = None
 
-    async def scenario() -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]], int | None]:
-        nonlocal stopper
+    async def scenario(stop: Callable[[], None]) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]], int | None]:
         async with websockets.connect(ws_url(handle)) as ws:
             await ws.send(orjson.dumps(create("chaos:stall", input="hi")).decode())
             first = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
             for word in ("second", "third"):
                 await ws.send(orjson.dumps(create(input=f"@text {word}")).decode())
             await asyncio.sleep(0.1)  # both are queued behind the stalled turn
-            stopper = _stop_in_thread(handle)
+            stop()
             in_flight = [first, *await read_turn(ws)]
             queued = [await read_turn(ws), await read_turn(ws)]
             return in_flight, queued, await _close_code(ws)
 
-    try:
-        in_flight, queued, code = asyncio.run(scenario())
-    finally:
-        if stopper is not None:
-            stopper.join(20)
-        else:
-            handle.stop()
+    in_flight, queued, code = _run_stopping(handle, scenario)
     assert terminal(in_flight)["error"] == SHUTTING_DOWN
     for turn in queued:
         assert len(turn) == 1 and turn[0]["type"] == "error", turn
@@ -157,25 +146,17 @@ def test_queued_turns_get_a_503_each_then_the_close(backend_url: str) -> None:
 def test_an_idle_connection_is_closed_at_once_with_1012(backend_url: str) -> None:
     """Nothing to wait for: the shutdown does not sit out the grace period for an idle socket."""
     handle = start_bridge(bridge_config(backend_url, shutdown_grace=30))
-    stopper: threading.Thread | None = None
 
-    async def scenario() -> tuple[int | None, float]:
-        nonlocal stopper
+    async def scenario(stop: Callable[[], None]) -> tuple[int | None, float]:
         async with websockets.connect(ws_url(handle)) as ws:
             await ws.send(orjson.dumps(create(input="@text done")).decode())
             assert terminal(await read_turn(ws))["status"] == "completed"
             started = time.monotonic()
-            stopper = _stop_in_thread(handle)
+            stop()
             code = await _close_code(ws)
             return code, time.monotonic() - started
 
-    try:
-        code, took = asyncio.run(scenario())
-    finally:
-        if stopper is not None:
-            stopper.join(20)
-        else:
-            handle.stop()
+    code, took = _run_stopping(handle, scenario)
     assert code == 1012
     assert took < 5, f"an idle socket waited {took:.1f} s at shutdown"
 
