@@ -389,17 +389,15 @@ def test_codex_exec_shell_turn(bridge: BridgeHandle, tmp_path: Path) -> None:
 
 
 def test_responses_bridge_check_passes(bridge: BridgeHandle) -> None:
-    """`responses-bridge check` against the bridge in front of llama.cpp. Skipped: image-input (the
-    tiny model is text-only; llama-server refuses images without a multimodal projector)."""
+    """`responses-bridge check` against the bridge in front of llama.cpp, every scenario (image-input
+    included: the test server carries the tiny vision projector, tests/support/llamacpp/make_mmproj.py)."""
     parser = argparse.ArgumentParser()
     check.add_arguments(parser)
     out, err = io.StringIO(), io.StringIO()
-    args = parser.parse_args(
-        ["--base-url", bridge.url, "--model", MODEL, "--json", "--timeout", "120", "--skip", "image-input"]
-    )
+    args = parser.parse_args(["--base-url", bridge.url, "--model", MODEL, "--json", "--timeout", "120"])
     code = check.run(args, out=out, err=err)
     report = json.loads(out.getvalue())
     failed = {s["name"]: s for s in report["scenarios"] if s["result"] not in ("pass", "skip")}
     passed = {s["name"] for s in report["scenarios"] if s["result"] == "pass"}
     assert code == 0 and not failed, json.dumps(failed, indent=1)[:6000] + err.getvalue()
-    assert {"text-stream", "tool-call-stream", "tool-output", "structured-output"} <= passed
+    assert {"text-stream", "tool-call-stream", "tool-output", "structured-output", "image-input"} <= passed

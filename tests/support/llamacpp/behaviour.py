@@ -30,3 +30,7 @@ TOOL_PREFERENCE = ("exec_command", "get_weather", "get_time")
 
 GENERATED_TOKENS = 24
 """Tokens of the greeting answer: 6 of reasoning, 17 of text, the end-of-turn token."""
+
+IMAGE_TOKENS = 4
+"""Prompt positions one image takes with the tiny projector (tests/support/llamacpp/make_mmproj.py:
+a 32x32 input in 16x16 patches). The model ignores them: an image changes no answer."""

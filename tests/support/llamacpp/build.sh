@@ -6,8 +6,9 @@
 #   tests/support/llamacpp/build.sh            # build into ~/.cache/responses-bridge/llamacpp/b11434/
 #   LLAMACPP_CACHE=/some/dir build.sh          # another cache root
 #
-# Prints the cache folder on its last line. The tiny test model is generated afterwards by make_model.py
-# (run with the tree's own gguf-py), see tests/support/llamacpp/README.md.
+# Prints the cache folder on its last line. The tiny test model and its vision projector are generated
+# afterwards by make_model.py and make_mmproj.py (run with the tree's own gguf-py), see
+# tests/support/llamacpp/README.md.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
@@ -17,8 +18,9 @@ dest="$root/b$version"
 stamp="$dest/BUILT"
 jobs="${LLAMACPP_JOBS:-2}"
 
-# (the model is rewritten whenever its generator changed)
-if [[ -f "$stamp" && -x "$dest/bin/llama-server" && "$dest/models/tiny-qwen3.gguf" -nt "$here/make_model.py" ]]; then
+# (the model and its projector are rewritten whenever their generator changed)
+if [[ -f "$stamp" && -x "$dest/bin/llama-server" && "$dest/models/tiny-qwen3.gguf" -nt "$here/make_model.py" \
+      && "$dest/models/tiny-qwen3-mmproj.gguf" -nt "$here/make_mmproj.py" ]]; then
   echo "$dest"
   exit 0
 fi
@@ -64,10 +66,12 @@ if [[ ! -x "$dest/bin/llama-server" ]]; then
   echo "llama-server b$version built in $(( $(date +%s) - start )) s" | tee "$dest/build-time.txt" >&2
 fi
 
-# 3. The tiny deterministic model, written with the tree's own gguf-py.
+# 3. The tiny deterministic model and its tiny vision projector (`--mmproj`, so llama-server takes
+#    images), written with the tree's own gguf-py.
 mkdir -p "$dest/models"
 PYTHONPATH="$src/llama.cpp/gguf-py" "$py" "$here/make_model.py" \
   --vocab "$src/llama.cpp/models/ggml-vocab-qwen2.gguf" --out "$dest/models/tiny-qwen3.gguf"
+PYTHONPATH="$src/llama.cpp/gguf-py" "$py" "$here/make_mmproj.py" --out "$dest/models/tiny-qwen3-mmproj.gguf"
 
 date -u +%FT%TZ >"$stamp"
 echo "$dest"

@@ -1,9 +1,10 @@
 """Find the cached llama.cpp build and run its `llama-server` on a loopback port for a test session.
 
-The build (tests/support/llamacpp/build.sh) leaves `bin/llama-server` and `models/tiny-qwen3.gguf` under
-`~/.cache/responses-bridge/llamacpp/b<version>/` (outside the checkout, so a fresh clone on the same
-machine, CI's, reuses it). Tests call `require_build()`: without a build they are skipped on a
-developer machine, but fail under CI (`CI` set), where `.ci/run` must have built it.
+The build (tests/support/llamacpp/build.sh) leaves `bin/llama-server`, `models/tiny-qwen3.gguf` and its
+vision projector `models/tiny-qwen3-mmproj.gguf` under `~/.cache/responses-bridge/llamacpp/b<version>/`
+(outside the checkout, so a fresh clone on the same machine, CI's, reuses it). Tests call
+`require_build()`: without a build they are skipped on a developer machine, but fail under CI (`CI`
+set), where `.ci/run` must have built it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ CONTEXT_SIZE = 16384
 
 @dataclass(frozen=True)
 class LlamaBuild:
-    """A finished build: the server binary and the tiny deterministic model."""
+    """A finished build: the server binary, the tiny deterministic model and its vision projector."""
 
     root: Path
 
@@ -57,8 +58,19 @@ class LlamaBuild:
         return self.root / "models" / "tiny-qwen3.gguf"
 
     @property
+    def mmproj(self) -> Path:
+        """The tiny multimodal projector (tests/support/llamacpp/make_mmproj.py): without `--mmproj`
+        llama-server refuses every image with a 500."""
+        return self.root / "models" / "tiny-qwen3-mmproj.gguf"
+
+    @property
     def complete(self) -> bool:
-        return (self.root / "BUILT").is_file() and self.server_binary.is_file() and self.model.is_file()
+        return (
+            (self.root / "BUILT").is_file()
+            and self.server_binary.is_file()
+            and self.model.is_file()
+            and self.mmproj.is_file()
+        )
 
 
 def cache_root() -> Path:
@@ -107,10 +119,14 @@ class LlamaServer:
             return ""
 
 
-def server_command(build: LlamaBuild, port: int, context_size: int, extra: Sequence[str] = ()) -> list[str]:
+def server_command(
+    build: LlamaBuild, port: int, context_size: int, extra: Sequence[str] = (), *, vision: bool = True
+) -> list[str]:
     """The llama-server command line: greedy sampling, one thread (two threads on two shared cores
     decode far slower), one slot, Jinja templates for tool calls, reasoning split into
-    `reasoning_content`."""
+    `reasoning_content`, and the tiny vision projector so that image parts are accepted (it changes
+    nothing for text: context shift and cache reuse, which multimodal switches off, are off by
+    default in this build). `vision=False` leaves the projector out, as a text-only deployment would."""
     return [
         str(build.server_binary),
         "--model", str(build.model),
@@ -127,6 +143,7 @@ def server_command(build: LlamaBuild, port: int, context_size: int, extra: Seque
         "--top-k", "1",
         "--no-webui",
         "--no-warmup",
+        *(["--mmproj", str(build.mmproj)] if vision else []),
         *extra,
     ]  # fmt: skip
 
@@ -138,6 +155,7 @@ def run_llama_server(
     *,
     context_size: int = CONTEXT_SIZE,
     extra: Sequence[str] = (),
+    vision: bool = True,
     startup_timeout: float = 120.0,
 ) -> Iterator[LlamaServer]:
     """Start llama-server, wait until `/health` answers 200, and stop it (SIGTERM, then SIGKILL)."""
@@ -146,7 +164,7 @@ def run_llama_server(
     log_path = log_dir / f"llama-server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            server_command(build, port, context_size, extra),
+            server_command(build, port, context_size, extra, vision=vision),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,12 +9,17 @@
 # What this script does:
 #   1. installs bun and zod from the npm registry into tests/support/openresponses/.cache/ (git-ignored);
 #   2. lays the suite's files from a checkout you give (--source DIR) beside that node_modules;
-#   3. starts `responses-bridge serve --upstream fixtures --store memory` on a free loopback port,
-#      unless --base-url points at a bridge already running;
+#   3. starts `responses-bridge serve --store memory` on a free loopback port in front of a backend,
+#      unless --base-url points at a bridge already running. The backend is `--backend fixtures`
+#      (the default: the built-in scripted backend, model fixture-scripted) or `--backend llamacpp`
+#      (the real llama-server of tests/support/llamacpp/ with the tiny model and its vision
+#      projector, started here by `python -m tests.support.llamacpp.serve`; needs a finished
+#      tests/support/llamacpp/build.sh; bridge profile llamacpp, model tiny-qwen3);
 #   4. runs the suite (all tests, or --filter ids) and prints its report (--json for JSON).
 #
-# Usage: tests/support/openresponses/run.sh --source DIR [--base-url URL] [--filter IDS] [--json]
-#        [--model NAME] [--api-key KEY]
+# Usage: tests/support/openresponses/run.sh --source DIR [--backend fixtures|llamacpp | --base-url URL]
+#        [--filter IDS] [--json] [--model NAME] [--api-key KEY]
+# (python3 must be the project's venv, with responses-bridge installed, for --backend llamacpp.)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,7 +27,8 @@ repo="$(cd "$here/../../.." && pwd)"
 cache="$here/.cache"
 source_dir=""
 base_url=""
-model="fixture-scripted"
+backend="fixtures"
+model=""
 api_key="sk-compliance"
 extra=()
 
@@ -30,15 +36,22 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --source) source_dir="$2"; shift 2 ;;
     --base-url) base_url="$2"; shift 2 ;;
+    --backend) backend="$2"; shift 2 ;;
     --model) model="$2"; shift 2 ;;
     --api-key) api_key="$2"; shift 2 ;;
     --filter) extra+=(--filter "$2"); shift 2 ;;
     --json) extra+=(--json); shift ;;
     --verbose) extra+=(--verbose); shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
+
+case "$backend" in
+  fixtures) model="${model:-fixture-scripted}" ;;
+  llamacpp) model="${model:-tiny-qwen3}" ;;
+  *) echo "--backend must be fixtures or llamacpp" >&2; exit 2 ;;
+esac
 
 if [[ -z "$source_dir" || ! -f "$source_dir/bin/compliance-test.ts" || ! -f "$source_dir/src/lib/compliance-tests.ts" ]]; then
   echo "--source must name a checkout of the Open Responses repository (bin/compliance-test.ts, src/lib/)" >&2
@@ -62,13 +75,32 @@ cp -R "$source_dir/src/lib" "$suite/src/lib"
 cp -R "$source_dir/src/generated" "$suite/src/generated"
 ln -s "$cache/node_modules" "$suite/node_modules"
 
-# 3. A bridge in front of the fixture backend, unless one was given.
+# 3. A bridge in front of the chosen backend, unless one was given.
 bridge_pid=""
-cleanup() { if [[ -n "$bridge_pid" ]]; then kill "$bridge_pid" 2>/dev/null || true; wait "$bridge_pid" 2>/dev/null || true; fi; }
+llama_pid=""
+stop() { if [[ -n "$1" ]]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
+cleanup() { stop "$bridge_pid"; stop "$llama_pid"; }
 trap cleanup EXIT
 if [[ -z "$base_url" ]]; then
+  upstream=(--upstream fixtures)
+  if [[ "$backend" == llamacpp ]]; then
+    url_file="$cache/llama.url"
+    rm -f "$url_file"
+    (cd "$repo" && exec python3 -m tests.support.llamacpp.serve --port-file "$url_file") >"$cache/llama.log" 2>&1 &
+    llama_pid=$!
+    for _ in $(seq 1 600); do
+      if [[ -s "$url_file" ]] || ! kill -0 "$llama_pid" 2>/dev/null; then break; fi
+      sleep 0.2
+    done
+    if [[ ! -s "$url_file" ]]; then
+      echo "llama-server did not start (see $cache/llama.log):" >&2
+      tail -20 "$cache/llama.log" >&2
+      exit 1
+    fi
+    upstream=(--upstream "$(cat "$url_file")" --profile llamacpp)
+  fi
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  (cd "$repo" && exec responses-bridge serve --upstream fixtures --store memory --host 127.0.0.1 --port "$port" \
+  (cd "$repo" && exec responses-bridge serve "${upstream[@]}" --store memory --host 127.0.0.1 --port "$port" \
       --api-key "$api_key") >"$cache/bridge.log" 2>&1 &
   bridge_pid=$!
   for _ in $(seq 1 100); do
