@@ -1,7 +1,8 @@
 """The real bridge (its own process) in front of a hostile backend (tests/support/hostile_backend.py).
 
 Each case asserts three things: the bridge's RSS grows by less than `RSS_CEILING_MIB`, another
-client's `/healthz` answers within `LATENCY_CEILING_S` throughout, and the client gets a clear
+client's `/healthz` answers within `LATENCY_CEILING_S` throughout (scaled on an oversubscribed
+machine: `Measurement.latency_ceiling`), and the client gets a clear
 OpenAI-shaped answer (a 502 naming the limit before a stream starts, `response.failed` with
 `[DONE]` after). Sizes are capped to prove a limit, not to flood the machine: the bridge runs with
 lowered `[limits]` (`LIMITS`), and the backend sends a few times the limit. Figures per case go to
