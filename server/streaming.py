@@ -99,20 +99,21 @@ class EventStream:
                         continue  # the pump drains the backend connection after the terminal batch
                     broken = False
                     try:
-                        body = b"".join([encode_sse(event) for event in batch])
+                        frames = [encode_sse(event) for event in batch]
                     except Exception:
                         log.exception("encoding an event of %s failed; ending the stream", pump.response_id)
                         first = batch[0].get("sequence_number")
-                        body, broken = pump.last_resort_frame(first if isinstance(first, int) else None), True
+                        frames, broken = [pump.last_resort_frame(first if isinstance(first, int) else None)], True
                         self.record.error_code = "server_error"
                     if broken or pump.finished:
                         self.ended = True
-                        await send({"type": "http.response.body", "body": body + DONE_FRAME, "more_body": False})
+                        frames.append(DONE_FRAME)  # in the one join: a large answer is copied once
+                        await send({"type": "http.response.body", "body": b"".join(frames), "more_body": False})
                         if broken:
                             break  # closes the pump (and the backend connection) without reading on
                         continue
                     self._last_write = loop.time()
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
         except OSError:
             self._gone()
             return
