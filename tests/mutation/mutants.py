@@ -57,8 +57,8 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/server/test_server_stream.py",), "blank_line"),
     Mutant("data writes do not reset the keep-alive timer", "server/streaming.py",
            '                    self._last_write = loop.time()\n'
-           '                    await send({"type": "http.response.body", "body": body, "more_body": True})',
-           '                    await send({"type": "http.response.body", "body": body, "more_body": True})',
+           '                    await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})',
+           '                    await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})',
            ("tests/server/test_server_stream.py",), "keepalive"),
     Mutant("completed released although the store write failed", "server/pump.py",
            "return [*batch[:-1], store_unavailable(terminal)]", "return batch",
@@ -67,7 +67,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "if not isinstance(chunk, dict):\n                    what", "if chunk is None:\n                    what",
            ("tests/server/test_server_pump.py",), "not_an_object"),
     Mutant("no [DONE] after the terminal event", "server/streaming.py",
-           '"body": body + DONE_FRAME, "more_body": False', '"body": body, "more_body": False',
+           "frames.append(DONE_FRAME)", "pass",
            ("tests/server/test_server_stream.py",), "framing"),
     # ----------------------------------------------------------------------- background + stores
     Mutant("a final write refused by a cancel is released anyway", "server/pump.py",
