@@ -13,7 +13,6 @@ order (docs/wire.md §1.5/§1.6) is visible in one place.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -41,6 +40,7 @@ from .events import (
     REASONING_TEXT_DONE,
     REFUSAL_DELTA,
     REFUSAL_DONE,
+    random_hex,
 )
 from .reasoning import pack_reasoning
 
@@ -373,7 +373,7 @@ class ToolCall:
     def __init__(self, index: Any, backend_id: str | None) -> None:
         self.index = index
         self.backend_id = backend_id
-        self.call_id = backend_id or "call_" + uuid.uuid4().hex[:24]
+        self.call_id = backend_id or "call_" + random_hex(12)
         self.name = ""
         self.namespace: str | None = None
         self.kind = FUNCTION

@@ -8,6 +8,8 @@ same names from one place (docs/wire.md §1.2 describes the events themselves).
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "TERMINAL_STATUS",
     "item_id",
     "map_usage",
+    "random_hex",
     "response_skeleton",
     "reverse_usage",
 ]
@@ -88,6 +91,49 @@ ITEM_ID_PREFIXES: dict[str, str] = {
     "function_call_output": "fco_",
     "custom_tool_call_output": "ctco_",
 }
+
+
+class _Entropy:
+    """The operating system's random bytes, read 4 KiB at a time.
+
+    Every request needs two to four random ids (response, input items, tool calls); `uuid.uuid4()`
+    costs ~5 µs each, and `os.urandom` per id is a system call that also releases the GIL (a thread
+    switch when the store's worker thread wants it). The bytes are the same kernel CSPRNG output,
+    only fetched in bulk, so ids stay unguessable (a response id is all that guards a stored
+    response when no API keys are configured). A lock keeps two threads from taking the same bytes;
+    a forked child starts with a fresh buffer, never its parent's."""
+
+    __slots__ = ("buffer", "lock", "position")
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer = b""
+        self.position = 0
+
+    def hex(self, nbytes: int) -> str:
+        with self.lock:
+            start = self.position
+            end = start + nbytes
+            if end > len(self.buffer):
+                self.buffer = os.urandom(max(self.SIZE, nbytes))
+                start, end = 0, nbytes
+            self.position = end
+            return self.buffer[start:end].hex()
+
+
+_ENTROPY = _Entropy()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ENTROPY.reset)
+
+
+def random_hex(nbytes: int = 16) -> str:
+    """``2 * nbytes`` random hex digits (the id shapes: ``resp_`` + 32, ``call_`` + 24, …)."""
+    return _ENTROPY.hex(nbytes)
 
 
 def item_id(item_type: str, base: str, output_index: int) -> str:
