@@ -271,6 +271,8 @@ def measure(store: str, args: argparse.Namespace, log_dir: Path) -> list[dict]:
         raise RuntimeError(f"backend did not start: {backend.tail()}")
     prefix: list[str] = []
     if args.callgrind:  # counting starts only for each measured phase (callgrind_control -i on)
+        for old in log_dir.glob(f"callgrind-{store}.out*"):  # a dump is found as the file that appeared
+            old.unlink()
         prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                   f"--callgrind-out-file={log_dir / f'callgrind-{store}.out'}"]  # fmt: skip
     bridge = start(f"bridge-{store}", [*prefix, sys.executable, "-m", "server", "serve", "--upstream",
