@@ -197,55 +197,76 @@ def _echo_tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
-def response_skeleton(request: dict[str, Any], response_id: str, created_at: int) -> dict[str, Any]:
-    """A Response in status ``in_progress`` with every field echoed from the request."""
-    text = request.get("text")
+def _echo_text(text: Any) -> dict[str, Any]:
     fmt = text.get("format") if isinstance(text, dict) else None
     echo_text: dict[str, Any] = {"format": fmt if isinstance(fmt, dict) else {"type": "text"}}
     if isinstance(text, dict) and text.get("verbosity") is not None:
         echo_text["verbosity"] = text["verbosity"]
-    reasoning = request.get("reasoning")
-    echo_reasoning = (
-        {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")} if isinstance(reasoning, dict) else None
-    )
-    tool_choice = request.get("tool_choice")
-    truncation = request.get("truncation")
-    metadata = request.get("metadata")
-    service_tier = request.get("service_tier")
-    instructions = request.get("instructions")
-    out: dict[str, Any] = {
-        "id": response_id,
-        "object": "response",
-        "created_at": created_at,
-        "completed_at": None,
-        "status": "in_progress",
-        "incomplete_details": None,
-        "model": request.get("model") if isinstance(request.get("model"), str) else "",
-        "output": [],
-        "usage": None,
-        "error": None,
-        "instructions": instructions if isinstance(instructions, str | list) else None,
-        "tools": _echo_tools(request.get("tools")),
-        "tool_choice": tool_choice if isinstance(tool_choice, str | dict) else "auto",
-        "parallel_tool_calls": bool(request.get("parallel_tool_calls", True)),
-        "text": echo_text,
-        "temperature": _num(request.get("temperature"), 1.0),
-        "top_p": _num(request.get("top_p"), 1.0),
-        "presence_penalty": _num(request.get("presence_penalty"), 0.0),
-        "frequency_penalty": _num(request.get("frequency_penalty"), 0.0),
-        "top_logprobs": _num(request.get("top_logprobs"), 0),
-        "truncation": truncation if truncation in ("auto", "disabled") else "disabled",
-        "reasoning": echo_reasoning,
-        "max_output_tokens": request.get("max_output_tokens"),
-        "max_tool_calls": request.get("max_tool_calls"),
-        "store": bool(request.get("store", True)),
-        "background": bool(request.get("background", False)),
-        "service_tier": service_tier if isinstance(service_tier, str) else "default",
-        "previous_response_id": request.get("previous_response_id"),
-        "prompt_cache_key": request.get("prompt_cache_key"),
-        "safety_identifier": request.get("safety_identifier"),
-        "metadata": metadata if isinstance(metadata, dict) else {},
-    }
+    return echo_text
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+#: Request field → how the Response echoes it (the field of the same name). What a request leaves
+#: out echoes as `_SKELETON`'s value, which is what each rule gives for None.
+_ECHO: dict[str, Any] = {
+    "model": lambda v: v if isinstance(v, str) else "",
+    "instructions": lambda v: v if isinstance(v, str | list) else None,
+    "tools": _echo_tools,
+    "tool_choice": lambda v: v if isinstance(v, str | dict) else "auto",
+    "parallel_tool_calls": bool,
+    "text": _echo_text,
+    "temperature": lambda v: _num(v, 1.0),
+    "top_p": lambda v: _num(v, 1.0),
+    "presence_penalty": lambda v: _num(v, 0.0),
+    "frequency_penalty": lambda v: _num(v, 0.0),
+    "top_logprobs": lambda v: _num(v, 0),
+    "truncation": lambda v: v if v in ("auto", "disabled") else "disabled",
+    "reasoning": lambda v: {"effort": v.get("effort"), "summary": v.get("summary")} if isinstance(v, dict) else None,
+    "max_output_tokens": _same,
+    "max_tool_calls": _same,
+    "store": bool,
+    "background": bool,
+    "service_tier": lambda v: v if isinstance(v, str) else "default",
+    "previous_response_id": _same,
+    "prompt_cache_key": _same,
+    "safety_identifier": _same,
+    "metadata": lambda v: v if isinstance(v, dict) else {},
+}
+
+#: The skeleton of a request that sets nothing, in the Response's field order. Its lists and dicts
+#: are replaced per response (callers may change what they get).
+_SKELETON: dict[str, Any] = {
+    "id": "", "object": "response", "created_at": 0, "completed_at": None, "status": "in_progress",
+    "incomplete_details": None, "model": "", "output": None, "usage": None, "error": None, "instructions": None,
+    "tools": None, "tool_choice": "auto", "parallel_tool_calls": True, "text": None, "temperature": 1.0,
+    "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "top_logprobs": 0, "truncation": "disabled",
+    "reasoning": None, "max_output_tokens": None, "max_tool_calls": None, "store": True, "background": False,
+    "service_tier": "default", "previous_response_id": None, "prompt_cache_key": None, "safety_identifier": None,
+    "metadata": None,
+}  # fmt: skip
+
+
+def response_skeleton(request: dict[str, Any], response_id: str, created_at: int) -> dict[str, Any]:
+    """A Response in status ``in_progress`` with every field echoed from the request.
+
+    Built from `_SKELETON` (one C-level copy) with only the fields the request sets converted by
+    their `_ECHO` rule: one Response per request, and converting all 22 echoed fields one by one was
+    a tenth of a non-streaming request's translation. A present field with the value None gets the
+    same rule as any other value (``"store": null`` echoes ``false``, as ``bool(None)``)."""
+    out = _SKELETON.copy()
+    out["id"] = response_id
+    out["created_at"] = created_at
+    out["output"] = []
+    out["tools"] = []
+    out["text"] = {"format": {"type": "text"}}
+    out["metadata"] = {}
+    for key in request:
+        echo = _ECHO.get(key)
+        if echo is not None:
+            out[key] = echo(request[key])
     if request.get("user") is not None:
         out["user"] = request["user"]
     return out
