@@ -44,7 +44,7 @@ from .events import (
 )
 from .reasoning import pack_reasoning
 
-__all__ = ["Emitter", "MessageBuilder", "ReasoningBuilder", "ToolCall", "ToolCallTable", "carrier_item"]
+__all__ = ["Emitter", "MessageBuilder", "QuietEmitter", "ReasoningBuilder", "ToolCall", "ToolCallTable", "carrier_item"]
 
 Event = dict[str, Any]
 
@@ -84,6 +84,18 @@ class Emitter:
         events = self.events
         self.events = []
         return events
+
+
+class QuietEmitter(Emitter):
+    """An `Emitter` that keeps no events (nor numbers them): for a whole answer
+    (`translator.responses.completion_translator`), where only the final Response is wanted and
+    the stream events the state machine makes on the way would be thrown away. The keyword
+    arguments are still built by the callers; the event dicts and the list are not."""
+
+    __slots__ = ()
+
+    def emit(self, kind: str, **fields: Any) -> Event:
+        return fields
 
 
 # ---------------------------------------------------------------------------------------- message

@@ -277,6 +277,8 @@ _MAX_COUNT = 2**53  # keeps counts serialisable (orjson refuses integers beyond 
 
 def _count(value: Any) -> int:
     """A token count as an int (backends have sent floats, strings and null)."""
+    if type(value) is int and 0 <= value <= _MAX_COUNT:  # what every backend sends: nothing to clamp
+        return value
     if isinstance(value, bool):
         return 0
     if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
