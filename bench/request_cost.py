@@ -3,8 +3,9 @@
 Why a script of its own: `bench/run.py` measures throughput against peers; this answers one question
 quickly and repeatably while the hot path is being worked on: how many milliseconds of the bridge
 process's CPU (utime + stime from /proc/PID/stat) one request costs, non-streaming and with a
-64-chunk stream, with `--store none` and `--store memory`. CPU time is charged to the process that
-spends it, so other work on a shared machine changes wall time, not this figure.
+64-chunk stream, with `--store none`, `--store memory` or `--store sqlite` (a fresh database file
+per run). CPU time is charged to the process that spends it, so other work on a shared machine
+changes wall time, not this figure.
 
 It starts the scripted backend (`bench/backend.py`) and the bridge (`python -m server serve`) as
 subprocesses, then, from a separate client process (raw asyncio sockets, keep-alive connections,
@@ -16,8 +17,10 @@ fast-but-broken bridge cannot score. Request bodies carry no `store` field: the 
 
     python bench/request_cost.py                       # 2,000 requests per phase, both stores
     python bench/request_cost.py -n 5000 --store none  # one store
+    python bench/request_cost.py --store none,sqlite   # store: false against the default SQLite store
     python bench/request_cost.py --floor               # also a bare ASGI app under the same uvicorn settings
     python bench/request_cost.py --profile prof        # also py-spy the concurrent phases: prof-*.txt
+    python bench/request_cost.py --callgrind -n 200 --warmup 50   # instructions per request instead
 
 `--profile` needs py-spy (`pip install py-spy`); it writes py-spy's raw collapsed stacks and prints
 the top functions by self share (`bench/profiling.py` does the reduction).
@@ -228,19 +231,58 @@ def _profile(args: argparse.Namespace, pid: int, port: int, store: str, stream: 
     return analyse(raw, top=args.top)["self"] if raw.exists() else []
 
 
+def _callgrind_phase(args: argparse.Namespace, pid: int, port: int, store: str, kind: str, concurrency: int,
+                     stream: bool, chunks: int, log_dir: Path) -> dict:  # fmt: skip
+    """One phase counted by callgrind: instructions the bridge executed (user space, all threads)
+    per request. Deterministic to a few per cent whatever the machine's load, unlike CPU time; the
+    kernel's share (socket writes, fsync) is not in it."""
+    control = ["callgrind_control"]
+    before = set(log_dir.glob(f"callgrind-{store}.out*"))
+    subprocess.run([*control, "-i", "on", str(pid)], capture_output=True, check=True, timeout=120)
+    result = _run_client(port, args.requests, concurrency, stream, chunks)
+    subprocess.run([*control, "-d", f"{kind}-c{concurrency}", str(pid)], capture_output=True, check=True,
+                   timeout=300)  # fmt: skip
+    subprocess.run([*control, "-i", "off", str(pid)], capture_output=True, check=True, timeout=120)
+    dumps = sorted(set(log_dir.glob(f"callgrind-{store}.out*")) - before, key=lambda p: p.stat().st_mtime)
+    instructions = 0
+    for line in dumps[-1].read_text(errors="replace").splitlines() if dumps else ():
+        if line.startswith(("summary:", "totals:")):
+            instructions = int(line.split()[1])
+    per_request = instructions / args.requests
+    print(f"  store={store:<6} {kind:<8} c={concurrency:<3} instructions/request={per_request / 1e6:.3f} M"
+          f"  ({dumps[-1].name if dumps else 'no dump'})"
+          + (f"  FAILURES: {result['failures']}" if result["failures"] else ""), flush=True)  # fmt: skip
+    return {"store": store, "kind": kind, "concurrency": concurrency, "requests": args.requests,
+            "instructions_per_request": round(per_request), "cpu_ms_per_request": 0.0,
+            "failures": result["failures"], "dump": str(dumps[-1]) if dumps else None}  # fmt: skip
+
+
 def measure(store: str, args: argparse.Namespace, log_dir: Path) -> list[dict]:
     backend_port, bridge_port = free_port(), free_port()
+    spec = store
+    if store == "sqlite":  # a fresh database file per run, so earlier runs' rows do not weigh
+        db = log_dir / f"request_cost-{os.getpid()}.db"
+        for leftover in log_dir.glob(f"{db.name}*"):
+            leftover.unlink()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        spec = f"sqlite:///{db}"
     backend = start(f"backend-{store}", [sys.executable, str(BENCH / "backend.py"), "--port", str(backend_port)], log_dir)
     if not wait_port(backend_port, 20, backend):
         raise RuntimeError(f"backend did not start: {backend.tail()}")
-    bridge = start(f"bridge-{store}", [sys.executable, "-m", "server", "serve", "--upstream",
-                                       f"http://127.0.0.1:{backend_port}/v1", "--store", store,
+    prefix: list[str] = []
+    if args.callgrind:  # counting starts only for each measured phase (callgrind_control -i on)
+        for old in log_dir.glob(f"callgrind-{store}.out*"):  # a dump is found as the file that appeared
+            old.unlink()
+        prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                  f"--callgrind-out-file={log_dir / f'callgrind-{store}.out'}"]  # fmt: skip
+    bridge = start(f"bridge-{store}", [*prefix, sys.executable, "-m", "server", "serve", "--upstream",
+                                       f"http://127.0.0.1:{backend_port}/v1", "--store", spec,
                                        "--port", str(bridge_port)], log_dir, cwd=REPO)  # fmt: skip
-    if not wait_port(bridge_port, 60, bridge):
+    if not wait_port(bridge_port, 600 if args.callgrind else 60, bridge):
         raise RuntimeError(f"bridge did not start: {bridge.tail()}")
     rows = []
     try:
-        phases = [(False, args.chunks)] + [(True, int(n)) for n in args.stream_chunks.split(",")]
+        phases = [(False, args.chunks)] + [(True, int(n)) for n in args.stream_chunks.split(",") if n.strip()]
         for stream, chunks in phases:
             _run_client(bridge_port, args.warmup, 4, stream, chunks)  # imports, caches, pooled connections
             for concurrency in (1, args.concurrency):
@@ -248,6 +290,10 @@ def measure(store: str, args: argparse.Namespace, log_dir: Path) -> list[dict]:
                 pids = tree(bridge.pid)
                 kind = f"stream{chunks}" if stream else "json"
                 load_before = loadavg()
+                if args.callgrind:
+                    rows.append(_callgrind_phase(args, bridge.pid, bridge_port, store, kind, concurrency, stream,
+                                                 chunks, log_dir))  # fmt: skip
+                    continue
                 user0, sys0 = cpu_split(pids)
                 result = _run_client(bridge_port, args.requests, concurrency, stream, chunks)
                 user1, sys1 = cpu_split(pids)
@@ -302,14 +348,19 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=CHUNKS, help="content chunks per answer (default 64)")
     parser.add_argument("--stream-chunks", default="64,1",
                         help="chunks per streamed answer, one phase each (default 64,1: the two give the "
-                             "per-chunk and the fixed part of a stream's cost)")
-    parser.add_argument("--store", default="none,memory", help="comma-separated --store values")
+                             "per-chunk and the fixed part of a stream's cost; empty: non-streaming only)")
+    parser.add_argument("--store", default="none,memory",
+                        help="comma-separated --store values; `sqlite` is a fresh database file in bench/.work")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy the concurrent phases into PREFIX-*.txt")
     parser.add_argument("--top", type=int, default=12, help="functions listed per profile")
     parser.add_argument("--py-spy", default=str(Path(sys.executable).with_name("py-spy")))
     parser.add_argument("--floor", action="store_true",
                         help="also measure a bare ASGI app under the same uvicorn settings (the floor)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="run the bridge under valgrind's callgrind and report instructions per request "
+                             "instead of CPU time (deterministic on a busy machine; use -n 200 --warmup 50: "
+                             "~50x slower); dumps in bench/.work/request_cost, for callgrind_annotate")  # fmt: skip
     args = parser.parse_args()
     log_dir = BENCH / ".work" / "request_cost"
     print(f"load average before: {loadavg()}  (cores: {os.cpu_count()})", flush=True)

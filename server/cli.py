@@ -141,7 +141,8 @@ def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
     It is handed to uvicorn as `log_config`, so every `--workers` process applies it when it starts
     (a worker is a fresh interpreter: logging set up in the parent does not reach it)."""
     formatter: dict[str, Any] = (
-        {"()": "server.accesslog._JsonFormatter"} if log_format == "json" else {"format": TEXT_LOG_FORMAT}
+        {"()": "server.accesslog._JsonFormatter"} if log_format == "json"
+        else {"()": "server.accesslog.TextFormatter", "fmt": TEXT_LOG_FORMAT}
     )
     logger = {"handlers": ["stderr"], "level": level, "propagate": False}
     handler = {

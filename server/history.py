@@ -6,18 +6,17 @@ The one place a request READS the store; writes happen when the answer is final 
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from server.conversation_turn import conversation_history, conversation_of
 from server.errors import invalid, not_found
-from translator.events import ITEM_ID_PREFIXES
+from translator.events import ITEM_ID_PREFIXES, random_hex
 
 __all__ = ["item_id", "normalise_input", "prepare_input"]
 
 def item_id(kind: str) -> str:
     """A fresh id for an input item of type `kind` (prefixes: translator/events.py, the one table)."""
-    return f"{ITEM_ID_PREFIXES.get(kind, 'item_')}{uuid.uuid4().hex}"
+    return f"{ITEM_ID_PREFIXES.get(kind, 'item_')}{random_hex()}"
 
 
 def normalise_input(value: Any) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ order (docs/wire.md §1.5/§1.6) is visible in one place.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -41,10 +40,11 @@ from .events import (
     REASONING_TEXT_DONE,
     REFUSAL_DELTA,
     REFUSAL_DONE,
+    random_hex,
 )
 from .reasoning import pack_reasoning
 
-__all__ = ["Emitter", "MessageBuilder", "ReasoningBuilder", "ToolCall", "ToolCallTable", "carrier_item"]
+__all__ = ["Emitter", "MessageBuilder", "QuietEmitter", "ReasoningBuilder", "ToolCall", "ToolCallTable", "carrier_item"]
 
 Event = dict[str, Any]
 
@@ -84,6 +84,18 @@ class Emitter:
         events = self.events
         self.events = []
         return events
+
+
+class QuietEmitter(Emitter):
+    """An `Emitter` that keeps no events (nor numbers them): for a whole answer
+    (`translator.responses.completion_translator`), where only the final Response is wanted and
+    the stream events the state machine makes on the way would be thrown away. The keyword
+    arguments are still built by the callers; the event dicts and the list are not."""
+
+    __slots__ = ()
+
+    def emit(self, kind: str, **fields: Any) -> Event:
+        return fields
 
 
 # ---------------------------------------------------------------------------------------- message
@@ -373,7 +385,7 @@ class ToolCall:
     def __init__(self, index: Any, backend_id: str | None) -> None:
         self.index = index
         self.backend_id = backend_id
-        self.call_id = backend_id or "call_" + uuid.uuid4().hex[:24]
+        self.call_id = backend_id or "call_" + random_hex(12)
         self.name = ""
         self.namespace: str | None = None
         self.kind = FUNCTION

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from .events import random_hex
 
 __all__ = ["TranslatorOptions"]
 
@@ -121,7 +122,7 @@ class TranslatorOptions:
         return cls(**options)
 
     def new_response_id(self) -> str:
-        return self.response_id or "resp_" + uuid.uuid4().hex
+        return self.response_id or "resp_" + random_hex()
 
     def now(self) -> int:
         return self.created_at if self.created_at is not None else int(time.time())

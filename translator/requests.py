@@ -713,11 +713,23 @@ def _check_depth(value: Any, param: str) -> None:
 
 def _validate_fields(request: dict[str, Any]) -> None:
     """Type checks for the top-level fields a translation forwards or echoes."""
-    get = request.get
-    for name, kinds in REQUEST_FIELDS.items():  # runs twice per request: the check is inlined, raising stays in _check_type
-        value = get(name)
-        if value is not None and (not isinstance(value, kinds) or (value.__class__ is bool and bool not in kinds)):
-            _check_type(request, name, kinds)
+    # Runs twice per request, so the check is inlined and walks the request's own fields (a few)
+    # rather than every known one (~50); only when one is of a wrong type does the walk over all
+    # known fields run, so the field named is the same as ever (the first in REQUEST_FIELDS order).
+    fields = REQUEST_FIELDS
+    for name, value in request.items():
+        if value is None:
+            continue
+        kinds = fields.get(name)
+        if kinds is not None and (not isinstance(value, kinds) or (value.__class__ is bool and bool not in kinds)):
+            get = request.get
+            for known, known_kinds in fields.items():
+                value = get(known)
+                if value is not None and (
+                    not isinstance(value, known_kinds) or (value.__class__ is bool and bool not in known_kinds)
+                ):
+                    _check_type(request, known, known_kinds)
+            break
     metadata = request.get("metadata")
     if metadata is not None:
         if len(metadata) > 16:
@@ -755,7 +767,9 @@ def _validate_fields(request: dict[str, Any]) -> None:
                     f"Invalid type for 'reasoning.{key}': expected a string.", f"reasoning.{key}", "invalid_type"
                 )
     for name in ("text", "tool_choice", "instructions", "stream_options", "prompt", "conversation"):
-        _check_depth(request.get(name), name)
+        value = request.get(name)
+        if value.__class__ is not str and value is not None:  # a string or null has no depth
+            _check_depth(value, name)
     tools = request.get("tools")
     if isinstance(tools, list):
         for i, tool in enumerate(tools):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .builders import QuietEmitter
 from .errors import UpstreamError
 from .events import RESPONSE_ERROR_CODES, map_usage, response_skeleton, reverse_usage
 from .reverse import response_to_chat_completion  # the reverse direction lives in reverse.py
@@ -75,6 +76,7 @@ def completion_translator(completion: Any, request: dict[str, Any], **options: A
     if not isinstance(choices, list) or not choices or not any(isinstance(c, dict) for c in choices):
         raise UpstreamError("The upstream backend returned a completion without choices.", body=completion)
     translator = ChatStreamTranslator(request, **options)
+    translator._em = QuietEmitter()  # only the final Response is wanted, not the events on the way
     translator.feed(completion_to_chunk(completion))
     translator.finish(done_seen=True)
     return translator

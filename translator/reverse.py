@@ -23,7 +23,6 @@ Sans-IO: dicts in, dicts out; the server decodes SSE and writes ``data: [DONE]``
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +37,7 @@ from .events import (
     OUTPUT_ITEM_ADDED,
     OUTPUT_ITEM_DONE,
     QUEUED,
+    random_hex,
     reverse_usage,
 )
 
@@ -152,7 +152,7 @@ class ResponsesStreamTranslator:
         if include_usage is None:
             include_usage = bool(_obj(self.request.get("stream_options")).get("include_usage", False))
         self.include_usage = include_usage
-        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.id = "chatcmpl-" + random_hex()
         self.model = _str(self.request.get("model"))
         self.created = int(time.time())
         self.finished = False

@@ -189,9 +189,13 @@ class ResponseRows:
     appended: list[tuple[str, str]]
 
 
-def response_rows(response: dict, input_items: list[dict], owner: str | None, replica_id: str | None) -> ResponseRows:
+def response_rows(
+    response: dict, input_items: list[dict], owner: str | None, replica_id: str | None, *, conversation: bool = True
+) -> ResponseRows:
     """The rows of ``put``. A running (queued, in progress) response records ``replica_id``, the
-    replica whose job it is, so recovery can tell whose jobs died with it."""
+    replica whose job it is, so recovery can tell whose jobs died with it. ``conversation=False``
+    (the put appends to no conversation) leaves ``appended`` empty: its JSON of every item again
+    would be made for nothing."""
     response_id = response["id"]
     items = with_item_ids(input_items, response_id)
     created = created_at_of(response)
@@ -208,7 +212,7 @@ def response_rows(response: dict, input_items: list[dict], owner: str | None, re
     )
     return ResponseRows(
         response_id, owner, row, item_rows([*items, *(response.get("output") or [])], response_id, owner, created),
-        appended_rows(response, items),
+        appended_rows(response, items) if conversation else [],
     )
 
 

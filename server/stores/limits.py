@@ -45,6 +45,50 @@ def check_id_text(value: str, field: str) -> None:
         raise StoreRefused(field, f"is {len(value)} characters long; the longest id stored is {MAX_ID_LENGTH}")
 
 
+#: Leaf types `_fits` passes without a look (what JSON parsing makes besides str, dict and list).
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def _fits(value: Any, depth: int) -> bool:
+    """True only when `_check_json(value, …, depth)` would pass: the same rules without the field
+    paths (an f-string per key was most of the check's cost, on every stored response, twice per
+    request) and with exact-type tests. False sends the value through `_check_json`, which names the
+    field; so does any type but the plain JSON ones, which keeps a str subclass and the like on the
+    full rules."""
+    if depth > MAX_JSON_DEPTH:
+        return False
+    if type(value) is dict:
+        for key, child in value.items():
+            if type(key) is not str or "\x00" in key:
+                return False
+            kind = type(child)
+            if kind is str:
+                if key in ID_FIELDS and ("\x00" in child or len(child) > MAX_ID_LENGTH):
+                    return False
+            elif kind is dict or kind is list:
+                if not _fits(child, depth + 1):
+                    return False
+            elif kind not in _SCALARS:
+                return False
+        return True
+    if type(value) is list:
+        for child in value:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if not _fits(child, depth + 1):
+                    return False
+            elif kind is not str and kind not in _SCALARS:
+                return False
+        return True
+    return False
+
+
+def _check(value: Any, path: str, depth: int) -> None:
+    """`_check_json`, taking the fast way when the value fits (the common case)."""
+    if not _fits(value, depth):
+        _check_json(value, path, depth)
+
+
 def _check_json(value: Any, path: str, depth: int) -> None:
     # Iterative over siblings, recursive over depth: the depth is capped, so the recursion is too.
     if depth > MAX_JSON_DEPTH:
@@ -81,11 +125,11 @@ def check_storable(response: dict, input_items: list, *, conversation_id: str | 
     if conversation_id is not None:
         check_id(conversation_id, "conversation")
     # response fields: depth counted from the response itself
-    _check_json(response, "", 1)
+    _check(response, "", 1)
     if not isinstance(input_items, list):
         raise StoreRefused("input", "must be a list")
     for index, item in enumerate(input_items):
-        if isinstance(item, dict | list):
+        if isinstance(item, dict | list) and not _fits(item, 2):
             _check_json(item, f"input[{index}]", 2)
 
 
@@ -96,7 +140,8 @@ def check_items(items: list, field: str = "items") -> None:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise StoreRefused(f"{field}[{index}]", "must be an object")
-        _check_json(item, f"{field}[{index}]", 2)
+        if not _fits(item, 2):
+            _check_json(item, f"{field}[{index}]", 2)
 
 
 def check_metadata(metadata: object) -> dict:
@@ -106,7 +151,7 @@ def check_metadata(metadata: object) -> dict:
         return {}
     if not isinstance(metadata, dict):
         raise StoreRefused("metadata", "must be an object")
-    _check_json(metadata, "metadata", 1)
+    _check(metadata, "metadata", 1)
     return metadata
 
 

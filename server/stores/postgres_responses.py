@@ -49,7 +49,7 @@ class PostgresResponses(PostgresEngine):
         check_storable(response, input_items, conversation_id=conversation_id)
         if self._queue is None:
             raise StoreUnavailable("PostgreSQL store used before open() or after close()")
-        rows = response_rows(response, input_items, owner, self.replica_id)
+        rows = response_rows(response, input_items, owner, self.replica_id, conversation=conversation_id is not None)
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Put(rows, conversation_id, future))
         await future

@@ -121,6 +121,24 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return unavailable("SQLite", exc)
 
 
+def _settle_all(outcomes: list[tuple[asyncio.Future, bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        settle(future, ok, value)
+
+
+def _hand_back(jobs: list[_Job]) -> None:
+    """Tell the waiting tasks their outcomes: one `call_soon_threadsafe` (one wake-up of the event
+    loop) per loop for the whole group, not one per job; in the jobs' order."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, bool, Any]]] = {}
+    for j in jobs:
+        by_loop.setdefault(j.loop, []).append((j.future, *j.outcome))
+    for loop, outcomes in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, outcomes)
+        except RuntimeError:  # that event loop is closed: nobody is waiting any more
+            pass
+
+
 class SQLiteEngine(StoreEngine):
     """The file, the worker thread and group commit that every SQLite operation runs through."""
 
@@ -169,11 +187,7 @@ class SQLiteEngine(StoreEngine):
                 for j in jobs:
                     if j.outcome[1] is None and not j.outcome[0]:
                         j.outcome = (False, StoreUnavailable(f"SQLite store worker failed: {exc!r}"))
-            for j in jobs:
-                try:
-                    j.loop.call_soon_threadsafe(settle, j.future, *j.outcome)
-                except RuntimeError:  # that event loop is closed: nobody is waiting any more
-                    pass
+            _hand_back(jobs)
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -61,12 +61,16 @@ class SQLiteResponses(SQLiteEngine):
 
     # -- responses -----------------------------------------------------------------------------------
 
-    def _put_write(self, response: dict, input_items: list[dict], owner: str | None) -> Callable:
-        rows = response_rows(response, input_items, owner, self.replica_id)
+    def _put_write(
+        self, response: dict, input_items: list[dict], owner: str | None, conversation_id: str | None = None
+    ) -> Callable:
+        appends = conversation_id is not None
+        rows = response_rows(response, input_items, owner, self.replica_id, conversation=appends)
 
         def write(conn: sqlite3.Connection, conversation_id: str | None = None) -> None:
             if conversation_id is not None:
-                append_for_response(conn, conversation_id, owner, rows.response_id, rows.appended)
+                appended = rows.appended if appends else response_rows(response, input_items, owner, None).appended
+                append_for_response(conn, conversation_id, owner, rows.response_id, appended)
             conn.execute(UPSERT_RESPONSE, rows.row)
             conn.execute("DELETE FROM items WHERE response_id = ?", (rows.response_id,))
             conn.executemany(INSERT_ITEM, rows.item_rows)
@@ -77,7 +81,7 @@ class SQLiteResponses(SQLiteEngine):
         self, response: dict, input_items: list[dict], *, owner: str | None, conversation_id: str | None = None
     ) -> None:
         check_storable(response, input_items, conversation_id=conversation_id)
-        write = self._put_write(response, input_items, owner)
+        write = self._put_write(response, input_items, owner, conversation_id)
         await self._submit(write, (conversation_id,), write=True)
 
     async def get(self, response_id: str, *, owner: str | None) -> dict | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import uuid
 from typing import Any
 from unittest import mock
 
@@ -91,7 +90,7 @@ def chunks(draw: st.DrawFn) -> Any:
 def _run(chunk_list: list[Any], fast_path: bool, options: dict[str, Any]) -> bytes:
     # generated call ids are random (and end up inside encrypted_content too): number them instead
     counter = itertools.count()
-    with mock.patch("translator.builders.uuid.uuid4", lambda: uuid.UUID(int=next(counter))):
+    with mock.patch("translator.builders.random_hex", lambda nbytes=16: f"{next(counter):0{2 * nbytes}x}"):
         tr = ChatStreamTranslator(REQ, fast_path=fast_path, **OPTS, **options)
         events = tr.start()
         for chunk in copy.deepcopy(chunk_list):

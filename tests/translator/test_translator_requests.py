@@ -337,3 +337,19 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
     assert info.value.param == "input[0].arguments"
     assert chat({"input": "x", "text": {"format": {"type": "json_schema", "name": "n", "schema": {
         "type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}}}}}})
+
+
+def test_of_several_mistyped_fields_the_first_known_one_is_named_whatever_the_body_order() -> None:
+    """The type check walks the body's own fields and, at the first wrong one, every known field in
+    REQUEST_FIELDS order: the field named does not depend on the order the client wrote them in."""
+    from translator import check_request
+    from translator.requests import REQUEST_FIELDS
+
+    first, later = "stream", "temperature"
+    assert list(REQUEST_FIELDS).index(first) < list(REQUEST_FIELDS).index(later)
+    for body in ({"model": "m", later: "hot", first: "yes"}, {"model": "m", first: "yes", later: "hot"},
+                 {later: "hot", "model": "m", first: 1, "input": "x"}):  # fmt: skip
+        with pytest.raises(InvalidRequest) as info:
+            check_request(body)
+        assert info.value.param == first, body
+    check_request({"model": "m", "input": "x", "stream": None, "instructions": "plain", "text": None})

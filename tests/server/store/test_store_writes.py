@@ -431,6 +431,32 @@ def test_check_storable_accepts_what_every_engine_holds() -> None:
     check_storable(response("resp_t", tools=tools), [{"type": "message", "role": "user", "content": nested(100)}])
 
 
+def test_the_fast_check_never_passes_what_the_full_check_refuses() -> None:
+    """`_fits` (no field paths) must say False wherever `_check_json` raises, including for types
+    JSON parsing never makes (a str subclass holding a NUL id, a tuple, a dict subclass)."""
+    from server.stores.limits import _check_json, _fits
+
+    class Text(str):
+        pass
+
+    class Mapping(dict):
+        pass
+
+    values = [
+        {"id": "x" * (MAX_ID_LENGTH + 1)}, {"id": "a\x00"}, {"a\x00": 1}, {1: "x"}, nested(MAX_JSON_DEPTH + 1),
+        {"id": Text("a\x00")}, {"k": ("id", "a\x00")}, Mapping(id="a\x00"), [{"call_id": "c" * 300}],
+        {"tools": [{"parameters": {"properties": {"id": {"type": "string"}}}}], "n": 1.5, "b": None, "t": True},
+    ]  # fmt: skip
+    for value in values:
+        try:
+            _check_json(value, "", 1)
+            full = True
+        except StoreRefused:
+            full = False
+        assert not _fits(value, 1) or full, value
+    assert _fits(values[-1], 1)
+
+
 @all_engines
 async def test_unstorable_input_is_refused_alike_and_nothing_is_written(store: Any) -> None:
     cases = [
