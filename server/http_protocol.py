@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.config import Limits
@@ -39,8 +40,45 @@ class _Refuse(Exception):
     """Raised from a parser callback to stop parsing; `data_received` answers with `refusal`."""
 
 
+class _LazyFlowControl(FlowControl):
+    """uvicorn's `FlowControl` with its `asyncio.Event` made only when writing is first paused.
+
+    One per client connection; most never pause (an idle stream never does), and an `Event` with
+    its waiter deque is the largest object a held connection would otherwise keep. Every method that
+    touches the event is overridden here, so none of uvicorn's reaches it unmade."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:  # FlowControl.__init__ would make the event
+        self._transport = transport
+        self.read_paused = False
+        self.write_paused = False
+        self._is_writable_event: asyncio.Event | None = None  # type: ignore[assignment]
+
+    async def drain(self) -> None:
+        event = self._is_writable_event
+        if event is not None:
+            await event.wait()
+
+    def pause_writing(self) -> None:
+        if not self.write_paused:
+            self.write_paused = True
+            if self._is_writable_event is None:
+                self._is_writable_event = asyncio.Event()
+            self._is_writable_event.clear()
+
+    def resume_writing(self) -> None:
+        if self.write_paused:
+            self.write_paused = False
+            if self._is_writable_event is not None:
+                self._is_writable_event.set()
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` plus header, header-time, body-rate and connection ceilings."""
+
+    # Slots for this class's own fields: uvicorn's ~30 already fill the instance dict's shared-key
+    # table, and more would turn every connection's dict into a private table (~1.5 KB each).
+    __slots__ = ("_body_rate", "_body_timer", "_head_bytes", "_head_size", "_head_timer", "_header_count",
+                 "_in_head", "_refusal")
 
     limits: Limits = Limits()
 
@@ -62,6 +100,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _LazyFlowControl(transport)
         if len(self.connections) > self.limits.max_client_connections:
             self._answer_and_close(raw_error_response(
                 503, "The server has too many open connections; retry shortly.", "server_busy"))  # fmt: skip

@@ -165,8 +165,10 @@ class EventPump:
         self._reader: asyncio.Task[Any] | None = None
         self._reading = False
         self._cancelled_by_abort = False
-        self._last_resort_response = self._fallback_response()
-        self._last_resort_json = orjson.dumps(self._last_resort_response)
+        # Kept encoded only (the dict is decoded again on the rare day it is needed), and copied to an
+        # exact-size `bytes`: orjson hands back its whole growth buffer (16 KiB and more for a response
+        # skeleton), which every held stream would otherwise keep until it ends.
+        self._last_resort_json = bytes(memoryview(orjson.dumps(self._fallback_response())))
 
     # ---------------------------------------------------------------------------------- control
 
@@ -192,7 +194,8 @@ class EventPump:
         return {**base, "id": self.response_id, "status": "failed", "output": [], "error": dict(_LAST_RESORT)}
 
     def last_resort_event(self) -> dict[str, Any]:
-        return {"type": "response.failed", "sequence_number": self._next_seq, "response": self._last_resort_response}
+        response = orjson.loads(self._last_resort_json)
+        return {"type": "response.failed", "sequence_number": self._next_seq, "response": response}
 
     def last_resort_frame(self, sequence_number: int | None = None) -> bytes:
         """The last-resort event as one SSE frame, from pre-encoded bytes (no encoder involved).
@@ -231,6 +234,7 @@ class EventPump:
                 if self.record.first_token is None and has_output(batch):
                     self.record.mark_first_token()
                 yield batch
+                del batch  # not kept alive while the next read waits (an idle stream holds only its state)
         finally:
             try:
                 await inner.aclose()
@@ -246,6 +250,7 @@ class EventPump:
         opening = translator.start()
         if opening:
             yield opening
+        del opening
         if self.abort_reason is not None:
             yield await self._abort_batch()
             return
@@ -256,8 +261,8 @@ class EventPump:
         raw_iter = self.upstream.aiter_raw().__aiter__()  # encoded answers never get here (server/transport.py)
         decoder = SSEDecoder()
         loads = orjson.loads
-        self._reader = asyncio.current_task()
         saw_done = False
+        self._reader = asyncio.current_task()
         while True:
             self._reading = True
             try:
@@ -282,32 +287,18 @@ class EventPump:
                 return
             finally:
                 self._reading = False
-            out: Batch = []
             try:
-                frames = decoder.feed(raw)
+                out, saw_done = self._translate(decoder.feed(raw))
             except UpstreamError as exc:  # a frame over the decoder's ceiling: never buffered whole
                 yield await self._fail(f"Upstream {self.upstream_name}: {exc.message}", "upstream_error")
                 return
-            for _name, data in frames:
-                if data == "[DONE]":
-                    saw_done = True
-                    break
-                try:
-                    chunk = loads(data)
-                except orjson.JSONDecodeError:
-                    chunk = None
-                if not isinstance(chunk, dict):
-                    what = "a malformed chunk" if chunk is None else "a chunk that is not an object"
-                    out.extend(self._failure(f"Upstream {self.upstream_name} sent {what}.", "upstream_malformed_chunk"))
-                    break
-                out.extend(translator.feed(self._scrubbed(chunk)))
-                if out and out[-1]["type"] in TERMINAL_TYPES:
-                    break
+            del raw  # nothing of this read outlives it: a stream waiting on its backend holds no old chunk
             if out and out[-1]["type"] in TERMINAL_TYPES:
                 yield await self._release(out)
                 return
             if out:
                 yield out
+            del out
             if saw_done:
                 break
             if self.abort_reason is not None:
@@ -330,6 +321,28 @@ class EventPump:
         yield await self._release(tail)
         if saw_done:
             await self._drain(raw_iter)
+
+    def _translate(self, frames: list[tuple[str | None, str]]) -> tuple[Batch, bool]:
+        """The events of one read's SSE frames, and whether `[DONE]` was among them. A function of its
+        own so that the chunks and frames of a read die with it: the generator's frame, which lives as
+        long as the stream, keeps none of them while it waits for the next read."""
+        out: Batch = []
+        translator = self.translator
+        for _name, data in frames:
+            if data == "[DONE]":
+                return out, True
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                chunk = None
+            if not isinstance(chunk, dict):
+                what = "a malformed chunk" if chunk is None else "a chunk that is not an object"
+                out.extend(self._failure(f"Upstream {self.upstream_name} sent {what}.", "upstream_malformed_chunk"))
+                break
+            out.extend(translator.feed(self._scrubbed(chunk)))
+            if out and out[-1]["type"] in TERMINAL_TYPES:
+                break
+        return out, False
 
     async def _whole_body(self) -> Batch:
         body = await self.upstream.aread()

@@ -48,6 +48,7 @@ class EventStream:
         self.record = pump.record
         self.keepalive_interval = keepalive_interval
         self.ended = False  # `[DONE]` written (or the client gone): nothing more may be sent
+        self._hung_up = False  # the listener cancelled the writing task because the client left
         self._last_write = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -56,32 +57,35 @@ class EventStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self.record.status = 200
-        writer: asyncio.Task[None] | None = None
+        started = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             send = scope.get(RAW_SEND_KEY) or send
             self._last_write = loop.time()
-            writer = loop.create_task(self._write(send))
-            listener = loop.create_task(self._listen(receive, writer))
+            # The batches are written by this task itself, not by a task of their own: one task, one
+            # context and one `asyncio.wait` fewer for every held stream, and `response.created` goes
+            # out in this step of the loop instead of the next. The listener cancels this task when
+            # the client hangs up (`_hung_up` tells that cancellation from the server's own).
+            task = asyncio.current_task()
+            assert task is not None
+            listener = loop.create_task(self._listen(receive, task))
+            started = True
             self._arm_keepalive(send)
             try:
-                await asyncio.wait((writer,))
+                await self._write(send)
+            except asyncio.CancelledError:
+                if not self._hung_up or task.uncancel() > 0:
+                    raise  # the server's own cancellation (force-exit): the pump is closed, pass it on
             finally:
                 listener.cancel()
                 self._stop_keepalive()
-            if not writer.cancelled() and writer.exception() is not None:
-                raise writer.exception()  # type: ignore[misc]
         except OSError:  # the client's socket went away while we wrote
             self._gone()
         finally:
-            if writer is None:  # gone before the headers went out: the pump never ran, so close it here
+            if not started:  # gone before the headers went out: the pump never ran, so close it here
                 await self.pump.upstream.aclose()
                 if self.pump.on_close is not None:
                     self.pump.on_close(self.pump)
-            if writer is not None and not writer.done():  # we were cancelled ourselves (server force-exit)
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await writer
 
     def _gone(self) -> None:
         self.ended = True
@@ -113,6 +117,7 @@ class EventStream:
                         continue
                     self._last_write = loop.time()
                     await send({"type": "http.response.body", "body": body, "more_body": True})
+                    del batch, body  # an idle stream keeps no copy of what it already sent
         except OSError:
             self._gone()
             return
@@ -129,7 +134,8 @@ class EventStream:
             if message["type"] == "http.disconnect":
                 if not self.ended:  # after [DONE] this only says the response is complete
                     self._gone()
-                    writer.cancel()
+                    self._hung_up = True
+                    writer.cancel()  # closes the pump, and with it the backend connection
                 return
 
     # A timer, not a task: a stream that never falls silent (most) never starts a keep-alive task.

@@ -99,6 +99,7 @@ class RawResponse:
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         async for part in self._body:
             yield part
+            del part  # a stream waiting for its backend keeps no copy of the last read
         await self.aclose()
 
     async def aread(self) -> bytes:
