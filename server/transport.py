@@ -57,10 +57,13 @@ class _Body(httpx.AsyncByteStream):
                 return
             if conn.buffer:
                 yield conn.take()
-                # Let the loop run between two reads even when the next is already buffered: a
-                # backend that sends faster than the bridge translates would otherwise keep this
-                # reader running without a pause, and every other client waiting.
-                await asyncio.sleep(0)
+                if conn.buffer:
+                    # Let the loop run between two reads when the next is already buffered: a
+                    # backend that sends faster than the bridge translates would otherwise keep this
+                    # reader running without a pause, and every other client waiting. (With nothing
+                    # buffered the wait below yields anyway, and an answer that is complete ends at
+                    # once: its stream's last steps do not wait behind the next request's.)
+                    await asyncio.sleep(0)
                 continue
             if conn.error is not None:
                 error = conn.error
