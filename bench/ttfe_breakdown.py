@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,44 @@ def install_hooks() -> None:
         return orig_headers(self)
 
     conn.send, conn.on_headers_complete = send, on_headers_complete  # type: ignore[method-assign]
+    from server import responses
+
+    def wrap_async(module: object, name: str) -> None:
+        orig = getattr(module, name)
+
+        async def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            MARKS.append((f"{name}<", *now()))
+            try:
+                return await orig(*args, **kwargs)
+            finally:
+                MARKS.append((f"{name}>", *now()))
+
+        setattr(module, name, wrapped)
+
+    def wrap_sync(module: object, name: str) -> None:
+        orig = getattr(module, name)
+
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            MARKS.append((f"{name}<", *now()))
+            try:
+                return orig(*args, **kwargs)
+            finally:
+                MARKS.append((f"{name}>", *now()))
+
+        setattr(module, name, wrapped)
+
+    if os.environ.get("TTFE_DETAIL"):
+        for name in ("read_request_body", "prepare_turn"):
+            wrap_async(responses, name)
+        for name in ("read_responses_request", "response_commit"):
+            wrap_sync(responses, name)
+        wrap_async(responses, "_respond")
+        wrap_async(responses, "create_response")
+        from server import middleware
+
+        wrap_async(middleware.BridgeMiddleware, "__call__")
+        wrap_async(httptools_impl.RequestResponseCycle, "run_asgi")
+        wrap_sync(http_protocol.BoundedHttpToolsProtocol, "on_headers_complete")
     cycle = httptools_impl.RequestResponseCycle
     orig_cycle_send = cycle.send
 
@@ -77,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", default=None, help="store spec (default: a fresh SQLite file)")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--profile", default=None, help="write a cProfile of the server thread here")
+    parser.add_argument("--gc", default="on", choices=["on", "off", "freeze"],
+                        help="the cyclic garbage collector in the server (off / frozen after start-up)")
     opts = parser.parse_args(argv)
     backend_port = procs.free_port()
     backend = procs.start("backend", backend_argv(backend_port, 1), Path(tempfile.gettempdir()))
@@ -110,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
             profiler.disable()
             profiler.dump_stats(opts.profile)
 
+    import gc
+
+    if opts.gc == "freeze":
+        gc.collect()
+        gc.freeze()
+    elif opts.gc == "off":
+        gc.disable()
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
@@ -139,7 +187,18 @@ def main(argv: list[str] | None = None) -> int:
             for a, b in pairs:
                 wall_steps[f"{a}→{b}"].append(current[b][0] - current[a][0])
                 cpu_steps[f"{a}→{b}"].append(current[b][1] - current[a][1])
-    out = {"stored": opts.stored, "client": {k: round(v, 3) for k, v in client.items()},
+    if os.environ.get("TTFE_DETAIL"):  # the mean CPU between consecutive marks of each request
+        seq: dict[str, list[float]] = {}
+        previous: tuple[str, float] | None = None
+        for name, _t, c in MARKS:
+            if name == "request":
+                previous = None
+            if previous is not None:
+                seq.setdefault(f"{previous[0]}→{name}", []).append(c - previous[1])
+            previous = (name, c)
+        for key, values in seq.items():
+            print(f"{statistics.fmean(values) * 1e6:8.1f} us  {len(values):5d}  {key}", file=sys.stderr)
+    out = {"stored": opts.stored, "gc": opts.gc, "collections": [g["collections"] for g in gc.get_stats()], "client": {k: round(v, 3) for k, v in client.items()},
            "server_wall_p50_us": {k: round(statistics.median(v) * 1e6, 1) for k, v in wall_steps.items() if v},
            "server_cpu_mean_us": {k: round(statistics.fmean(v) * 1e6, 1) for k, v in cpu_steps.items() if v},
            "loadavg": procs.loadavg()}

@@ -211,7 +211,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # Raw bytes while the headers are incomplete: catches one endless header line, which
             # httptools would otherwise keep concatenating without ever calling back.
             self._head_bytes += len(data)
-            self._start_head_timer()  # a kept-alive connection: the next request's headers start now
         elif self._body_rate is not None:
             self._body_rate.feed(len(data))
         try:
@@ -222,9 +221,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             refusal, self._refusal = self._refusal, None
             self._answer_and_close(refusal)
             return
-        if self._in_head and self._head_bytes > self.limits.request_max_header_bytes:
-            self._refuse_headers()
-            self._answer_and_close(self._refusal or b"")
+        # The clocks start only for what is still incomplete after this read (most requests arrive
+        # whole in one read, and then neither timer is made only to be cancelled): the same deadlines,
+        # since this is the same moment.
+        if self._in_head:
+            if self._head_bytes > self.limits.request_max_header_bytes:
+                self._refuse_headers()
+                self._answer_and_close(self._refusal or b"")
+            elif self._head_bytes:
+                self._start_head_timer()  # a kept-alive connection: the next request's headers started
+        elif self._body_rate is not None and self._body_timer is None:
+            self._schedule_body_check()  # the body is still arriving
 
     def send_400_response(self, msg: str) -> None:
         if self._refusal is not None:
@@ -282,8 +289,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         limits = self.limits
         self._body_rate = BodyRate(
             limits.request_min_body_rate, limits.request_body_rate_window, self.loop.time()
-        )
-        self._schedule_body_check()
+        )  # its timer: `data_received`, once the read that completed the headers left the body unfinished
 
     def _schedule_body_check(self) -> None:
         if self._body_timer is not None:

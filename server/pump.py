@@ -40,8 +40,8 @@ Interface::
 Other members: `events()` raises nothing but CancelledError; `finished` turns True when the terminal
 batch is yielded (or withheld); `response_id`; `record` (the access-log record: usage, first token,
 error code); `on_close(pump)` runs once when the iterator ends, however it ends.
-`last_resort_frame(seq)` is the SSE bytes of the last-resort event, pre-encoded at construction, for
-a consumer whose own encoding of a batch failed; `last_resort_event()` is the same as a dict.
+`last_resort_frame(seq)` is the SSE bytes of the last-resort event, pre-encoded once the opening
+batch is out (before the backend is read), for a consumer whose own encoding of a batch failed; `last_resort_event()` is the same as a dict.
 
 Imports: the translator (SSE decoding, one-chunk conversion), `server.accesslog` (the record),
 `server.upstream` (scrubbing). Nothing from the routes or the app.
@@ -165,10 +165,7 @@ class EventPump:
         self._reader: asyncio.Task[Any] | None = None
         self._reading = False
         self._cancelled_by_abort = False
-        # Kept encoded only (the dict is decoded again on the rare day it is needed), and copied to an
-        # exact-size `bytes`: orjson hands back its whole growth buffer (16 KiB and more for a response
-        # skeleton), which every held stream would otherwise keep until it ends.
-        self._last_resort_json = bytes(memoryview(orjson.dumps(self._fallback_response())))
+        self._last_resort_json: bytes | None = None  # taken after the opening batch (`_last_resort`)
 
     # ---------------------------------------------------------------------------------- control
 
@@ -193,8 +190,25 @@ class EventPump:
             base = {"id": self.response_id, "object": "response"}
         return {**base, "id": self.response_id, "status": "failed", "output": [], "error": dict(_LAST_RESORT)}
 
+    def _last_resort(self) -> bytes:
+        """The last-resort response, encoded once: right after the opening batch went out (off the
+        path to the first event; nothing but `start()` has touched the translator by then, so it is
+        what construction would have taken), or earlier if a consumer needs it first. Kept encoded
+        only (decoded again on the rare day the dict is needed), as an exact-size `bytes`: orjson
+        hands back its whole growth buffer (16 KiB and more for a response skeleton), which every
+        held stream would otherwise keep until it ends."""
+        encoded = self._last_resort_json
+        if encoded is None:
+            try:
+                encoded = orjson.dumps(self._fallback_response())
+            except Exception:  # an unencodable echo: the id must do
+                encoded = orjson.dumps({"id": self.response_id, "object": "response", "status": "failed",
+                                        "output": [], "error": dict(_LAST_RESORT)})  # fmt: skip
+            encoded = self._last_resort_json = bytes(memoryview(encoded))
+        return encoded
+
     def last_resort_event(self) -> dict[str, Any]:
-        response = orjson.loads(self._last_resort_json)
+        response = orjson.loads(self._last_resort())
         return {"type": "response.failed", "sequence_number": self._next_seq, "response": response}
 
     def last_resort_frame(self, sequence_number: int | None = None) -> bytes:
@@ -203,7 +217,7 @@ class EventPump:
         send that batch passes the batch's first number, so the client sees no gap."""
         seq = self._next_seq if sequence_number is None else sequence_number
         return (b'event: response.failed\ndata: {"type":"response.failed","sequence_number":'
-                + str(int(seq)).encode() + b',"response":' + self._last_resort_json + b"}\n\n")  # fmt: skip
+                + str(int(seq)).encode() + b',"response":' + self._last_resort() + b"}\n\n")  # fmt: skip
 
     # -------------------------------------------------------------------------------- iteration
 
@@ -251,6 +265,7 @@ class EventPump:
         if opening:
             yield opening
         del opening
+        self._last_resort()  # before anything can break, and after the first event went out
         if self.abort_reason is not None:
             yield await self._abort_batch()
             return

@@ -49,6 +49,8 @@ class EventStream:
         self.keepalive_interval = keepalive_interval
         self.ended = False  # `[DONE]` written (or the client gone): nothing more may be sent
         self._hung_up = False  # the listener cancelled the writing task because the client left
+        self._receive: Receive | None = None  # until `_watch` hands it to the listener
+        self._listener: asyncio.Task[None] | None = None
         self._last_write = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -66,18 +68,20 @@ class EventStream:
             # context and one `asyncio.wait` fewer for every held stream, and `response.created` goes
             # out in this step of the loop instead of the next. The listener cancels this task when
             # the client hangs up (`_hung_up` tells that cancellation from the server's own).
+            # The listener and the keep-alive timer start once the first batch is out (`_watch`),
+            # not on the path to it.
             task = asyncio.current_task()
             assert task is not None
-            listener = loop.create_task(self._listen(receive, task))
+            self._receive = receive
             started = True
-            self._arm_keepalive(send)
             try:
                 await self._write(send)
             except asyncio.CancelledError:
                 if not self._hung_up or task.uncancel() > 0:
                     raise  # the server's own cancellation (force-exit): the pump is closed, pass it on
             finally:
-                listener.cancel()
+                if self._listener is not None:
+                    self._listener.cancel()
                 self._stop_keepalive()
         except OSError:  # the client's socket went away while we wrote
             self._gone()
@@ -118,6 +122,8 @@ class EventStream:
                     self._last_write = loop.time()
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                     del batch, body  # an idle stream keeps no copy of what it already sent
+                    if self._listener is None:
+                        self._watch(send)
         except OSError:
             self._gone()
             return
@@ -127,6 +133,16 @@ class EventStream:
             self.ended = True
             await send({"type": "http.response.body", "body": pump.last_resort_frame() + DONE_FRAME,
                         "more_body": False})  # fmt: skip
+
+    def _watch(self, send: Send) -> None:
+        """After the first batch: the disconnect listener (it cancels this task when the client
+        hangs up) and the keep-alive timer. A hang-up before it is still seen: uvicorn answers the
+        listener's first `receive` with the disconnect."""
+        task = asyncio.current_task()
+        assert task is not None and self._loop is not None and self._receive is not None
+        self._listener = self._loop.create_task(self._listen(self._receive, task))
+        self._receive = None
+        self._arm_keepalive(send)
 
     async def _listen(self, receive: Receive, writer: asyncio.Task[None]) -> None:
         while True:

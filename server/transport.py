@@ -55,6 +55,8 @@ class _Body(httpx.AsyncByteStream):
             conn = self._conn
             if conn is None:
                 return
+            if conn.pending:  # what came with the headers, parsed only now that the body is read
+                conn.parse_pending()
             if conn.buffer:
                 yield conn.take()
                 if conn.buffer:

@@ -102,6 +102,7 @@ class _Conn:
         self.complete_after = complete_after
         self.error = None
         self.reusable = True
+        self.pending = b""
 
     @property
     def buffer(self) -> list[bytes]:
@@ -187,3 +188,71 @@ def test_the_first_batch_is_written_in_the_step_of_the_response_start() -> None:
     start, first = asyncio.run(run())[:2]
     assert start.startswith("http.response.start@") and first.startswith("http.response.body@")
     assert start.split("@")[1] == first.split("@")[1]
+
+
+class _Socket:
+    """The transport a backend `Connection` writes to and closes."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _connection() -> Any:
+    from server.upstream_connection import Connection
+
+    async def make() -> Any:
+        conn = Connection(("127.0.0.1", 1), asyncio.get_running_loop())
+        conn.connection_made(_Socket())  # type: ignore[arg-type]
+        conn.start(False)
+        return conn
+
+    return asyncio.run(make())
+
+
+def test_a_burst_of_body_with_the_headers_is_parsed_when_the_body_is_read() -> None:
+    """The read that completes the headers also holds 3 chunks and the end: the headers are parsed
+    at once (the request sees its status), the chunks only when the body reader asks."""
+    conn = _connection()
+    body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (b"data: a\n\n", b"data: b\n\n", b"data: c\n\n"))
+    conn.data_received(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n")
+    assert conn.headers_done and conn.status == 200
+    assert conn.buffer == [] and not conn.complete and conn.pending
+    conn.parse_pending()
+    assert conn.take() == b"data: a\n\ndata: b\n\ndata: c\n\n" and conn.complete and conn.reusable
+
+
+def test_bytes_after_a_deferred_burst_keep_their_order_and_an_eof_ends_the_body() -> None:
+    conn = _connection()
+    conn.data_received(b"HTTP/1.1 200 OK\r\n\r\nfirst ")  # close-delimited: the body ends at EOF
+    conn.data_received(b"second ")
+    conn.data_received(b"third")
+    assert conn.headers_done and not conn.pending and conn.take() == b"first second third"
+    conn.data_received(b" fourth")
+    conn.connection_lost(None)
+    assert conn.take() == b" fourth" and conn.complete and conn.error is None
+
+    cut = _connection()
+    cut.data_received(b"HTTP/1.1 200 OK\r\n\r\nall of it")
+    cut.connection_lost(None)  # the deferred bytes are parsed before the end is judged
+    assert cut.take() == b"all of it" and cut.complete and cut.error is None
+
+
+def test_an_interim_response_in_the_same_read_is_not_mistaken_for_the_head() -> None:
+    conn = _connection()
+    conn.data_received(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    assert conn.headers_done and conn.status == 200
+    if conn.pending:
+        conn.parse_pending()
+    assert conn.take() == b"ok" and conn.complete
