@@ -118,7 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, help="write a cProfile of the server thread here")
     parser.add_argument("--gc", default="on", choices=["on", "off", "freeze"],
                         help="the cyclic garbage collector in the server (off / frozen after start-up)")
+    parser.add_argument("--fake-commit-ms", type=float, default=0.0,
+                        help="store:false streams wait this long before their terminal event, as a commit would")
     opts = parser.parse_args(argv)
+    if opts.fake_commit_ms:
+        import asyncio
+
+        from server import responses
+
+        def response_commit(*args, **kwargs):  # type: ignore[no-untyped-def]
+            async def commit(response):  # type: ignore[no-untyped-def]
+                await asyncio.sleep(opts.fake_commit_ms / 1000)
+                return True
+
+            return commit
+
+        responses.response_commit = response_commit  # type: ignore[assignment]
     backend_port = procs.free_port()
     backend = procs.start("backend", backend_argv(backend_port, 1), Path(tempfile.gettempdir()))
     procs.wait_port(backend_port, 20, backend)

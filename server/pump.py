@@ -182,30 +182,20 @@ class EventPump:
 
     # ------------------------------------------------------------------------------ last resort
 
-    def _fallback_response(self) -> dict[str, Any]:
-        """The failed response of the last-resort event, taken before anything can break."""
-        try:
-            base = dict(self.translator.response)
-        except Exception:  # a translator that cannot even describe itself: the id must do
-            base = {"id": self.response_id, "object": "response"}
-        return {**base, "id": self.response_id, "status": "failed", "output": [], "error": dict(_LAST_RESORT)}
-
     def _last_resort(self) -> bytes:
-        """The last-resort response, encoded once: right after the opening batch went out (off the
-        path to the first event; nothing but `start()` has touched the translator by then, so it is
-        what construction would have taken), or earlier if a consumer needs it first. Kept encoded
-        only (decoded again on the rare day the dict is needed), as an exact-size `bytes`: orjson
-        hands back its whole growth buffer (16 KiB and more for a response skeleton), which every
-        held stream would otherwise keep until it ends."""
-        encoded = self._last_resort_json
-        if encoded is None:
+        """The failed response of the last-resort event, encoded once: right after the opening batch
+        (off the path to the first event; only `start()` touched the translator, so it is what the
+        constructor would have taken), or sooner if a consumer needs it. Kept only encoded, as an
+        exact-size `bytes`: orjson hands back its growth buffer (16 KiB for a response skeleton),
+        which every held stream would otherwise keep."""
+        if self._last_resort_json is None:
+            failed = {"id": self.response_id, "status": "failed", "output": [], "error": dict(_LAST_RESORT)}
             try:
-                encoded = orjson.dumps(self._fallback_response())
-            except Exception:  # an unencodable echo: the id must do
-                encoded = orjson.dumps({"id": self.response_id, "object": "response", "status": "failed",
-                                        "output": [], "error": dict(_LAST_RESORT)})  # fmt: skip
-            encoded = self._last_resort_json = bytes(memoryview(encoded))
-        return encoded
+                encoded = orjson.dumps({**dict(self.translator.response), **failed})
+            except Exception:  # a translator that cannot describe itself (or echoes the unencodable)
+                encoded = orjson.dumps({"id": self.response_id, "object": "response", **failed})
+            self._last_resort_json = bytes(memoryview(encoded))
+        return self._last_resort_json
 
     def last_resort_event(self) -> dict[str, Any]:
         response = orjson.loads(self._last_resort())
@@ -338,9 +328,8 @@ class EventPump:
             await self._drain(raw_iter)
 
     def _translate(self, frames: list[tuple[str | None, str]]) -> tuple[Batch, bool]:
-        """The events of one read's SSE frames, and whether `[DONE]` was among them. A function of its
-        own so that the chunks and frames of a read die with it: the generator's frame, which lives as
-        long as the stream, keeps none of them while it waits for the next read."""
+        """One read's events, and whether `[DONE]` came: apart so that the read's chunks die with it
+        (the generator's frame lives as long as the stream)."""
         out: Batch = []
         translator = self.translator
         for _name, data in frames:
