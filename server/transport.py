@@ -101,11 +101,10 @@ class RawResponse:
         self.timeouts = timeouts
         self._body = body
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        async for part in self._body:
-            yield part
-            del part  # a stream waiting for its backend keeps no copy of the last read
-        await self.aclose()
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body's own iterator (it frees the connection when the body ends), not a generator
+        around it: one frame less per held stream and one resumption less per read."""
+        return self._body.__aiter__()
 
     async def aread(self) -> bytes:
         return b"".join([part async for part in self.aiter_raw()])

@@ -132,3 +132,59 @@ def test_lazy_flow_control_pauses_and_resumes_like_uvicorns() -> None:
         return seen
 
     assert asyncio.run(run()) == ["waiting", "resumed", "reading=False", "reading=True"]
+
+
+def test_pipelined_requests_are_answered_in_order_through_the_bounded_protocol() -> None:
+    """Three requests in one write: uvicorn queues the second and third (the protocol's `_Pipeline`
+    list) and answers all three in order; the cycle's event (its waiters a list) still wakes a
+    request body reader."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from server.config import Limits
+    from server.http_protocol import bounded_protocol
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        payload = scope["path"].encode() + b":" + body
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(payload)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": payload})
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", lifespan="off",
+                                           http=bounded_protocol(Limits()), log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET /one HTTP/1.1\r\nhost: x\r\n\r\nGET /two HTTP/1.1\r\nhost: x\r\n\r\n"
+                           b"POST /three HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhe")  # fmt: skip
+            time.sleep(0.1)
+            client.sendall(b"llo")  # the body's rest: the waiting reader is woken through the event
+            received = b""
+            while received.count(b"HTTP/1.1 200") < 3 or not received.endswith(b"/three:hello"):
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    bodies = [part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0] for part in received.split(b"HTTP/1.1 200")[1:]]
+    assert [b.strip() for b in bodies] == [b"/one:", b"/two:", b"/three:hello"]
