@@ -5,7 +5,11 @@ SSE body handed to the socket) from perf_counter hooks, medians over ``--duratio
 ``python bench/ttfe_breakdown.py [--stored]`` starts the bench backend, runs the bridge in this
 process (``serve``'s own app, protocol and uvicorn settings, ``--workers 1``, a fresh SQLite store)
 with the hooks, and drives it with bench/loadgen.py's ``ttfe`` mode from another process. The hooks
-wrap methods; they add a few microseconds to each step, the same for both rows.
+wrap methods; they add a few microseconds to each step, the same for both rows. ``TTFE_DETAIL=1``
+adds hooks on the route's steps and prints (stderr) the mean CPU between consecutive marks;
+``TTFE_SRC=DIR`` runs another checkout's ``server/`` and ``translator/`` (before/after on one
+machine); ``--fake-commit-ms N`` makes store:false streams wait before their terminal event as a
+commit would; ``--gc off|freeze``; ``--profile FILE`` (cProfile of the server thread).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# TTFE_SRC: another checkout's server/ and translator/ (a before/after comparison on one machine)
+sys.path.insert(0, os.environ.get("TTFE_SRC") or str(Path(__file__).resolve().parent.parent))
 
 import procs
 from targets import BENCH, backend_argv, project_python, responses_body
@@ -98,6 +103,12 @@ def install_hooks() -> None:
         wrap_async(middleware.BridgeMiddleware, "__call__")
         wrap_async(httptools_impl.RequestResponseCycle, "run_asgi")
         wrap_sync(http_protocol.BoundedHttpToolsProtocol, "on_headers_complete")
+        from server import transport, turn, upstream
+
+        wrap_async(transport.FastTransport, "send_raw")
+        wrap_async(upstream.UpstreamClient, "open_stream")
+        wrap_async(turn.PreparedTurn, "open_stream")
+        wrap_sync(turn.PreparedTurn, "stream_translator")
     cycle = httptools_impl.RequestResponseCycle
     orig_cycle_send = cycle.send
 
