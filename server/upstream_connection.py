@@ -297,10 +297,11 @@ class Connection(asyncio.Protocol):
                 handle.cancel()
 
     def start(self, head_only: bool) -> None:
-        self._reset()
+        parser = self.parser  # kept by the pool only after a whole, reusable answer: llhttp is then
+        self._reset()  # ready for the next message on this connection, as uvicorn's request parser is
         self.active = True
         self.head_only = head_only
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = parser if parser is not None else httptools.HttpResponseParser(self)
 
     @property
     def reusable(self) -> bool:
