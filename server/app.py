@@ -23,7 +23,6 @@ from server.chat import create_chat_completion
 from server.compact import COMPACT_ENDPOINT, compact_response
 from server.config import BridgeConfig, ConfigError
 from server.errors import error_response, handle_http_exception, handle_unexpected
-from server.metrics import BridgeMetrics
 from server.middleware import BridgeMiddleware
 from server.models import list_models, retrieve_model
 from server.responses import create_response
@@ -39,7 +38,11 @@ def create_app(config: BridgeConfig) -> Starlette:
     """The ASGI app for `config`. Upstream clients and the store open in the lifespan."""
     _check_options(config)
     state = BridgeState(config)
-    metrics = BridgeMetrics(config) if config.metrics_enabled else None
+    metrics = None
+    if config.metrics_enabled:  # imported only then: prometheus_client is ~1 MB a server without metrics never needs
+        from server.metrics import BridgeMetrics
+
+        metrics = BridgeMetrics(config)
     routes: list[BaseRoute] = [
         Route(RESPONSES_ENDPOINT, create_response, methods=["POST"]),
         Route(CHAT_ENDPOINT, create_chat_completion, methods=["POST"]),

@@ -107,7 +107,10 @@ def build_config(args: argparse.Namespace, env: dict[str, str] | os._Environ[str
     return resolve_config({s.name: getattr(args, s.name, None) for s in SETTINGS}, env)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(check_arguments: bool = True) -> argparse.ArgumentParser:
+    """The command line. `check_arguments=False` (what `main` passes for `serve`) leaves the `check`
+    subcommand's own options out, so serving never imports the conformance kit (3 MB of a server
+    process that does not use it)."""
     parser = argparse.ArgumentParser(
         prog="responses-bridge",
         description="Serve the OpenAI Responses API (/v1/responses) in front of a Chat Completions backend.",
@@ -117,9 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bridge")
     _add_serve_arguments(serve)
     check = sub.add_parser("check", help="conformance check of a /v1/responses server")
-    from conformance import check as check_module
+    if check_arguments:
+        from conformance import check as check_module
 
-    check_module.add_arguments(check)
+        check_module.add_arguments(check)
     return parser
 
 
@@ -279,13 +283,25 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class _MetricsOff:
+    """`MetricsRuntime`'s face when metrics are off (nothing to set up or undo)."""
+
+    description = "off"
+
+    def close(self) -> None:
+        pass
+
+
 def _start_metrics(config: BridgeConfig, app: Any, sock: socket.socket) -> Any:
     """The metrics' share of this process (server/metrics.py): the workers' shared directory, the
     `--metrics-port` listener. A port that cannot be bound is a start-up failure like the main one."""
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is None:  # off: prometheus_client is never imported
+        return _MetricsOff()
     from server.metrics import MetricsRuntime
 
     try:
-        return MetricsRuntime(config, getattr(app.state, "metrics", None))
+        return MetricsRuntime(config, metrics)
     except OSError as exc:
         sock.close()
         raise StartupError(
@@ -295,8 +311,8 @@ def _start_metrics(config: BridgeConfig, app: Any, sock: socket.socket) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(check_arguments=argv[:1] != ["serve"])
     if not argv:
         parser.print_help(sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.config import Limits
@@ -39,13 +40,113 @@ class _Refuse(Exception):
     """Raised from a parser callback to stop parsing; `data_received` answers with `refusal`."""
 
 
+class _LazyFlowControl(FlowControl):
+    """uvicorn's `FlowControl` with its `asyncio.Event` made only when writing is first paused.
+
+    One per client connection; most never pause (an idle stream never does), and an `Event` with
+    its waiter deque is the largest object a held connection would otherwise keep. Every method that
+    touches the event is overridden here, so none of uvicorn's reaches it unmade."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:  # FlowControl.__init__ would make the event
+        self._transport = transport
+        self.read_paused = False
+        self.write_paused = False
+        self._is_writable_event: asyncio.Event | None = None  # type: ignore[assignment]
+
+    async def drain(self) -> None:
+        event = self._is_writable_event
+        if event is not None:
+            await event.wait()
+
+    def pause_writing(self) -> None:
+        if not self.write_paused:
+            self.write_paused = True
+            if self._is_writable_event is None:
+                self._is_writable_event = asyncio.Event()
+            self._is_writable_event.clear()
+
+    def resume_writing(self) -> None:
+        if self.write_paused:
+            self.write_paused = False
+            if self._is_writable_event is not None:
+                self._is_writable_event.set()
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Pipeline(list):  # type: ignore[type-arg]
+    """uvicorn's queue of pipelined requests as a list (`appendleft`, `pop`, truth are all it asks of
+    it): an empty list is 56 bytes, an empty deque 600, on every connection for the rare client that
+    pipelines."""
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+class _HeadWithBody:
+    """The transport one response's cycle writes through: the response head is held until the
+    body's first bytes, and both leave in one `writelines` (one syscall, one TCP segment) instead of
+    two. uvloop writes each `write` at once, so without this every answer costs the client an extra
+    wake-up before its first byte of body, on the path of the time to first event. A head with no
+    body in the same step of the loop (a stream whose first event is not ready yet) is written at
+    the end of that step, so nothing is ever held longer than that."""
+
+    __slots__ = ("_head", "_loop", "_state", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head = b""
+        self._state = 0  # 0: nothing written yet, 1: the head is held, 2: writes pass through
+
+    def write(self, data: bytes) -> None:
+        state = self._state
+        if state == 2:
+            self._transport.write(data)
+        elif state == 1:
+            self._state = 2
+            head, self._head = self._head, b""
+            self._transport.writelines((head, data))
+        elif data == _CONTINUE:  # an interim answer, before the head: at once
+            self._transport.write(data)
+        else:
+            self._state = 1
+            self._head = data
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write a held head now (nothing follows in this step, or the connection is being closed)."""
+        if self._state == 1:
+            self._state = 2
+            head, self._head = self._head, b""
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the cycle might ask of its transport
+        return getattr(self._transport, name)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` plus header, header-time, body-rate and connection ceilings."""
+
+    # Slots for this class's own fields: uvicorn's ~30 already fill the instance dict's shared-key
+    # table, and more would turn every connection's dict into a private table (~1.5 KB each).
+    __slots__ = ("_body_rate", "_body_timer", "_head_bytes", "_head_size", "_head_timer", "_header_count",
+                 "_in_head", "_refusal")
 
     limits: Limits = Limits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
         self.limit_concurrency = None  # checked in `on_headers_complete`, answered in OpenAI's shape
         self._in_head = True
         self._head_bytes = 0
@@ -62,6 +163,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _LazyFlowControl(transport)
         if len(self.connections) > self.limits.max_client_connections:
             self._answer_and_close(raw_error_response(
                 503, "The server has too many open connections; retry shortly.", "server_busy"))  # fmt: skip
@@ -87,6 +189,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
             if cycle.response_started:
                 answer = b""
+                if isinstance(cycle.transport, _HeadWithBody):
+                    cycle.transport.flush()  # a head it holds goes first, as it would have without it
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if answer:
@@ -117,7 +221,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # Raw bytes while the headers are incomplete: catches one endless header line, which
             # httptools would otherwise keep concatenating without ever calling back.
             self._head_bytes += len(data)
-            self._start_head_timer()  # a kept-alive connection: the next request's headers start now
         elif self._body_rate is not None:
             self._body_rate.feed(len(data))
         try:
@@ -128,9 +231,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             refusal, self._refusal = self._refusal, None
             self._answer_and_close(refusal)
             return
-        if self._in_head and self._head_bytes > self.limits.request_max_header_bytes:
-            self._refuse_headers()
-            self._answer_and_close(self._refusal or b"")
+        # The clocks start only for what is still incomplete after this read (most requests arrive
+        # whole in one read, and then neither timer is made only to be cancelled): the same deadlines,
+        # since this is the same moment.
+        if self._in_head:
+            if self._head_bytes > self.limits.request_max_header_bytes:
+                self._refuse_headers()
+                self._answer_and_close(self._refusal or b"")
+            elif self._head_bytes:
+                self._start_head_timer()  # a kept-alive connection: the next request's headers started
+        elif self._body_rate is not None and self._body_timer is None:
+            self._schedule_body_check()  # the body is still arriving
 
     def send_400_response(self, msg: str) -> None:
         if self._refusal is not None:
@@ -177,6 +288,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_headers_complete()
         finally:
             self.app = app
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+            # The cycle's `asyncio.Event` waits with a deque of waiters (600 bytes, held as long as the
+            # request, a stream included) for what is at most one waiter: a list does the same
+            # (`append`, `remove`, iteration are all `Event` asks of it).
+            cycle.message_event._waiters = []  # type: ignore[attr-defined]
         self._start_body_rate()
 
     # ------------------------------------------------------------------------ body rate
@@ -185,8 +303,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         limits = self.limits
         self._body_rate = BodyRate(
             limits.request_min_body_rate, limits.request_body_rate_window, self.loop.time()
-        )
-        self._schedule_body_check()
+        )  # its timer: `data_received`, once the read that completed the headers left the body unfinished
 
     def _schedule_body_check(self) -> None:
         if self._body_timer is not None:

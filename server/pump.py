@@ -40,8 +40,8 @@ Interface::
 Other members: `events()` raises nothing but CancelledError; `finished` turns True when the terminal
 batch is yielded (or withheld); `response_id`; `record` (the access-log record: usage, first token,
 error code); `on_close(pump)` runs once when the iterator ends, however it ends.
-`last_resort_frame(seq)` is the SSE bytes of the last-resort event, pre-encoded at construction, for
-a consumer whose own encoding of a batch failed; `last_resort_event()` is the same as a dict.
+`last_resort_frame(seq)` is the SSE bytes of the last-resort event, pre-encoded once the opening
+batch is out (before the backend is read), for a consumer whose own encoding of a batch failed; `last_resort_event()` is the same as a dict.
 
 Imports: the translator (SSE decoding, one-chunk conversion), `server.accesslog` (the record),
 `server.upstream` (scrubbing). Nothing from the routes or the app.
@@ -165,8 +165,7 @@ class EventPump:
         self._reader: asyncio.Task[Any] | None = None
         self._reading = False
         self._cancelled_by_abort = False
-        self._last_resort_response = self._fallback_response()
-        self._last_resort_json = orjson.dumps(self._last_resort_response)
+        self._last_resort_json: bytes | None = None  # taken after the opening batch (`_last_resort`)
 
     # ---------------------------------------------------------------------------------- control
 
@@ -183,16 +182,24 @@ class EventPump:
 
     # ------------------------------------------------------------------------------ last resort
 
-    def _fallback_response(self) -> dict[str, Any]:
-        """The failed response of the last-resort event, taken before anything can break."""
-        try:
-            base = dict(self.translator.response)
-        except Exception:  # a translator that cannot even describe itself: the id must do
-            base = {"id": self.response_id, "object": "response"}
-        return {**base, "id": self.response_id, "status": "failed", "output": [], "error": dict(_LAST_RESORT)}
+    def _last_resort(self) -> bytes:
+        """The failed response of the last-resort event, encoded once: right after the opening batch
+        (off the path to the first event; only `start()` touched the translator, so it is what the
+        constructor would have taken), or sooner if a consumer needs it. Kept only encoded, as an
+        exact-size `bytes`: orjson hands back its growth buffer (16 KiB for a response skeleton),
+        which every held stream would otherwise keep."""
+        if self._last_resort_json is None:
+            failed = {"id": self.response_id, "status": "failed", "output": [], "error": dict(_LAST_RESORT)}
+            try:
+                encoded = orjson.dumps({**dict(self.translator.response), **failed})
+            except Exception:  # a translator that cannot describe itself (or echoes the unencodable)
+                encoded = orjson.dumps({"id": self.response_id, "object": "response", **failed})
+            self._last_resort_json = bytes(memoryview(encoded))
+        return self._last_resort_json
 
     def last_resort_event(self) -> dict[str, Any]:
-        return {"type": "response.failed", "sequence_number": self._next_seq, "response": self._last_resort_response}
+        response = orjson.loads(self._last_resort())
+        return {"type": "response.failed", "sequence_number": self._next_seq, "response": response}
 
     def last_resort_frame(self, sequence_number: int | None = None) -> bytes:
         """The last-resort event as one SSE frame, from pre-encoded bytes (no encoder involved).
@@ -200,7 +207,7 @@ class EventPump:
         send that batch passes the batch's first number, so the client sees no gap."""
         seq = self._next_seq if sequence_number is None else sequence_number
         return (b'event: response.failed\ndata: {"type":"response.failed","sequence_number":'
-                + str(int(seq)).encode() + b',"response":' + self._last_resort_json + b"}\n\n")  # fmt: skip
+                + str(int(seq)).encode() + b',"response":' + self._last_resort() + b"}\n\n")  # fmt: skip
 
     # -------------------------------------------------------------------------------- iteration
 
@@ -231,6 +238,7 @@ class EventPump:
                 if self.record.first_token is None and has_output(batch):
                     self.record.mark_first_token()
                 yield batch
+                del batch  # not kept alive while the next read waits (an idle stream holds only its state)
         finally:
             try:
                 await inner.aclose()
@@ -246,6 +254,8 @@ class EventPump:
         opening = translator.start()
         if opening:
             yield opening
+        del opening
+        self._last_resort()  # before anything can break, and after the first event went out
         if self.abort_reason is not None:
             yield await self._abort_batch()
             return
@@ -256,8 +266,8 @@ class EventPump:
         raw_iter = self.upstream.aiter_raw().__aiter__()  # encoded answers never get here (server/transport.py)
         decoder = SSEDecoder()
         loads = orjson.loads
-        self._reader = asyncio.current_task()
         saw_done = False
+        self._reader = asyncio.current_task()
         while True:
             self._reading = True
             try:
@@ -275,32 +285,18 @@ class EventPump:
                 return
             finally:
                 self._reading = False
-            out: Batch = []
             try:
-                frames = decoder.feed(raw)
+                out, saw_done = self._translate(decoder.feed(raw))
             except UpstreamError as exc:  # a frame over the decoder's ceiling: never buffered whole
                 yield await self._fail(f"Upstream {self.upstream_name}: {exc.message}", "upstream_error")
                 return
-            for _name, data in frames:
-                if data == "[DONE]":
-                    saw_done = True
-                    break
-                try:
-                    chunk = loads(data)
-                except orjson.JSONDecodeError:
-                    chunk = None
-                if not isinstance(chunk, dict):
-                    what = "a malformed chunk" if chunk is None else "a chunk that is not an object"
-                    out.extend(self._failure(f"Upstream {self.upstream_name} sent {what}.", "upstream_malformed_chunk"))
-                    break
-                out.extend(translator.feed(self._scrubbed(chunk)))
-                if out and out[-1]["type"] in TERMINAL_TYPES:
-                    break
+            del raw  # nothing of this read outlives it: a stream waiting on its backend holds no old chunk
             if out and out[-1]["type"] in TERMINAL_TYPES:
                 yield await self._release(out)
                 return
             if out:
                 yield out
+            del out
             if saw_done:
                 break
             if self.abort_reason is not None:
@@ -332,6 +328,27 @@ class EventPump:
         if isinstance(exc, httpx.TimeoutException):
             return f"Upstream {self.upstream_name} sent nothing for too long.", "upstream_timeout"
         return f"Upstream {self.upstream_name} connection failed mid-stream ({type(exc).__name__}).", "upstream_error"
+
+    def _translate(self, frames: list[tuple[str | None, str]]) -> tuple[Batch, bool]:
+        """One read's events, and whether `[DONE]` came: apart so that the read's chunks die with it
+        (the generator's frame lives as long as the stream)."""
+        out: Batch = []
+        translator = self.translator
+        for _name, data in frames:
+            if data == "[DONE]":
+                return out, True
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                chunk = None
+            if not isinstance(chunk, dict):
+                what = "a malformed chunk" if chunk is None else "a chunk that is not an object"
+                out.extend(self._failure(f"Upstream {self.upstream_name} sent {what}.", "upstream_malformed_chunk"))
+                break
+            out.extend(translator.feed(self._scrubbed(chunk)))
+            if out and out[-1]["type"] in TERMINAL_TYPES:
+                break
+        return out, False
 
     async def _whole_body(self) -> Batch:
         # Read like a stream chunk: an abort (shutdown) cancels a stalled body, and a failed read is

@@ -48,6 +48,9 @@ class EventStream:
         self.record = pump.record
         self.keepalive_interval = keepalive_interval
         self.ended = False  # `[DONE]` written (or the client gone): nothing more may be sent
+        self._hung_up = False  # the listener cancelled the writing task because the client left
+        self._receive: Receive | None = None  # until `_watch` hands it to the listener
+        self._listener: asyncio.Task[None] | None = None
         self._last_write = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -56,32 +59,37 @@ class EventStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self.record.status = 200
-        writer: asyncio.Task[None] | None = None
+        started = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             send = scope.get(RAW_SEND_KEY) or send
             self._last_write = loop.time()
-            writer = loop.create_task(self._write(send))
-            listener = loop.create_task(self._listen(receive, writer))
-            self._arm_keepalive(send)
+            # The batches are written by this task itself, not by a task of their own: one task, one
+            # context and one `asyncio.wait` fewer for every held stream, and `response.created` goes
+            # out in this step of the loop instead of the next. The listener cancels this task when
+            # the client hangs up (`_hung_up` tells that cancellation from the server's own).
+            # The listener and the keep-alive timer start once the first batch is out (`_watch`),
+            # not on the path to it.
+            task = asyncio.current_task()
+            assert task is not None
+            self._receive = receive
+            started = True
             try:
-                await asyncio.wait((writer,))
+                await self._write(send)
+            except asyncio.CancelledError:
+                if not self._hung_up or task.uncancel() > 0:
+                    raise  # the server's own cancellation (force-exit): the pump is closed, pass it on
             finally:
-                listener.cancel()
+                if self._listener is not None:
+                    self._listener.cancel()
                 self._stop_keepalive()
-            if not writer.cancelled() and writer.exception() is not None:
-                raise writer.exception()  # type: ignore[misc]
         except OSError:  # the client's socket went away while we wrote
             self._gone()
         finally:
-            if writer is None:  # gone before the headers went out: the pump never ran, so close it here
+            if not started:  # gone before the headers went out: the pump never ran, so close it here
                 await self.pump.upstream.aclose()
                 if self.pump.on_close is not None:
                     self.pump.on_close(self.pump)
-            if writer is not None and not writer.done():  # we were cancelled ourselves (server force-exit)
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await writer
 
     def _gone(self) -> None:
         self.ended = True
@@ -114,6 +122,9 @@ class EventStream:
                         continue
                     self._last_write = loop.time()
                     await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+                    del batch, frames  # an idle stream keeps no copy of what it already sent
+                    if self._listener is None:
+                        self._watch(send)
         except OSError:
             self._gone()
             return
@@ -124,13 +135,24 @@ class EventStream:
             await send({"type": "http.response.body", "body": pump.last_resort_frame() + DONE_FRAME,
                         "more_body": False})  # fmt: skip
 
+    def _watch(self, send: Send) -> None:
+        """After the first batch: the disconnect listener (it cancels this task when the client
+        hangs up) and the keep-alive timer. A hang-up before it is still seen: uvicorn answers the
+        listener's first `receive` with the disconnect."""
+        task = asyncio.current_task()
+        assert task is not None and self._loop is not None and self._receive is not None
+        self._listener = self._loop.create_task(self._listen(self._receive, task))
+        self._receive = None
+        self._arm_keepalive(send)
+
     async def _listen(self, receive: Receive, writer: asyncio.Task[None]) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 if not self.ended:  # after [DONE] this only says the response is complete
                     self._gone()
-                    writer.cancel()
+                    self._hung_up = True
+                    writer.cancel()  # closes the pump, and with it the backend connection
                 return
 
     # A timer, not a task: a stream that never falls silent (most) never starts a keep-alive task.

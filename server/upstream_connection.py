@@ -91,6 +91,9 @@ class Connection(asyncio.Protocol):
         self.error: Exception | None = None
         self.buffer: list[bytes] = []
         self.buffered = 0
+        #: Raw bytes that came in the read that completed the headers, after them: parsed when the
+        #: body is first read (`parse_pending`), so the stream's first event need not wait for them.
+        self.pending: bytes = b""
         self.head_bytes = 0  # bytes fed while the headers were incomplete
         self.body_bytes = 0  # body bytes of this answer so far
         self.waiter: asyncio.Future[None] | None = None
@@ -108,7 +111,31 @@ class Connection(asyncio.Protocol):
             # Bytes on an idle connection (or after the message): nothing can be trusted any more.
             self._close_transport()
             return
-        counting_head = not self.headers_done
+        if self.pending:  # the body reader has not looked yet: keep the order
+            data, self.pending = self.pending + data, b""
+        elif not self.headers_done:
+            # A backend that sends its headers and a burst of body in one write: only the head is
+            # parsed now, so the waiting request sees its status at once; the rest is parsed when
+            # the body is read (a few dozen chunk callbacks no longer stand before the first event).
+            end = data.find(b"\r\n\r\n")
+            if 0 <= end < len(data) - 4:
+                head, rest = data[: end + 4], data[end + 4 :]
+                self._feed(head, True)
+                if self.headers_done and not self.complete and self.error is None:
+                    self.pending = rest
+                    return
+                if self.error is not None or not self.active:
+                    return
+                data = rest  # an interim 1xx head (or a HEAD answer): on as one read
+        self._feed(data, not self.headers_done)
+
+    def parse_pending(self) -> None:
+        """Parse the bytes `data_received` left after the headers (the body reader calls this)."""
+        data, self.pending = self.pending, b""
+        if data and self.active and self.error is None:
+            self._feed(data, False)
+
+    def _feed(self, data: bytes, counting_head: bool) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -129,6 +156,8 @@ class Connection(asyncio.Protocol):
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.pending:
+            self.parse_pending()  # what came before the end is parsed before the end is judged
         self.closed = True
         self.transport = None
         if self._write_paused is not None and not self._write_paused.done():
@@ -268,10 +297,11 @@ class Connection(asyncio.Protocol):
                 handle.cancel()
 
     def start(self, head_only: bool) -> None:
-        self._reset()
+        parser = self.parser  # kept by the pool only after a whole, reusable answer: llhttp is then
+        self._reset()  # ready for the next message on this connection, as uvicorn's request parser is
         self.active = True
         self.head_only = head_only
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = parser if parser is not None else httptools.HttpResponseParser(self)
 
     @property
     def reusable(self) -> bool:
@@ -281,6 +311,7 @@ class Connection(asyncio.Protocol):
             and not self.closed
             and not self.head_only
             and not self.buffer
+            and not self.pending
             and self.keep_alive
         )
 

@@ -64,7 +64,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "return [*batch[:-1], store_unavailable(terminal)]", "return batch",
            ("tests/server/test_server_pump.py",), "pump_commit"),
     Mutant("a chunk that is not an object passed to the translator", "server/pump.py",
-           "if not isinstance(chunk, dict):\n                    what", "if chunk is None:\n                    what",
+           "if not isinstance(chunk, dict):\n                what", "if chunk is None:\n                what",
            ("tests/server/test_server_pump.py",), "not_an_object"),
     Mutant("no [DONE] after the terminal event", "server/streaming.py",
            "frames.append(DONE_FRAME)", "pass",
