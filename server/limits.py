@@ -11,13 +11,18 @@ client gets for each.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import httpx
 import orjson
 
 from server.config import Limits
 from translator.errors import error_type_for_status
 
-__all__ = ["BodyRate", "Limits", "UpstreamLimitError", "raw_error_response"]
+log = logging.getLogger("responses_bridge")
+
+__all__ = ["BodyRate", "Limits", "UpstreamLimitError", "log_ceiling", "raw_error_response"]
 
 
 class UpstreamLimitError(httpx.TransportError):
@@ -125,3 +130,23 @@ _REASONS = {
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
+
+
+#: translator option → the `[limits]` setting it comes from, and how the response ended
+_CEILINGS = {
+    "max_output_tokens_ceiling": ("upstream_max_output_tokens", "incomplete (max_output_tokens)"),
+    "max_output_items": ("response_max_output_items", "failed (upstream_too_large)"),
+}
+
+
+def log_ceiling(translator: Any, upstream_name: str, response_id: Any) -> None:
+    """Log, once per response, that a `[limits]` ceiling ended the answer (the translator's
+    `ceiling_hit`): the client sees only a length stop or a failure, the operator learns which
+    backend ran away."""
+    option = getattr(translator, "ceiling_hit", None)
+    if option not in _CEILINGS:
+        return
+    setting, ending = _CEILINGS[option]
+    value = getattr(getattr(translator, "options", None), option, "?")
+    log.warning("response %s: upstream %s passed [limits] %s (%s); the answer ended %s",
+                response_id, upstream_name, setting, value, ending)  # fmt: skip

@@ -58,14 +58,13 @@ import httpx
 import orjson
 
 from server.accesslog import AccessRecord
-from server.limits import UpstreamLimitError
+from server.limits import UpstreamLimitError, log_ceiling
 from server.scrub import scrub_value
 from translator import OUTPUT_DELTA_TYPES, TERMINAL_EVENT_TYPES, completion_to_chunk
 from translator.errors import UpstreamError
 from translator.sse import SSEDecoder
 
-__all__ = ["STORE_UNAVAILABLE", "TERMINAL_TYPES", "Commit", "EventPump", "commit_terminal", "log_ceiling",
-           "store_unavailable"]
+__all__ = ["STORE_UNAVAILABLE", "TERMINAL_TYPES", "Commit", "EventPump", "commit_terminal", "store_unavailable"]
 
 log = logging.getLogger("responses_bridge")
 
@@ -110,26 +109,6 @@ async def commit_terminal(batch: Batch, commit: Commit) -> Batch | None:
                   final.get("id"), STORE_UNAVAILABLE, exc, exc_info=exc)  # fmt: skip
         return [*batch[:-1], store_unavailable(terminal)]
     return None if kept is False else batch
-
-
-#: translator option → the `[limits]` setting it comes from, and how the response ended
-_CEILINGS = {
-    "max_output_tokens_ceiling": ("upstream_max_output_tokens", "incomplete (max_output_tokens)"),
-    "max_output_items": ("response_max_output_items", "failed (upstream_too_large)"),
-}
-
-
-def log_ceiling(translator: Any, upstream_name: str, response_id: Any) -> None:
-    """Log, once per response, that a `[limits]` ceiling ended the answer (the translator's
-    `ceiling_hit`): the client sees only a length stop or a failure, the operator learns which
-    backend ran away."""
-    option = getattr(translator, "ceiling_hit", None)
-    if option not in _CEILINGS:
-        return
-    setting, ending = _CEILINGS[option]
-    value = getattr(getattr(translator, "options", None), option, "?")
-    log.warning("response %s: upstream %s passed [limits] %s (%s); the answer ended %s",
-                response_id, upstream_name, setting, value, ending)  # fmt: skip
 
 
 def has_output(events: Batch) -> bool:

@@ -26,7 +26,8 @@ from server.compact import trigger_answer
 from server.conversation_turn import with_conversation
 from server.disconnect import cancel_on_disconnect
 from server.errors import ApiError, JSONResponse, answer_or_error, shutting_down, translator_error
-from server.pump import EventPump, log_ceiling
+from server.limits import log_ceiling
+from server.pump import EventPump
 from server.responses_passthrough import relay_responses
 from server.scope import ACCESS_KEY, OWNER_KEY, RESPONSES_ENDPOINT, TOKEN_KEY
 from server.state import BridgeState

@@ -525,8 +525,10 @@ class ChatStreamTranslator:
         # 4. tool calls
         calls = delta.get("tool_calls")
         if calls and isinstance(calls, list):
-            if self._think == _T_UNDECIDED and self._think_buf.strip():
-                self._flush_think()  # text that only looked like "<think>" comes before the call, as it was sent
+            # Held text comes before the call, as it was sent: what only looked like "<think>", or
+            # reasoning held back in case it was the start of "</think>".
+            if self._think_buf and (self._think == _T_INSIDE or self._think_buf.strip()):
+                self._flush_think()
             for tc in calls:
                 if isinstance(tc, dict):
                     size += self._tool_delta(tc)

@@ -451,3 +451,14 @@ def test_an_answer_that_only_looks_like_a_think_tag_is_kept(answer: str) -> None
     whole = chat_completion_to_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
                                                       "finish_reason": "stop"}]}, REQ, **OPTS)
     assert whole["output"] == resp["output"]
+
+
+@pytest.mark.parametrize("held", ["<", "</thi", " "])
+def test_reasoning_held_for_a_possible_closing_tag_comes_before_a_tool_call(held: str) -> None:
+    """Inside `<think>`, text that could begin `</think>` is held back; a tool call arriving then must
+    not overtake it: the reasoning item comes first, as the backend sent it (found by the chunking
+    property: the held text used to be flushed at the end, after the call)."""
+    chunks = [ch({"content": "<think>" + held}),
+              ch({"tool_calls": [tc(0, "call_a", "get_weather", "{}")]}), ch({}, "tool_calls")]  # fmt: skip
+    _, resp = run(chunks, expected=said("completed", rs(held), fc("call_a", "get_weather", "{}")))
+    assert [i["type"] for i in resp["output"]] == ["reasoning", "function_call"]
