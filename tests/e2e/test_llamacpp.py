@@ -31,7 +31,7 @@ from conformance import check
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
 from tests.support.clients_codex import run_codex
 from tests.support.llamacpp import behaviour
-from tests.support.llamacpp.launcher import LlamaServer, require_build, run_llama_server
+from tests.support.llamacpp.launcher import LlamaServer
 from translator.options import TranslatorOptions
 
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
@@ -76,13 +76,6 @@ def profile_options(name: str) -> tuple[dict[str, Any], list[str]]:
     options = dict(load_profile(name).options)
     unknown = sorted(set(options) - known)
     return {k: v for k, v in options.items() if k in known}, unknown
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    build = require_build()
-    with run_llama_server(build, tmp_path_factory.mktemp("llama-server")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -35,18 +35,11 @@ from tests.e2e.test_compaction_codex import _TriggerWatch
 from tests.e2e.test_llamacpp import profile_options
 from tests.support.clients_codex import codex_binary, codex_config, codex_env
 from tests.support.llamacpp import behaviour
-from tests.support.llamacpp.launcher import LlamaServer, require_build, run_llama_server
+from tests.support.llamacpp.launcher import LlamaServer
 from tests.support.servers import RunningServer, run_app
 
 API_KEY = "sk-codex-llama-ws"
 MODEL = behaviour.MODEL
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    build = require_build()
-    with run_llama_server(build, tmp_path_factory.mktemp("llama-server")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -35,19 +35,12 @@ from openai import AsyncOpenAI
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
 from tests.e2e.test_llamacpp import profile_options
 from tests.support.llamacpp import behaviour
-from tests.support.llamacpp.launcher import LlamaServer, require_build, run_llama_server
+from tests.support.llamacpp.launcher import LlamaServer
 
 set_tracing_disabled(True)
 
 MODEL = behaviour.MODEL
 KEY = "sk-llama-conversations-01"
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    build = require_build()
-    with run_llama_server(build, tmp_path_factory.mktemp("llama-server")) as server:
-        yield server
 
 
 @pytest.fixture

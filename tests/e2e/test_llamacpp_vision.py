@@ -68,13 +68,6 @@ def _bridge_over(server: LlamaServer) -> BridgeHandle:
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    build = require_build()
-    with run_llama_server(build, tmp_path_factory.mktemp("llama-server")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def client(llama: LlamaServer) -> Iterator[openai.OpenAI]:
     handle = _bridge_over(llama)
     try:
