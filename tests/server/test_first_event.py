@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import httpx
@@ -129,11 +130,15 @@ def test_a_complete_answer_ends_its_body_without_a_loop_hop(monkeypatch: Any) ->
     """Two buffered reads: the loop runs between them (fairness), but not after the last one."""
     from server import transport
 
-    hops: list[int] = []
+    hops: list[float] = []
     real_sleep = asyncio.sleep
+    this_thread = threading.get_ident()
 
     async def sleep(delay: float) -> None:
-        hops.append(delay)
+        # `transport.asyncio` is the asyncio module: servers other tests left running in their own
+        # threads (uvicorn's main loop sleeps 0.1 s per tick) call the patched sleep too.
+        if threading.get_ident() == this_thread:
+            hops.append(delay)
         await real_sleep(delay)
 
     monkeypatch.setattr(transport.asyncio, "sleep", sleep)
