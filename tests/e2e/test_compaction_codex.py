@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.conftest import bridge_config
 from tests.support.clients_codex import codex_binary, codex_config, codex_env
-from tests.support.servers import RunningServer, run_app
+from tests.support.servers import RunningServer, read_body, run_app
 
 PROMPT = 'create the file\n@call exec_command {"cmd": "echo hi > made.txt"}'
 
@@ -65,12 +65,7 @@ class _TriggerWatch:
         if scope["type"] != "http" or scope["path"] != "/v1/responses" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self._look("http", body)
         replayed = False
 

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from tests.support.clients_backend import chat_requests_with, message_text
-from tests.support.servers import RunningServer, run_app
+from tests.support.servers import RunningServer, read_body, run_app
 
 MODEL = "fixture-scripted"
 KEY_A, KEY_B = "sk-conv-test-a-0001", "sk-conv-test-b-0002"
@@ -411,12 +411,7 @@ class SmallContextBackend:
         if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
             await self.inner(scope, receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         request = orjson.loads(body)
         size = len(orjson.dumps(request.get("messages")))
         if size > self.limit:

@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from server.http_protocol import _LazyFlowControl
+from tests.support.servers import read_body
 
 FIRST = b"data: " + orjson.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
                                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"},
@@ -150,12 +151,7 @@ def test_pipelined_requests_are_answered_in_order_through_the_bounded_protocol()
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         payload = scope["path"].encode() + b":" + body
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(payload)).encode())]})  # fmt: skip

@@ -19,7 +19,7 @@ import websockets
 from starlette.types import Message, Receive, Scope, Send
 
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.support.servers import run_app
+from tests.support.servers import read_body, run_app
 
 LIMIT_BYTES = 4000
 
@@ -37,12 +37,7 @@ class LimitedBackend:
         if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
             await self.app(scope, receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.seen.append(orjson.loads(body))
         if len(body) > self.limit:
             self.refused += 1

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["RunningServer", "free_port", "run_app"]
+__all__ = ["RunningServer", "free_port", "read_body", "run_app"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -160,3 +160,13 @@ def poll(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole request body of an ASGI `http` scope (for test apps that look at what they were sent)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
