@@ -149,14 +149,33 @@ def _send(
     return result, request, response, raw
 
 
-def _skipped_as_accepted(result: ScenarioResult, response: httpx.Response, scenario: Scenario) -> bool:
-    """A client-error scenario the endpoint answered 200 because it routes any model name: the body
-    is whatever the model said (its shape is covered by the other scenarios), so it is skipped."""
-    if response.status_code == 200 and scenario.skip_if_accepted:
-        result.result = "skip"
-        result.error = "the endpoint answered 200 (it routes any model name); nothing to check"
+def _status_judged(result: ScenarioResult, response: httpx.Response, scenario: Scenario) -> bool:
+    """The checks a status alone decides, the same for both APIs; True when the body is not to be
+    judged further. A client-error scenario wants a 4xx with an error body of OpenAI's shape (one the
+    endpoint answered 200 because it routes any model name is skipped: its body is whatever the model
+    said, and the other scenarios cover its shape); any other scenario wants a 200."""
+    violations = result.violations
+    status = response.status_code
+    if scenario.expect_status == "client-error":
+        if status == 200 and scenario.skip_if_accepted:
+            result.result = "skip"
+            result.error = "the endpoint answered 200 (it routes any model name); nothing to check"
+        elif not 400 <= status < 500:
+            violations.append(Violation(None, "http-status", f"expected a 4xx for {scenario.description}, got {status}"))
+        else:
+            body, problems = _json_body(response)
+            violations += problems or _error_shape(body, need_param=scenario.expect_param)
+        return True
+    if status != 200:
+        violations.append(Violation(None, "http-status", f"HTTP {status}: {_excerpt(response.text)}"))
         return True
     return False
+
+
+def _verdict(result: ScenarioResult) -> ScenarioResult:
+    if result.violations:
+        result.result = "fail"
+    return result
 
 
 def run_scenario(
@@ -168,26 +187,9 @@ def run_scenario(
         return result
     content_type = response.headers.get("content-type", "")
     violations = result.violations
-
-    if scenario.expect_status == "client-error":
-        if _skipped_as_accepted(result, response, scenario):
-            return result
-        if not 400 <= response.status_code < 500:
-            violations.append(
-                Violation(
-                    None,
-                    "http-status",
-                    f"expected a 4xx for {scenario.description}, got {response.status_code}",
-                )
-            )
-        else:
-            body, problems = _json_body(response)
-            violations += problems or _error_shape(body, need_param=scenario.expect_param)
-    elif response.status_code != 200:
-        violations.append(
-            Violation(None, "http-status", f"HTTP {response.status_code}: {_excerpt(response.text)}")
-        )
-    elif scenario.stream:
+    if _status_judged(result, response, scenario):
+        return _verdict(result)
+    if scenario.stream:
         if not content_type.startswith("text/event-stream"):
             violations.append(Violation(None, "sse-content-type", f"Content-Type is {content_type!r}"))
         # OpenAI's API ends streams without [DONE]; Open Responses requires it (docs/wire.md §1.1)
@@ -213,9 +215,7 @@ def run_scenario(
             violations += validate_response(body, profile=profile, request=request)
             if scenario.expect and isinstance(body, dict):
                 violations += [Violation(None, "scenario", p) for p in scenario.expect(body)]
-    if violations:
-        result.result = "fail"
-    return result
+    return _verdict(result)
 
 
 def _chat_answer(body: dict[str, Any]) -> dict[str, Any]:
@@ -242,18 +242,9 @@ def run_chat_scenario(
         return result
     content_type = response.headers.get("content-type", "")
     violations = result.violations
-    if scenario.expect_status == "client-error":
-        if _skipped_as_accepted(result, response, scenario):
-            return result
-        if not 400 <= response.status_code < 500:
-            violations.append(Violation(None, "http-status", f"expected a 4xx for {scenario.description}, "
-                                                             f"got {response.status_code}"))  # fmt: skip
-        else:
-            body, problems = _json_body(response)
-            violations += problems or _error_shape(body, need_param=scenario.expect_param)
-    elif response.status_code != 200:
-        violations.append(Violation(None, "http-status", f"HTTP {response.status_code}: {_excerpt(response.text)}"))
-    elif scenario.stream:
+    if _status_judged(result, response, scenario):
+        return _verdict(result)
+    if scenario.stream:
         if not content_type.startswith("text/event-stream"):
             violations.append(Violation(None, "sse-content-type", f"Content-Type is {content_type!r}"))
         chunks, _done, _framing = parse_chat_sse(raw)
@@ -273,9 +264,7 @@ def run_chat_scenario(
             violations += validate_chat_completion(body)
             if scenario.expect:
                 violations += [Violation(None, "scenario", p) for p in scenario.expect(_chat_answer(body))]
-    if violations:
-        result.result = "fail"
-    return result
+    return _verdict(result)
 
 
 # --------------------------------------------------------------------------------------------------
