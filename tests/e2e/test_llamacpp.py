@@ -63,6 +63,12 @@ WEATHER_TOOL = _tool("get_weather", "city", "Current weather for a city.")
 TIME_TOOL = _tool("get_time", "city", "Local time in a city.")
 
 
+def llama_config(base_url: str, **overrides: Any) -> Any:
+    """A `BridgeConfig` with one upstream, `llamacpp` at `base_url`, on the `llamacpp` profile."""
+    options, _unknown = profile_options("llamacpp")
+    return bridge_config(base_url, upstream={"name": "llamacpp", "profile": "llamacpp", "options": options}, **overrides)
+
+
 def profile_options(name: str) -> tuple[dict[str, Any], list[str]]:
     """The profile's options this translator knows, and the names it does not know yet.
 
@@ -80,10 +86,7 @@ def profile_options(name: str) -> tuple[dict[str, Any], list[str]]:
 
 @pytest.fixture(scope="module")
 def bridge(llama: LlamaServer) -> Iterator[BridgeHandle]:
-    options, _unknown = profile_options("llamacpp")
-    handle = start_bridge(
-        bridge_config(llama.url, upstream={"name": "llamacpp", "profile": "llamacpp", "options": options})
-    )
+    handle = start_bridge(llama_config(llama.url))
     try:
         yield handle
     finally:

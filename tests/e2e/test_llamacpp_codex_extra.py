@@ -29,10 +29,9 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from tests.conftest import bridge_config
 from tests.e2e.test_codex_websocket import TransportRecorder
 from tests.e2e.test_compaction_codex import _TriggerWatch
-from tests.e2e.test_llamacpp import profile_options
+from tests.e2e.test_llamacpp import llama_config
 from tests.support.clients_codex import codex_binary, codex_config, codex_env
 from tests.support.llamacpp import behaviour
 from tests.support.llamacpp.launcher import LlamaServer
@@ -46,13 +45,7 @@ MODEL = behaviour.MODEL
 def recorded_bridge(llama: LlamaServer) -> Iterator[tuple[TransportRecorder, RunningServer]]:
     from server.app import create_app
 
-    options, _unknown = profile_options("llamacpp")
-    config = bridge_config(
-        llama.url,
-        upstream={"name": "llamacpp", "profile": "llamacpp", "options": options},
-        api_keys=(API_KEY,),
-        store="none",
-    )
+    config = llama_config(llama.url, api_keys=(API_KEY,), store="none")
     recorder = TransportRecorder(create_app(config))
     with run_app(recorder) as running:
         yield recorder, running
@@ -176,12 +169,7 @@ def test_codex_remote_compaction_round_trips_over_the_websocket_on_llama(llama: 
 
     proxy = ChatRecorder(llama.root)
     with run_app(proxy) as recorded_llama:
-        options, _unknown = profile_options("llamacpp")
-        config = bridge_config(
-            recorded_llama.url + "/v1",
-            upstream={"name": "llamacpp", "profile": "llamacpp", "options": options},
-            store="memory",
-        )
+        config = llama_config(recorded_llama.url + "/v1", store="memory")
         watch = _TriggerWatch(create_app(config))
         with run_app(watch) as bridge:
             base_url = bridge.url + "/v1"

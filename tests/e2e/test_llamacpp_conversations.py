@@ -32,8 +32,8 @@ from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool
 from agents.memory import OpenAIConversationsSession
 from openai import AsyncOpenAI
 
-from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.e2e.test_llamacpp import profile_options
+from tests.conftest import BridgeHandle, start_bridge
+from tests.e2e.test_llamacpp import llama_config
 from tests.support.llamacpp import behaviour
 from tests.support.llamacpp.launcher import LlamaServer
 
@@ -46,12 +46,10 @@ KEY = "sk-llama-conversations-01"
 @pytest.fixture
 def bridge_on(llama: LlamaServer) -> Iterator[Callable[[str], BridgeHandle]]:
     """Start a bridge in front of llama-server (the `llamacpp` profile) on the given store."""
-    options, _unknown = profile_options("llamacpp")
     started: list[BridgeHandle] = []
 
     def start(store: str) -> BridgeHandle:
-        upstream = {"name": "llamacpp", "profile": "llamacpp", "options": options}
-        handle = start_bridge(bridge_config(llama.url, upstream=upstream, api_keys=(KEY,), store=store))
+        handle = start_bridge(llama_config(llama.url, api_keys=(KEY,), store=store))
         started.append(handle)
         return handle
 

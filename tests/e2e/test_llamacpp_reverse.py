@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.e2e.test_llamacpp import profile_options
+from tests.e2e.test_llamacpp import llama_config
 from tests.support.llamacpp import behaviour
 from tests.support.llamacpp.launcher import LlamaServer
 
@@ -95,10 +95,7 @@ EXPECTED_FINISH = {
 
 @pytest.fixture(scope="module")
 def forward(llama: LlamaServer) -> Iterator[BridgeHandle]:
-    options, _unknown = profile_options("llamacpp")
-    handle = start_bridge(
-        bridge_config(llama.url, upstream={"name": "llamacpp", "profile": "llamacpp", "options": options})
-    )
+    handle = start_bridge(llama_config(llama.url))
     try:
         yield handle
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import BridgeHandle, bridge_config, start_bridge
+from tests.conftest import BridgeHandle, start_bridge
 from tests.support.llamacpp import behaviour
 from tests.support.llamacpp.launcher import LlamaServer, require_build, run_llama_server
 
@@ -59,12 +59,9 @@ IMAGE_INPUT = [
 
 
 def _bridge_over(server: LlamaServer) -> BridgeHandle:
-    from tests.e2e.test_llamacpp import profile_options
+    from tests.e2e.test_llamacpp import llama_config
 
-    options, _unknown = profile_options("llamacpp")
-    return start_bridge(
-        bridge_config(server.url, upstream={"name": "llamacpp", "profile": "llamacpp", "options": options})
-    )
+    return start_bridge(llama_config(server.url))
 
 
 @pytest.fixture(scope="module")
