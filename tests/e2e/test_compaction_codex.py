@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.conftest import bridge_config
 from tests.support.clients_codex import codex_binary, codex_config, codex_env
-from tests.support.servers import RunningServer, read_body, run_app
+from tests.support.servers import RunningServer, read_body, replaying, run_app
 
 PROMPT = 'create the file\n@call exec_command {"cmd": "echo hi > made.txt"}'
 
@@ -67,16 +67,7 @@ class _TriggerWatch:
             return
         body = await read_body(receive)
         self._look("http", body)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
 
 def _run_codex(base_url: str, name: str, tmp_path: Path, websockets: bool = False) -> tuple[int, list[dict[str, Any]], str]:

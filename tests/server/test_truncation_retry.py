@@ -16,10 +16,10 @@ import httpx
 import orjson
 import pytest
 import websockets
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tests.conftest import BridgeHandle, bridge_config, start_bridge
-from tests.support.servers import read_body, run_app
+from tests.support.servers import read_body, replaying, run_app
 
 LIMIT_BYTES = 4000
 
@@ -47,16 +47,7 @@ class LimitedBackend:
             await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": orjson.dumps(error)})
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["RunningServer", "free_port", "read_body", "run_app"]
+__all__ = ["RunningServer", "free_port", "read_body", "replaying", "run_app"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -170,3 +170,18 @@ async def read_body(receive: Any) -> bytes:
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
+
+def replaying(body: bytes, receive: Any) -> Any:
+    """A `receive` that gives the app `body` (already read by a wrapper) as one message, then defers
+    to the real `receive` (for the disconnect)."""
+    replayed = False
+
+    async def replay() -> Any:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
