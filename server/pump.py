@@ -159,6 +159,12 @@ class EventPump:
             self._cancelled_by_abort = True
             reader.cancel()
 
+    def _abort_cancelled(self) -> bool:
+        """Whether the cancellation being handled is `abort`'s alone (then the read ends in the abort
+        batch; any other cancellation, e.g. the client leaving, propagates)."""
+        reader = self._reader
+        return self._cancelled_by_abort and reader is not None and reader.uncancel() == 0
+
     # ------------------------------------------------------------------------------ last resort
 
     def _last_resort(self) -> bytes:
@@ -254,8 +260,7 @@ class EventPump:
             except StopAsyncIteration:
                 break
             except asyncio.CancelledError:
-                reader = self._reader
-                if self._cancelled_by_abort and reader is not None and reader.uncancel() == 0:
+                if self._abort_cancelled():
                     yield await self._abort_batch()
                     return
                 raise
@@ -336,8 +341,7 @@ class EventPump:
         try:
             body = await self.upstream.aread()
         except asyncio.CancelledError:
-            reader = self._reader
-            if self._cancelled_by_abort and reader is not None and reader.uncancel() == 0:
+            if self._abort_cancelled():
                 return await self._abort_batch()
             raise
         except (UpstreamLimitError, httpx.HTTPError) as exc:
