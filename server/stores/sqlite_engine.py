@@ -8,7 +8,12 @@ Why it looks like this (docs/store.md has the whole story):
   as one transaction (one fsync for many responses). Each writer's await returns only after the
   commit holding its write; a failed commit fails every writer in it with :class:`StoreUnavailable`.
   Each write runs inside a savepoint, so a write that raises its own error (a conversation gone)
-  undoes only itself. ``batch_window`` (seconds, default 0) makes the worker wait that long for more
+  undoes only itself. Writes that cannot raise their own error (a response's plain ``put``) carry a
+  ``many`` function instead: a run of them in the queue becomes a few multi-row statements and no
+  savepoint. That matters beyond the statements saved: ``sqlite3`` lets go of the GIL around every
+  statement, and taking it back from a busy event loop waits for the interpreter's switch interval
+  (5 ms), so a busy bridge paid that wait per statement and per response (docs/store.md, "Group
+  commit"). ``batch_window`` (seconds, default 0) makes the worker wait that long for more
   writes after the first; ``max_batch`` caps a transaction (1 = one transaction per write).
 * WAL mode lets readers (another process, a backup, ``sqlite3`` on the command line) work while we
   write, and ``busy_timeout`` makes a second server process on the same file wait instead of failing.
@@ -114,6 +119,9 @@ class _Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     write: bool
+    #: ``many(conn, [args, ...])`` writes a run of such jobs at once and cannot fail but as the engine
+    #: fails (a ``sqlite3.Error``, which fails the group); None: ``fn(conn, *args)`` in a savepoint.
+    many: Callable[[sqlite3.Connection, list[tuple]], None] | None = None
     outcome: tuple[bool, Any] = field(default=(False, None))
 
 
@@ -229,7 +237,18 @@ class SQLiteEngine(StoreEngine):
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in writes:
+            start = 0
+            while start < len(writes):
+                job = writes[start]
+                if job.many is not None:
+                    end = start + 1
+                    while end < len(writes) and writes[end].many is job.many:
+                        end += 1
+                    job.many(conn, [j.args for j in writes[start:end]])
+                    for j in writes[start:end]:
+                        j.outcome = (True, None)
+                    start = end
+                    continue
                 conn.execute("SAVEPOINT w")
                 try:
                     job.outcome = (True, job.fn(conn, *job.args))
@@ -239,6 +258,7 @@ class SQLiteEngine(StoreEngine):
                     conn.execute("ROLLBACK TO w")
                     job.outcome = (False, exc)
                 conn.execute("RELEASE w")
+                start += 1
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -253,12 +273,15 @@ class SQLiteEngine(StoreEngine):
         self.commits += 1
         self.committed_writes += len(writes)
 
-    async def _submit(self, fn: Callable[..., T], args: tuple, *, write: bool) -> T:
+    async def _submit(
+        self, fn: Callable[..., T], args: tuple, *, write: bool,
+        many: Callable[[sqlite3.Connection, list[tuple]], None] | None = None,
+    ) -> T:
         if self._thread is None:
             raise StoreUnavailable("SQLite store used before open() or after close()")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Job(fn, args, future, loop, write))
+        self._queue.put(_Job(fn, args, future, loop, write, many))
         return await future
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -279,7 +302,9 @@ class SQLiteEngine(StoreEngine):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a commit happens exactly where
         # the code says (and the writers are told only after it).
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=30.0, check_same_thread=False, cached_statements=512
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")

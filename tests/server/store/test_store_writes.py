@@ -125,6 +125,53 @@ async def test_writes_queued_during_a_commit_share_one_transaction(store: Any, s
 
 
 @durable_engines
+async def test_a_group_of_puts_stores_what_the_same_puts_one_by_one_store(store: Any, store_spec: str) -> None:
+    """SQLite writes a run of plain puts as a few multi-row statements (server/stores/sqlite_responses.py
+    ``put_rows``): the result must be the one-by-one result, with the same id put twice in one group
+    (the later put wins, its items replace the earlier's) and a conversation put in the middle."""
+    conversation = "conv_batch"
+    await store.create_conversation(
+        {"id": conversation, "object": "conversation", "created_at": 1_700_000_000, "metadata": {}}, [], owner="o"
+    )
+
+    async def puts() -> None:
+        first = store.put(response("resp_dup", text="first"), [user("q1", "msg_in_1"), user("q2", "msg_in_2")], owner="o")
+        tasks = [asyncio.create_task(first)]
+        def plain(n: int) -> asyncio.Task:
+            return asyncio.create_task(store.put(response(f"resp_run{n}", text=f"t{n}"), [user(f"q{n}")], owner="o"))
+
+        tasks += [plain(n) for n in range(3)]  # the same run as both resp_dup puts
+        tasks.append(asyncio.create_task(store.put(response("resp_dup", text="second"), [user("q3", "msg_in_3")], owner="o")))
+        tasks.append(asyncio.create_task(store.put(response("resp_conv"), [user("c", "msg_in_c")], owner="o",
+                                                   conversation_id=conversation)))  # fmt: skip
+        tasks += [plain(n) for n in range(3, 5)]
+        await asyncio.sleep(0)
+        return tasks
+
+    before = store.commits
+    if store_spec.startswith("sqlite"):
+        async with Blocker(store):
+            tasks = await puts()
+        await asyncio.gather(*tasks)
+        assert store.commits - before == 1, "the puts were meant to share one group"
+    else:
+        await asyncio.gather(*await puts())
+    dup = await store.get("resp_dup", owner="o")
+    assert dup is not None and dup["output"][0]["content"][0]["text"] == "second"
+    assert ids(await store.input_items("resp_dup", owner="o")) == ["msg_in_3"]
+    found = await store.get_items(["msg_in_1", "msg_in_2", "msg_in_3", "msg_out_resp_dup"], owner="o")
+    assert sorted(found) == ["msg_in_3", "msg_out_resp_dup"]  # the first put's input items are gone
+    assert found["msg_out_resp_dup"]["content"][0]["text"] == "second"
+    for n in range(5):
+        got = await store.get(f"resp_run{n}", owner="o")
+        assert got is not None and got["output"][0]["content"][0]["text"] == f"t{n}"
+        assert ids(await store.input_items(f"resp_run{n}", owner="o")) == [f"msg_run{n}_in0"]
+        assert list(await store.get_items([f"msg_out_resp_run{n}"], owner="o")) == [f"msg_out_resp_run{n}"]
+    page = await store.conversation_items(conversation, owner="o", limit=10, order="asc")
+    assert page is not None and ids(page["data"]) == ["msg_in_c", "msg_out_resp_conv"]
+
+
+@durable_engines
 async def test_max_batch_1_commits_every_put_alone(store_spec: str) -> None:
     s = open_store(store_spec + ("&" if "?" in store_spec else "?") + "max_batch=1")
     await s.open()
