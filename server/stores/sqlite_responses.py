@@ -35,6 +35,11 @@ from server.stores.limits import check_id, check_storable, usable_id
 from server.stores.sqlite_conversations import append_for_response
 from server.stores.sqlite_engine import SQLiteEngine
 
+#: The chain of a response, oldest first, as ONE row of JSON text ``[[depth, starts, input items,
+#: response], ...]`` (``starts``: the link has no previous response). One row, not a row per turn:
+#: each row fetched is a statement step, and every step lets go of the GIL and waits to get it back
+#: from a busy event loop (server/stores/sqlite_engine.py), so a long chain read row by row could
+#: take a switch interval per turn. The stored texts are JSON already, so they are spliced as is.
 CHAIN_SQL = """
 WITH RECURSIVE chain(id, prev, depth) AS (
     SELECT id, previous_response_id, 0 FROM responses WHERE id = ? AND owner IS ?
@@ -43,8 +48,11 @@ WITH RECURSIVE chain(id, prev, depth) AS (
     FROM chain AS c JOIN responses AS r ON r.id = c.prev AND r.owner IS ?
     WHERE c.depth < ?
 )
-SELECT c.prev, r.input_items, r.response FROM chain AS c JOIN responses AS r ON r.id = c.id
-ORDER BY c.depth DESC
+SELECT '[' || group_concat(
+    '[' || c.depth || ',' || (CASE WHEN c.prev IS NULL THEN 'true' ELSE 'false' END) || ','
+    || r.input_items || ',' || r.response || ']', ','
+) || ']'
+FROM chain AS c JOIN responses AS r ON r.id = c.id
 """
 
 UPSERT_RESPONSE = (
@@ -178,12 +186,15 @@ class SQLiteResponses(SQLiteEngine):
             return None
 
         def read() -> list[dict] | None:
-            rows = self._db().execute(CHAIN_SQL, (response_id, owner, owner, MAX_CHAIN_DEPTH)).fetchall()
-            # Oldest first: the first row must start the chain, else a link is missing (or the
-            # depth cap was hit on a cycle).
-            if not rows or rows[0][0] is not None:
+            text = self._db().execute(CHAIN_SQL, (response_id, owner, owner, MAX_CHAIN_DEPTH)).fetchone()[0]
+            if text is None:
                 return None
-            return chain_items([(loads(items), loads(response)) for _, items, response in rows])
+            links = sorted(loads(text), key=lambda link: -link[0])  # oldest (deepest) first
+            # The oldest link must start the chain, else a link is missing (or the depth cap was
+            # hit on a cycle).
+            if not links[0][1]:
+                return None
+            return chain_items([(inputs, response) for _, _, inputs, response in links])
 
         return await self._run(read)
 
