@@ -108,6 +108,33 @@ POST_MIGRATION = """
 CREATE INDEX IF NOT EXISTS responses_running ON responses (status) WHERE status IN ('queued', 'in_progress');
 """
 
+#: Per connection (TEMP): the one statement a run of plain puts is written with. Inserting
+#: ``[[response ids], [response rows], [item rows]]`` (JSON, the rows in the column order of
+#: ``responses`` and ``items``) into the view runs the trigger: the same three writes as one put's
+#: (drop the ids' old items, upsert the responses, insert the items), for all of them, in ONE
+#: statement step. Outside a transaction that step commits itself, so a group of puts costs the
+#: worker one wait for the GIL instead of one per statement (see ``_commit_group``).
+TEMP_SCHEMA = """
+CREATE TEMP VIEW IF NOT EXISTS put_batch (payload) AS SELECT NULL;
+CREATE TEMP TRIGGER IF NOT EXISTS put_batch_insert INSTEAD OF INSERT ON put_batch BEGIN
+    DELETE FROM items WHERE response_id IN (SELECT value FROM json_each(NEW.payload, '$[0]'));
+    INSERT INTO responses (id, owner, created_at, previous_response_id, status, response, input_items,
+                           owner_replica)
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+               json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+               json_extract(value, '$[6]'), json_extract(value, '$[7]')
+        FROM json_each(NEW.payload, '$[1]') WHERE true
+        ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, created_at = excluded.created_at,
+            previous_response_id = excluded.previous_response_id, status = excluded.status,
+            response = excluded.response, input_items = excluded.input_items,
+            owner_replica = COALESCE(excluded.owner_replica, responses.owner_replica);
+    INSERT INTO items (item_id, response_id, position, owner, created_at, item)
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+               json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
+        FROM json_each(NEW.payload, '$[2]');
+END;
+"""
+
 #: Writes per transaction unless the caller says (a bound on one transaction's size and latency).
 DEFAULT_MAX_BATCH = 256
 
@@ -120,7 +147,9 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     write: bool
     #: ``many(conn, [args, ...])`` writes a run of such jobs at once and cannot fail but as the engine
-    #: fails (a ``sqlite3.Error``, which fails the group); None: ``fn(conn, *args)`` in a savepoint.
+    #: fails (a ``sqlite3.Error``, which fails the group); called inside the group's transaction, or
+    #: outside any when the whole group is its kind (then it makes its own: see ``_commit_group``).
+    #: None: ``fn(conn, *args)`` in a savepoint.
     many: Callable[[sqlite3.Connection, list[tuple]], None] | None = None
     outcome: tuple[bool, Any] = field(default=(False, None))
 
@@ -229,37 +258,22 @@ class SQLiteEngine(StoreEngine):
 
     def _commit_group(self, writes: list[_Job]) -> None:
         """One transaction for ``writes``: each in a savepoint (its own error undoes only itself), one
-        COMMIT (one fsync) for all; an engine error anywhere fails the whole group."""
+        COMMIT (one fsync) for all; an engine error anywhere fails the whole group. A group made only
+        of one kind of ``many`` job is handed to its ``many`` outside any transaction: it makes its
+        own, and the common one (a run of plain puts) is one statement that commits itself."""
         conn = self._conn
         if conn is None:
             for job in writes:
                 job.outcome = (False, StoreUnavailable("SQLite store used before open() or after close()"))
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            start = 0
-            while start < len(writes):
-                job = writes[start]
-                if job.many is not None:
-                    end = start + 1
-                    while end < len(writes) and writes[end].many is job.many:
-                        end += 1
-                    job.many(conn, [j.args for j in writes[start:end]])
-                    for j in writes[start:end]:
-                        j.outcome = (True, None)
-                    start = end
-                    continue
-                conn.execute("SAVEPOINT w")
-                try:
-                    job.outcome = (True, job.fn(conn, *job.args))
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO w")
-                    job.outcome = (False, exc)
-                conn.execute("RELEASE w")
-                start += 1
-            conn.execute("COMMIT")
+            many = writes[0].many
+            if many is not None and all(job.many is many for job in writes):
+                many(conn, [job.args for job in writes])
+                for job in writes:
+                    job.outcome = (True, None)
+            else:
+                self._savepoints(conn, writes)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:
@@ -272,6 +286,35 @@ class SQLiteEngine(StoreEngine):
             return
         self.commits += 1
         self.committed_writes += len(writes)
+
+    @staticmethod
+    def _savepoints(conn: sqlite3.Connection, writes: list[_Job]) -> None:
+        """The general group: BEGIN, each write in a savepoint (a run of ``many`` jobs together, with
+        none), COMMIT."""
+        conn.execute("BEGIN IMMEDIATE")
+        start = 0
+        while start < len(writes):
+            job = writes[start]
+            if job.many is not None:
+                end = start + 1
+                while end < len(writes) and writes[end].many is job.many:
+                    end += 1
+                job.many(conn, [j.args for j in writes[start:end]])
+                for j in writes[start:end]:
+                    j.outcome = (True, None)
+                start = end
+                continue
+            conn.execute("SAVEPOINT w")
+            try:
+                job.outcome = (True, job.fn(conn, *job.args))
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                conn.execute("ROLLBACK TO w")
+                job.outcome = (False, exc)
+            conn.execute("RELEASE w")
+            start += 1
+        conn.execute("COMMIT")
 
     async def _submit(
         self, fn: Callable[..., T], args: tuple, *, write: bool,
@@ -316,6 +359,7 @@ class SQLiteEngine(StoreEngine):
                     if column not in have:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             conn.executescript(POST_MIGRATION)
+            conn.executescript(TEMP_SCHEMA)
         except BaseException:
             conn.close()
             raise

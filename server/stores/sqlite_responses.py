@@ -12,7 +12,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from functools import cache
 
 from server.stores.base import CANCELLABLE_STATUSES, DEFAULT_STALE_AFTER, MAX_CHAIN_DEPTH
 from server.stores.common import (
@@ -65,25 +64,6 @@ UPSERT_RESPONSE = (
 )
 INSERT_ITEM = "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)"
 
-#: Rows per multi-row statement of `put_rows` (8 and 6 parameters a row: far below SQLite's limit,
-#: and few distinct statement texts for the connection's statement cache).
-RESPONSES_PER_STATEMENT = 64
-ITEMS_PER_STATEMENT = 128
-
-
-@cache
-def _multi(head: str, marks: str, rows: int, tail: str = "") -> str:
-    """``head``, ``rows`` copies of ``marks`` and ``tail``: one statement for many rows."""
-    return head + ", ".join([marks] * rows) + tail
-
-
-_UPSERT_HEAD, _UPSERT_TAIL = UPSERT_RESPONSE.split(" VALUES (?, ?, ?, ?, ?, ?, ?, ?) ")
-
-
-def _chunks(rows: list, size: int) -> list[list]:
-    return [rows[start : start + size] for start in range(0, len(rows), size)]
-
-
 def _write_runs(batch: list[tuple]) -> list[list[ResponseRows]]:
     """The puts of one run, split where an id comes again: within one multi-row statement the second
     copy's items would collide with the first's (the same key), while one statement after the other
@@ -100,18 +80,18 @@ def _write_runs(batch: list[tuple]) -> list[list[ResponseRows]]:
 
 
 def put_rows(conn: sqlite3.Connection, batch: list[tuple]) -> None:
-    """A run of plain puts (no conversation) as three multi-row statements instead of three
-    statements and a savepoint per response: the same rows as ``put``'s one-by-one write."""
-    for run in _write_runs(batch):
-        for chunk in _chunks([rows.response_id for rows in run], ITEMS_PER_STATEMENT):
-            conn.execute(_multi("DELETE FROM items WHERE response_id IN (", "?", len(chunk), ")"), chunk)
-        for chunk in _chunks(run, RESPONSES_PER_STATEMENT):
-            sql = _multi(_UPSERT_HEAD + " VALUES ", "(?, ?, ?, ?, ?, ?, ?, ?)", len(chunk), " " + _UPSERT_TAIL)
-            conn.execute(sql, [value for rows in chunk for value in rows.row])
-        items = [item for rows in run for item in rows.item_rows]
-        for chunk in _chunks(items, ITEMS_PER_STATEMENT):
-            conn.execute(_multi("INSERT INTO items VALUES ", "(?, ?, ?, ?, ?, ?)", len(chunk)),
-                         [value for row in chunk for value in row])  # fmt: skip
+    """A run of plain puts as one statement per run (the ``put_batch`` trigger,
+    server/stores/sqlite_engine.py): the same rows as ``put``'s one-by-one write. Called outside a
+    transaction (a group of nothing else), a single run commits itself; several make one transaction."""
+    runs = _write_runs(batch)
+    alone = len(runs) > 1 and not conn.in_transaction
+    if alone:
+        conn.execute("BEGIN IMMEDIATE")
+    for run in runs:
+        payload = dumps([[r.response_id for r in run], [r.row for r in run], [i for r in run for i in r.item_rows]])
+        conn.execute("INSERT INTO put_batch VALUES (?)", (payload,))
+    if alone:
+        conn.execute("COMMIT")
 
 
 class SQLiteResponses(SQLiteEngine):
