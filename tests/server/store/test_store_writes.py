@@ -171,6 +171,36 @@ async def test_a_group_of_puts_stores_what_the_same_puts_one_by_one_store(store:
     assert page is not None and ids(page["data"]) == ["msg_in_c", "msg_out_resp_conv"]
 
 
+async def test_a_group_of_plain_puts_is_one_sqlite_statement(tmp_path: Path) -> None:
+    """The worker lets go of the GIL around every statement and may wait long to get it back from a
+    busy event loop (server/stores/sqlite_engine.py), so a group of plain puts must cost one
+    statement, whatever its size: traced on the store's own connection."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    await store.open()
+    try:
+        statements: list[str] = []
+        real = store._conn
+
+        class Counting:  # the connection as the worker sees it, recording what it executes
+            in_transaction = property(lambda self: real.in_transaction)
+
+            def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+                statements.append(sql)
+                return real.execute(sql, *args)
+
+        store._conn = Counting()
+        try:
+            async with Blocker(store):
+                tasks = await submit_all(store, 16, "one")
+            await asyncio.gather(*tasks)
+        finally:
+            store._conn = real
+        assert statements == ["INSERT INTO put_batch VALUES (?)"], f"{len(statements)} statements for 16 puts"
+        assert ids(await store.input_items("resp_one15", owner="o")) == ["msg_one15_in0"]
+    finally:
+        await store.close()
+
+
 @durable_engines
 async def test_max_batch_1_commits_every_put_alone(store_spec: str) -> None:
     s = open_store(store_spec + ("&" if "?" in store_spec else "?") + "max_batch=1")
