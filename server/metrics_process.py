@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+
+from server.stores.common import pid_alive
 
 __all__ = ["MULTIPROC_ENV", "MetricsServer", "mark_dead_workers", "multiprocess_dir", "scrape_registry", "start_metrics_server"]
 
@@ -53,23 +54,9 @@ def mark_dead_workers(directory: str) -> None:
         if found:
             pids.add(int(found.group(1)))
     for pid in pids:
-        if not _alive(pid):
+        if not pid_alive(pid):
             prometheus_multiprocess.mark_process_dead(pid, directory)
 
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a killed worker its supervisor has not reaped yet is a zombie: dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc (not Linux): signal 0 is all there is
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 class MetricsServer:
     """The separate `/metrics` listener (`--metrics-port`): the library's HTTP server in a thread."""

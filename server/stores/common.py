@@ -142,7 +142,9 @@ def this_host() -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (signal 0 checks without sending)."""
+    """Whether a process with this id runs on this machine (signal 0 checks without sending). A
+    zombie (dead, not yet reaped by its parent: a killed worker its supervisor has not waited for)
+    is dead: it answers signal 0 but will never write, heartbeat or serve again."""
     if pid <= 0:
         return False
     try:
@@ -151,7 +153,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:  # no /proc (not Linux): signal 0 is all there is
+        return True
+    return fields[:1] != ["Z"]
 
 
 def replica_gone(host: str | None, pid: int | None, heartbeat_age: float | None, stale_after: float) -> bool:

@@ -216,3 +216,23 @@ async def test_run_heartbeat_renews_and_recovers_while_running(tmp_path: Any) ->
         assert dict(rows)["live"] > 0
     finally:
         await store.close()
+
+
+def test_a_predecessor_that_is_a_zombie_is_gone() -> None:
+    """A killed worker its supervisor has not reaped yet still answers signal 0; it is dead all the
+    same, so its jobs are recovered (and the metrics of server/metrics_process.py mark it dead too:
+    both use `pid_alive`)."""
+    from server.stores.common import pid_alive, replica_gone, this_host
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped: a zombie
+        assert pid_alive(sleeper.pid) and not replica_gone(this_host(), sleeper.pid, 0.0, 60.0)
+        assert not pid_alive(zombie.pid), "an unreaped dead process counted as running"
+        assert replica_gone(this_host(), zombie.pid, 0.0, 60.0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        zombie.wait()
+    assert not pid_alive(zombie.pid)  # reaped: no such process
