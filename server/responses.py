@@ -67,7 +67,7 @@ async def _respond(request: Request, state: BridgeState, record: AccessRecord) -
     compacted: dict[str, Any] | None = None
     try:
         async with cancel_on_disconnect(request.receive):
-            turn = await prepare_turn(state, asked, owner=owner, token=token, history=state.store)
+            turn = await prepare_turn(state, asked, owner=owner, token=token, history=state.store, route=route)
             record.upstream = turn.route.upstream.name
             items = turn.items
             if turn.triggered:  # Codex's in-band compaction: the answer is one compaction item

@@ -145,13 +145,15 @@ def check_storable_input(payload: dict[str, Any], items: list[dict[str, Any]]) -
 
 async def prepare_turn(
     state: BridgeState, asked: ResponsesRequest, *, owner: str | None, token: str | None, history: Any,
-    summarising: bool = False,
+    summarising: bool = False, route: Route | None = None,
 ) -> PreparedTurn:
     """Steps 1-3 of the module docstring. `history` is what `prepare_input` reads history through.
     `summarising`: the turn is `POST /v1/responses/compact`, which renders compaction items into its
-    transcript itself, so they are left as they are (and a trigger is the caller's to drop)."""
+    transcript itself, so they are left as they are (and a trigger is the caller's to drop). `route`:
+    the model's route when the caller looked it up already (else it is looked up here)."""
     config = state.config
-    route = routed(config, asked.model)
+    if route is None:
+        route = routed(config, asked.model)
     client = state.clients[route.upstream.name]
     secrets = request_secrets(client.secrets, route.upstream.passthrough, token)
     request, items = await prepare_input(history, asked.payload, owner)
