@@ -9,11 +9,11 @@ Why it looks like this (docs/store.md has the whole story):
   commit holding its write; a failed commit fails every writer in it with :class:`StoreUnavailable`.
   Each write runs inside a savepoint, so a write that raises its own error (a conversation gone)
   undoes only itself. Writes that cannot raise their own error (a response's plain ``put``) carry a
-  ``many`` function instead: a run of them in the queue becomes a few multi-row statements and no
-  savepoint. That matters beyond the statements saved: ``sqlite3`` lets go of the GIL around every
-  statement, and taking it back from a busy event loop waits for the interpreter's switch interval
-  (5 ms), so a busy bridge paid that wait per statement and per response (docs/store.md, "Group
-  commit"). ``batch_window`` (seconds, default 0) makes the worker wait that long for more
+  ``many`` function instead: a run of them in the queue is one statement and no savepoint, and a
+  group of nothing else is that one statement, which commits itself (``TEMP_SCHEMA``). That matters
+  beyond the statements saved: ``sqlite3`` lets go of the GIL around every statement, and winning it
+  back from a busy uvloop loop can take tens of milliseconds, so a busy bridge paid that wait per
+  statement and per response (docs/store.md, "Why SQLite counts statements"). ``batch_window`` (seconds, default 0) makes the worker wait that long for more
   writes after the first; ``max_batch`` caps a transaction (1 = one transaction per write).
 * WAL mode lets readers (another process, a backup, ``sqlite3`` on the command line) work while we
   write, and ``busy_timeout`` makes a second server process on the same file wait instead of failing.
