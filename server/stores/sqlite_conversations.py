@@ -11,7 +11,7 @@ import sqlite3
 from server.stores.base import ConversationNotFound
 from server.stores.common import conversation_object, dumps, items_page, loads, page_order
 from server.stores.limits import check_metadata, usable_id
-from server.stores.sqlite_engine import SQLiteEngine
+from server.stores.sqlite_engine import SQLiteEngine, concatenated_rows
 
 
 class SQLiteConversations(SQLiteEngine):
@@ -120,16 +120,15 @@ class SQLiteConversations(SQLiteEngine):
             return None
 
         def read() -> list[dict] | None:
-            db = self._db()
-            if db.execute(
-                "SELECT 1 FROM conversations WHERE id = ? AND owner IS ?", (conversation_id, owner)
-            ).fetchone() is None:
+            # One row (the conversation's existence, then its items): see `concatenated_rows`.
+            exists, positions, items = self._db().execute(
+                "SELECT (SELECT 1 FROM conversations WHERE id = ? AND owner IS ?), group_concat(position), "
+                "group_concat(item) FROM conversation_items WHERE conversation_id = ?",
+                (conversation_id, owner, conversation_id),
+            ).fetchone()
+            if exists is None:
                 return None
-            rows = db.execute(
-                "SELECT item FROM conversation_items WHERE conversation_id = ? ORDER BY position",
-                (conversation_id,),
-            ).fetchall()
-            return [loads(row[0]) for row in rows]
+            return [item for _, item in concatenated_rows(positions, items)]
 
         return await self._run(read)
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from server.stores.base import StoreUnavailable
-from server.stores.common import settle, unavailable
+from server.stores.common import loads, settle, unavailable
 from server.stores.engine import StoreEngine
 
 T = TypeVar("T")
@@ -152,6 +152,17 @@ class _Job:
     #: None: ``fn(conn, *args)`` in a savepoint.
     many: Callable[[sqlite3.Connection, list[tuple]], None] | None = None
     outcome: tuple[bool, Any] = field(default=(False, None))
+
+
+def concatenated_rows(keys: str | None, *columns: str | None, descending: bool = False) -> list[tuple]:
+    """The rows of a one-row read made of ``group_concat`` columns (integer keys, then JSON texts,
+    each column joined by commas in the same order), as tuples sorted by key. One row instead of a
+    row per result: every row fetched is a statement step, and every step lets go of the GIL and
+    waits to get it back from a busy event loop (docs/store.md, "Why SQLite counts statements")."""
+    if keys is None:  # no row matched (group_concat of nothing is NULL)
+        return []
+    parsed = [loads(f"[{keys}]"), *(loads(f"[{column}]") for column in columns)]
+    return sorted(zip(*parsed, strict=True), key=lambda row: row[0], reverse=descending)
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:

@@ -32,7 +32,7 @@ from server.stores.common import (
 )
 from server.stores.limits import check_id, check_storable, usable_id
 from server.stores.sqlite_conversations import append_for_response
-from server.stores.sqlite_engine import SQLiteEngine
+from server.stores.sqlite_engine import SQLiteEngine, concatenated_rows
 
 #: The chain of a response as ONE row: whether its oldest link starts it (no previous response), then
 #: the links' depths, input items and responses, each column the stored texts joined by commas (in
@@ -171,8 +171,7 @@ class SQLiteResponses(SQLiteEngine):
             # cap was hit on a cycle).
             if not starts:
                 return None
-            links = zip(loads(f"[{depths}]"), loads(f"[{inputs}]"), loads(f"[{responses}]"), strict=True)
-            oldest_first = sorted(links, key=lambda link: -link[0])
+            oldest_first = concatenated_rows(depths, inputs, responses, descending=True)
             return chain_items([(items, response) for _, items, response in oldest_first])
 
         return await self._run(read)
@@ -278,12 +277,12 @@ class SQLiteResponses(SQLiteEngine):
             return []
 
         def read() -> list[dict]:
-            rows = self._db().execute(
-                "SELECT event FROM events WHERE response_id = ? AND sequence_number > ? "
-                "ORDER BY sequence_number",
+            numbers, events = self._db().execute(
+                "SELECT group_concat(sequence_number), group_concat(event) FROM events "
+                "WHERE response_id = ? AND sequence_number > ?",
                 (response_id, -1 if after is None else after),
-            ).fetchall()
-            return [loads(row[0]) for row in rows]
+            ).fetchone()
+            return [event for _, event in concatenated_rows(numbers, events)]
 
         return await self._run(read)
 
