@@ -52,14 +52,6 @@ SELECT max(c.prev IS NULL), group_concat(c.depth), group_concat(r.input_items), 
 FROM chain AS c JOIN responses AS r ON r.id = c.id
 """
 
-UPSERT_RESPONSE = (
-    "INSERT INTO responses (id, owner, created_at, previous_response_id, status, response, "
-    "input_items, owner_replica) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-    "owner = excluded.owner, created_at = excluded.created_at, "
-    "previous_response_id = excluded.previous_response_id, status = excluded.status, "
-    "response = excluded.response, input_items = excluded.input_items, "
-    "owner_replica = COALESCE(excluded.owner_replica, responses.owner_replica)"
-)
 INSERT_ITEM = "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)"
 
 def _write_runs(batch: list[tuple]) -> list[list[ResponseRows]]:
@@ -104,9 +96,7 @@ class SQLiteResponses(SQLiteEngine):
 
         def write(conn: sqlite3.Connection, conversation_id: str) -> None:
             append_for_response(conn, conversation_id, owner, rows.response_id, rows.appended)
-            conn.execute(UPSERT_RESPONSE, rows.row)
-            conn.execute("DELETE FROM items WHERE response_id = ?", (rows.response_id,))
-            conn.executemany(INSERT_ITEM, rows.item_rows)
+            put_rows(conn, [(rows,)])  # inside the group's transaction: the same rows as a plain put
 
         return write
 
