@@ -165,6 +165,15 @@ def concatenated_rows(keys: str | None, *columns: str | None, descending: bool =
     return sorted(zip(*parsed, strict=True), key=lambda row: row[0], reverse=descending)
 
 
+def _write_many(conn: sqlite3.Connection, many: Callable[[sqlite3.Connection, list[tuple]], None],
+                run: list[_Job]) -> None:
+    """A run of jobs sharing ``many``: written at once, each told it is done (an engine error raises
+    and fails the whole group)."""
+    many(conn, [job.args for job in run])
+    for job in run:
+        job.outcome = (True, None)
+
+
 def _unavailable(exc: BaseException) -> StoreUnavailable:
     return unavailable("SQLite", exc)
 
@@ -280,9 +289,7 @@ class SQLiteEngine(StoreEngine):
         try:
             many = writes[0].many
             if many is not None and all(job.many is many for job in writes):
-                many(conn, [job.args for job in writes])
-                for job in writes:
-                    job.outcome = (True, None)
+                _write_many(conn, many, writes)
             else:
                 self._savepoints(conn, writes)
         except sqlite3.Error as exc:
@@ -310,9 +317,7 @@ class SQLiteEngine(StoreEngine):
                 end = start + 1
                 while end < len(writes) and writes[end].many is job.many:
                     end += 1
-                job.many(conn, [j.args for j in writes[start:end]])
-                for j in writes[start:end]:
-                    j.outcome = (True, None)
+                _write_many(conn, job.many, writes[start:end])
                 start = end
                 continue
             conn.execute("SAVEPOINT w")
