@@ -361,9 +361,7 @@ class SQLiteEngine(StoreEngine):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a commit happens exactly where
         # the code says (and the writers are told only after it).
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, timeout=30.0, check_same_thread=False, cached_statements=512
-        )
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
