@@ -13,8 +13,8 @@ with connections that never finish their headers. This subclass adds, per `serve
 - `request_min_body_rate` over `request_body_rate_window` (`server.limits.BodyRate`): a body
   arriving slower than that on average → 408, whatever the gaps;
 - `max_client_connections`: a connection beyond it is answered 503 at once and closed, freeing its
-  descriptor; a request on a connection while the server is at the limit is answered 503 too
-  (uvicorn's `limit_concurrency`, answered here in OpenAI's shape instead of plain text).
+  descriptor; a request while that many are still in flight is answered 503 too (uvicorn's
+  `limit_concurrency`, answered here in OpenAI's shape instead of plain text).
 
 Every answer is `{"error": {message, type, param, code}}` with `connection: close`.
 
@@ -167,6 +167,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_client_connections:
             self._answer_and_close(raw_error_response(
                 503, "The server has too many open connections; retry shortly.", "server_busy"))  # fmt: skip
+            # No longer one of the open connections, although asyncio reports it lost only later:
+            # counted until then, it would push a client already inside the limit over it.
+            self.connections.discard(self)
             return
         self._start_head_timer()
 
@@ -278,9 +281,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        # uvicorn's limit_concurrency, answered in OpenAI's shape.
-        limit = self.limits.max_client_connections
-        busy = len(self.connections) > limit or len(self.tasks) >= limit
+        # uvicorn's limit_concurrency, answered in OpenAI's shape. The connection itself is inside
+        # the limit (`connection_made` refused it otherwise): only requests still in flight count,
+        # some of them apps going on after their clients left.
+        busy = len(self.tasks) >= self.limits.max_client_connections
         app = self.app
         if busy:
             self.app = _server_busy
