@@ -145,7 +145,10 @@ class ProbeBackend:
 
     `sent` counts body bytes whose `send` returned (uvicorn's flow control makes `send` wait while
     the socket is full, so a stalled `sent` is backpressure); `disconnected_at` is the monotonic time
-    at which uvicorn reported `http.disconnect`, i.e. the bridge closed the connection."""
+    at which uvicorn reported `http.disconnect`, i.e. the bridge closed the connection. `reset()`
+    starts the counts afresh for the next request: an earlier request's handler may still be running
+    (after a disconnect uvicorn's `send` returns at once, so a handler that has not yet seen the
+    disconnect runs through its loop), and it no longer touches them."""
 
     def __init__(
         self, *, count: int = 1000, chunk_chars: int = 8, pause: float = 0.0, hang_before_headers: bool = False,
@@ -161,6 +164,11 @@ class ProbeBackend:
         self.started = threading.Event()
         self.disconnected_at: float | None = None
         self.finished = False
+        self.generation = 0
+
+    def reset(self) -> None:
+        self.generation += 1
+        self.sent, self.finished = 0, False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -180,6 +188,7 @@ class ProbeBackend:
             message = await receive()
             more = message.get("more_body", False)
         self.requests += 1
+        generation = self.generation
         gone = asyncio.Event()
 
         async def watch() -> None:
@@ -215,11 +224,12 @@ class ProbeBackend:
                 if gone.is_set():
                     return
                 await send({"type": "http.response.body", "body": self.chunk, "more_body": True})
-                self.sent += len(self.chunk)
+                if generation == self.generation:
+                    self.sent += len(self.chunk)
                 if self.pause:
                     await asyncio.sleep(self.pause)
             await send({"type": "http.response.body", "body": _chunk("", "stop") + b"data: [DONE]\n\n"})
-            self.finished = True
+            self.finished = self.finished or generation == self.generation
         except OSError:
             return
         finally:
@@ -356,7 +366,7 @@ def test_slow_reader_backpressure_bounds_memory(tmp_path: Path) -> None:
         warm = httpx.post(bridge.url + "/responses", json={"model": "probe", "input": "warm-up"}, timeout=60)
         # the probe streams 256 MiB of SSE whatever it is asked: a whole answer that size is refused
         assert assert_openai_error(warm, 502)["code"] == "upstream_too_large"
-        backend.sent, backend.finished = 0, False
+        backend.reset()  # the warm-up's handler may still be running through its loop
         rss_before = bridge.rss_kib()
         sock = _raw_request(
             bridge.port, {"model": "probe", "input": "flood", "stream": True}, rcvbuf=64 * 1024
