@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-hold", type=float, default=3.0)
     parser.add_argument("--ttfe-seconds", type=float, default=3.0)
     parser.add_argument("--ttfe-repeat", type=int, default=3)
+    parser.add_argument("--ttfe-pause-ms", type=float, default=0.0,
+                        help="the client waits this long after each answer (bench/loadgen.py --pause-ms)")
     parser.add_argument("--no-idle", dest="idle", action="store_false")
     parser.add_argument("--no-ttfe", dest="ttfe", action="store_false")
     opts = parser.parse_args(argv)
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             if opts.ttfe:
                 proc, port = start_target(target, upstream, backend)
                 wait_first_answer(target, port, target.ready_timeout)
-                runs = [loadgen(["ttfe", "--duration", str(opts.ttfe_seconds),
+                runs = [loadgen(["ttfe", "--duration", str(opts.ttfe_seconds), "--pause-ms", str(opts.ttfe_pause_ms),
                                  *client_args(target, port, "bench-64", True)], opts.ttfe_seconds + 60)
                         for _ in range(opts.ttfe_repeat)]
                 p50s = [r["ttfe_p50_ms"] for r in runs if "ttfe_p50_ms" in r]

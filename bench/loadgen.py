@@ -158,6 +158,8 @@ async def cmd_ttfe(args: argparse.Namespace) -> dict:
             if reply.headers.get("connection", "").lower() == "close":
                 writer.close()
                 reader = writer = None
+            if args.pause_ms:
+                await asyncio.sleep(args.pause_ms / 1000)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             errors += 1
             if writer is not None:
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--duration", type=float, default=3.0, help="ttfe: seconds")
     parser.add_argument("--max-requests", type=int, default=2000, help="ttfe: at most this many")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="ttfe: wait this long after each answer before the next request")
     parser.add_argument("--streams", type=int, default=1000, help="idle: streams to hold")
     parser.add_argument("--open-concurrency", type=int, default=100, help="idle: streams opening at once")
     parser.add_argument("--hold", type=float, default=10.0, help="idle: seconds to hold at most")

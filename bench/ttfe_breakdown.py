@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, help="write a cProfile of the server thread here")
     parser.add_argument("--gc", default="on", choices=["on", "off", "freeze"],
                         help="the cyclic garbage collector in the server (off / frozen after start-up)")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="the client waits this long after each answer (bench/loadgen.py --pause-ms)")
     parser.add_argument("--fake-commit-ms", type=float, default=0.0,
                         help="store:false streams wait this long before their terminal event, as a commit would")
     opts = parser.parse_args(argv)
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.wait_port(port, 30)
         body = responses_body("bench-64", True, stored=opts.stored)
         cmd = [project_python(), str(BENCH / "loadgen.py"), "ttfe", "--duration", str(opts.duration), "--port",
-               str(port), "--path", "/v1/responses", "--body", body, "--api-key", "bench"]
+               str(port), "--path", "/v1/responses", "--body", body, "--api-key", "bench",
+               "--pause-ms", str(opts.pause_ms)]
         subprocess.run([*cmd[:4], "0.5", *cmd[5:]], capture_output=True)  # warm-up
         MARKS.clear()
         done = subprocess.run(cmd, capture_output=True, text=True)
