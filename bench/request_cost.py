@@ -266,6 +266,12 @@ def measure(store: str, args: argparse.Namespace, log_dir: Path) -> list[dict]:
             leftover.unlink()
         log_dir.mkdir(parents=True, exist_ok=True)
         spec = f"sqlite:///{db}"
+    fresh = None
+    if store == "postgresql":  # a fresh schema on the local server (bench/targets.py), dropped afterwards
+        from targets import FreshSchema
+
+        fresh = FreshSchema()
+        spec = fresh()
     backend = start(f"backend-{store}", [sys.executable, str(BENCH / "backend.py"), "--port", str(backend_port)], log_dir)
     if not wait_port(backend_port, 20, backend):
         raise RuntimeError(f"backend did not start: {backend.tail()}")
@@ -315,6 +321,8 @@ def measure(store: str, args: argparse.Namespace, log_dir: Path) -> list[dict]:
     finally:
         bridge.stop()
         backend.stop()
+        if fresh is not None:
+            fresh.cleanup()
     return rows
 
 
@@ -350,7 +358,8 @@ def main() -> None:
                         help="chunks per streamed answer, one phase each (default 64,1: the two give the "
                              "per-chunk and the fixed part of a stream's cost; empty: non-streaming only)")
     parser.add_argument("--store", default="none,memory",
-                        help="comma-separated --store values; `sqlite` is a fresh database file in bench/.work")
+                        help="comma-separated --store values; `sqlite` is a fresh database file in bench/.work, "
+                        "`postgresql` a fresh schema on the local server (BENCH_PG_DSN)")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy the concurrent phases into PREFIX-*.txt")
     parser.add_argument("--top", type=int, default=12, help="functions listed per profile")
     parser.add_argument("--py-spy", default=str(Path(sys.executable).with_name("py-spy")))

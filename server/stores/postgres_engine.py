@@ -8,8 +8,9 @@ lost connection and group commit.
 * Commits are durable with PostgreSQL's default ``synchronous_commit=on``: ``put`` returns after the
   WAL record is flushed on the server.
 * **Group commit**: ``put`` calls queue for one committer task, which writes everything that queued
-  while its previous commit ran as one transaction, the rows of all responses in one pipelined
-  ``executemany`` per table (one round trip each), and tells each writer only after COMMIT.
+  while its previous commit ran as one statement (``PUT_GROUP``: one round trip, and the statement's
+  own commit; a group with conversation appends is one transaction around it), and tells each writer
+  only after the commit.
   ``?batch_window_ms=N`` makes it wait N ms for more; ``?max_batch=N`` caps a group (1 = off).
 * Failures: every engine error is :class:`StoreUnavailable`. A lost connection (a restarted server,
   ``pg_terminate_backend``, a network cut) is retried once on a fresh pool connection first; writes are
@@ -41,11 +42,11 @@ from server.stores.engine import StoreEngine
 from server.stores.postgres_schema import (
     DEFAULT_MAX_BATCH,
     INSERT_CONVERSATION_ITEM,
-    INSERT_ITEM,
+    PUT_GROUP,
     SCHEMA_LOCK_KEY,
     TABLES,
-    UPSERT_RESPONSE,
     parse_spec,
+    put_group_args,
 )
 
 T = TypeVar("T")
@@ -231,9 +232,13 @@ class PostgresEngine(StoreEngine):
                 return
 
     async def _write_group(self, conn: Any, group: list[_Put]) -> list[tuple[bool, Any]]:
-        """One transaction for a group of puts: conversation appends first (each conversation row
-        locked, in id order so two replicas never deadlock, positions taken from its counter), then
-        every response row in one pipelined executemany, their items in another."""
+        """One commit for a group of puts. Without conversation appends (almost every group) it is
+        the single statement `PUT_GROUP`; with them, one transaction: the appends first (each
+        conversation row locked, in id order so two replicas never deadlock, positions taken from
+        its counter), then the same statement, then the conversation rows."""
+        if all(j.conversation_id is None for j in group):
+            await self._put_rows(conn, group)
+            return [(True, None)] * len(group)
         outcomes: list[tuple[bool, Any]] = [(True, None)] * len(group)
         async with conn.transaction():
             conversation_rows: list[tuple] = []
@@ -250,20 +255,21 @@ class PostgresEngine(StoreEngine):
                     refused.add(i)
                     continue
                 conversation_rows.extend(claimed)
-            latest: dict[str, _Put] = {}
-            for i, j in enumerate(group):
-                if i not in refused:
-                    latest[j.rows.response_id] = j  # the same id twice in a group: the later put wins
-            kept = [latest[rid] for rid in sorted(latest)]
-            if kept:
-                await conn.executemany(UPSERT_RESPONSE, [j.rows.row for j in kept])
-                await conn.execute("DELETE FROM items WHERE response_id = ANY($1::text[])", [j.rows.response_id for j in kept])
-                item_rows = [row for j in kept for row in j.rows.item_rows]
-                if item_rows:
-                    await conn.executemany(INSERT_ITEM, item_rows)
+            await self._put_rows(conn, [j for i, j in enumerate(group) if i not in refused])
             if conversation_rows:
                 await conn.executemany(INSERT_CONVERSATION_ITEM, conversation_rows)
         return outcomes
+
+    @staticmethod
+    async def _put_rows(conn: Any, puts: list[_Put]) -> None:
+        """The response and item rows of `puts` (`PUT_GROUP`); of an id put twice, the later put's."""
+        latest: dict[str, _Put] = {}
+        for j in puts:
+            latest[j.rows.response_id] = j
+        kept = [latest[rid] for rid in sorted(latest)]  # in id order: two replicas lock rows alike
+        if kept:
+            await conn.execute(PUT_GROUP, *put_group_args([j.rows.row for j in kept],
+                                                          [row for j in kept for row in j.rows.item_rows]))  # fmt: skip
 
 
 async def claim_positions(conn: Any, conversation_id: str, rows: ResponseRows) -> list[tuple] | None:

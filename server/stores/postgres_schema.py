@@ -76,15 +76,47 @@ CREATE INDEX IF NOT EXISTS conversation_items_response ON conversation_items (co
 #: Database time in epoch seconds: heartbeats are compared on one clock, the server's.
 NOW = "extract(epoch from clock_timestamp())"
 
-UPSERT_RESPONSE = (
-    "INSERT INTO responses (id, owner, created_at, previous_response_id, status, response, input_items, "
-    "owner_replica) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8) ON CONFLICT (id) DO UPDATE "
-    "SET owner = EXCLUDED.owner, created_at = EXCLUDED.created_at, "
-    "previous_response_id = EXCLUDED.previous_response_id, status = EXCLUDED.status, "
-    "response = EXCLUDED.response, input_items = EXCLUDED.input_items, "
-    "owner_replica = COALESCE(EXCLUDED.owner_replica, responses.owner_replica)"
-)
 INSERT_ITEM = "INSERT INTO items VALUES ($1, $2, $3, $4, $5, $6::json)"
+#: A group's responses and their items as ONE statement (one round trip, one plan, no BEGIN/COMMIT:
+#: outside a transaction a statement commits alone, atomically), from one array per column
+#: (`put_group_args`). The ids are distinct (the group keeps the later put of an id). Each response
+#: is upserted; its items become exactly the new set: the new ones upserted by (response, position),
+#: the old ones at other positions deleted. The two item parts touch disjoint rows, as they must:
+#: every part of one statement sees the same snapshot. The items' foreign key is checked at the end
+#: of the statement, after the responses are in.
+PUT_GROUP = """
+WITH kept AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[])
+        AS k(id, owner, created_at, previous_response_id, status, response, input_items, owner_replica)
+), upserted AS (
+    INSERT INTO responses (id, owner, created_at, previous_response_id, status, response, input_items, owner_replica)
+    SELECT id, owner, created_at, previous_response_id, status, response::json, input_items::json, owner_replica
+    FROM kept
+    ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, created_at = EXCLUDED.created_at,
+        previous_response_id = EXCLUDED.previous_response_id, status = EXCLUDED.status,
+        response = EXCLUDED.response, input_items = EXCLUDED.input_items,
+        owner_replica = COALESCE(EXCLUDED.owner_replica, responses.owner_replica)
+), new_items AS (
+    SELECT * FROM unnest($9::text[], $10::text[], $11::int[], $12::text[], $13::float8[], $14::text[])
+        AS i(item_id, response_id, position, owner, created_at, item)
+), replaced AS (
+    DELETE FROM items AS old
+    WHERE old.response_id = ANY($1::text[])  -- the primary key's index, not a join the planner may scan for
+      AND NOT EXISTS (SELECT 1 FROM new_items AS n WHERE n.response_id = old.response_id AND n.position = old.position)
+)
+INSERT INTO items (item_id, response_id, position, owner, created_at, item)
+SELECT item_id, response_id, position, owner, created_at, item::json FROM new_items
+ON CONFLICT (response_id, position) DO UPDATE SET item_id = EXCLUDED.item_id, owner = EXCLUDED.owner,
+    created_at = EXCLUDED.created_at, item = EXCLUDED.item
+"""
+
+
+def put_group_args(rows: list[tuple], item_rows: list[tuple]) -> list[list[Any]]:
+    """`PUT_GROUP`'s fourteen arrays: the response rows' eight columns, then the item rows' six."""
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(8)]
+    items = [list(column) for column in zip(*item_rows, strict=True)] if item_rows else [[] for _ in range(6)]
+    return [*columns, *items]
 INSERT_CONVERSATION_ITEM = "INSERT INTO conversation_items VALUES ($1, $2, $3, $4, $5::json)"
 
 #: Writes per group unless the spec says (bounds one transaction's size and latency).

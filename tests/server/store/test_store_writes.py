@@ -171,6 +171,39 @@ async def test_a_group_of_puts_stores_what_the_same_puts_one_by_one_store(store:
     assert page is not None and ids(page["data"]) == ["msg_in_c", "msg_out_resp_conv"]
 
 
+@engines("postgresql")
+async def test_a_postgres_group_of_plain_puts_is_one_statement_with_the_one_by_one_result(store: Any) -> None:
+    """PostgreSQL writes a group without conversation appends as one statement (`PUT_GROUP` in
+    server/stores/postgres_schema.py): a response put again gets exactly its new items (the old
+    ones at positions it no longer has are gone, those it has again are replaced), and of an id put
+    twice in one group the later put wins."""
+    await store.put(response("resp_re", text="old"), [user("a", "msg_re_a"), user("b", "msg_re_b"),
+                                                        user("c", "msg_re_c")], owner="o")  # fmt: skip
+    statements: list[str] = []
+    real_execute = type(store)._put_rows
+
+    async def counting(conn: Any, puts: list[Any]) -> None:
+        statements.append(f"{len(puts)} puts")
+        await real_execute(conn, puts)
+
+    store._put_rows = counting  # type: ignore[method-assign]
+    before = store.commits
+    await asyncio.gather(  # queued before the committer runs again: one group
+        store.put(response("resp_re", text="new"), [user("d", "msg_re_d")], owner="o"),
+        store.put(response("resp_twice", text="first"), [user("e", "msg_tw_e"), user("f", "msg_tw_f")], owner="o"),
+        store.put(response("resp_twice", text="second"), [user("g", "msg_tw_g")], owner="o"),
+    )
+    assert store.commits - before == 1 and statements == ["3 puts"], statements
+    assert ids(await store.input_items("resp_re", owner="o")) == ["msg_re_d"]
+    found = await store.get_items(["msg_re_a", "msg_re_b", "msg_re_c", "msg_re_d", "msg_out_resp_re"], owner="o")
+    assert sorted(found) == ["msg_out_resp_re", "msg_re_d"]
+    assert found["msg_out_resp_re"]["content"][0]["text"] == "new"
+    twice = await store.get("resp_twice", owner="o")
+    assert twice is not None and twice["output"][0]["content"][0]["text"] == "second"
+    assert ids(await store.input_items("resp_twice", owner="o")) == ["msg_tw_g"]
+    assert sorted(await store.get_items(["msg_tw_e", "msg_tw_f", "msg_tw_g"], owner="o")) == ["msg_tw_g"]
+
+
 async def test_a_group_of_plain_puts_is_one_sqlite_statement(tmp_path: Path) -> None:
     """The worker lets go of the GIL around every statement and may wait long to get it back from a
     busy event loop (server/stores/sqlite_engine.py), so a group of plain puts must cost one
@@ -432,7 +465,7 @@ async def test_postgres_connection_lost_mid_write_is_retried_once(store_spec: st
             for _ in range(200):
                 busy = await watcher.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' "
-                    "AND query LIKE 'INSERT INTO responses%'",
+                    "AND query LIKE '%INSERT INTO responses%'",
                     app,
                 )
                 if busy:
