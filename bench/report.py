@@ -479,6 +479,7 @@ DOC_ROWS = (
     "streams/s, 64 chunks, 16 concurrent", "streams/s, 64 chunks paced, 16 concurrent",
     "streams/s, 512 chunks, 16 concurrent", "non-streaming req/s, 16 concurrent",
     "non-streaming latency p50 ms, concurrency 1", "time to first event p50 ms, concurrency 1",
+    "time to first event p50 ms, c1, 5 ms between requests",
     "RSS holding 1,000 idle streams, peak MB", "target CPU ms per stream, 64 chunks, 16 conc.",
     "target CPU ms per stream, 64 chunks paced, 16 conc.", "target CPU ms per stream, 512 chunks, 16 conc.",
     "target CPU ms per non-streaming request, 16 conc.", "target CPU ms per non-streaming request, concurrency 1",
