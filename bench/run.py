@@ -67,9 +67,6 @@ PHASES = [
     ("ns_c1", "bench-64", False, 1),
 ]
 LOGS = WORK / "logs"
-#: The client's pause after each answer in the second time-to-first-event phase: long enough for an
-#: idle CPU to slow down (a commit's fsync is 1-2 ms), far shorter than a person's or an agent's turn.
-TTFE_PAUSE_MS = 5.0
 
 
 def machine() -> dict:
@@ -217,9 +214,9 @@ def measure_target(target: Target, upstream: str, backend: procs.Proc, opts: arg
         print(f"  ttfe: {out['ttfe']}", flush=True)
         # The same with the client pausing after each answer, as a real client does between turns:
         # the request then meets a CPU that went idle (docs/benchmarks.md, "after a pause").
-        out["ttfe_paused"] = loadgen(["ttfe", "--duration", str(opts.ttfe_seconds), "--pause-ms", str(TTFE_PAUSE_MS),
+        out["ttfe_paused"] = loadgen(["ttfe", "--duration", str(opts.ttfe_seconds), "--pause-ms", str(report.TTFE_PAUSE_MS),
                                       *client_args(target, port, "bench-64", True)], opts.ttfe_seconds + 60)
-        print(f"  ttfe, {TTFE_PAUSE_MS:g} ms between requests: {out['ttfe_paused']}", flush=True)
+        print(f"  ttfe, {report.TTFE_PAUSE_MS:g} ms between requests: {out['ttfe_paused']}", flush=True)
 
         url = f"http://127.0.0.1:{port}{target.path}"
         out["phases"] = {}

@@ -229,7 +229,8 @@ class ProbeBackend:
                 if self.pause:
                     await asyncio.sleep(self.pause)
             await send({"type": "http.response.body", "body": _chunk("", "stop") + b"data: [DONE]\n\n"})
-            self.finished = self.finished or generation == self.generation
+            if generation == self.generation:
+                self.finished = True
         except OSError:
             return
         finally:
